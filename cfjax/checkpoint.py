@@ -1,0 +1,119 @@
+"""The only module that talks to orbax: save, find and restore training states with their config.
+
+A checkpoint holds the whole `TrainState` (both networks, both optimizer states, step, key) and
+the run's config as JSON, so a workdir explains itself and a mismatched config is caught before
+orbax sees it.
+"""
+
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+import cfjax
+
+# Fields that fix the shapes of the saved arrays: a workdir cannot be resumed if any differ.
+STRUCTURAL_FIELDS = ("num_classes", "data.image_size", "generator", "discriminator")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used with this run; the message says why and what to do."""
+
+
+def _get(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _normalise(value):
+    """JSON turns tuples into lists; compare them alike."""
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    return value
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Structural fields whose values differ between a saved config and the current one."""
+    diffs = []
+    for field in STRUCTURAL_FIELDS:
+        old, new = _normalise(_get(saved, field)), _normalise(_get(current, field))
+        if old != new:
+            diffs.append(f"{field}: checkpoint has {old!r}, config has {new!r}")
+    return diffs
+
+
+class Checkpointer:
+    """Orbax `CheckpointManager` over `workdir/checkpoints`, keeping the newest `max_to_keep` steps."""
+
+    def __init__(self, workdir: str, *, max_to_keep: int = 3):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def save(self, step: int, state: Any, config: ml_collections.ConfigDict) -> None:
+        """Save asynchronously; `wait()` before reading it back or exiting."""
+        payload = {"config": config.to_dict(), "cfjax_version": cfjax.__version__}
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(payload)),
+        )
+
+    def saved_config(self, step: int | None = None) -> dict:
+        """The config stored beside a checkpoint (the newest by default)."""
+        step = self._step_or_latest(step)
+        restored = self._manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
+        return restored["metadata"]["config"]
+
+    def check_compatible(self, config: ml_collections.ConfigDict, step: int | None = None) -> None:
+        """Raise `CheckpointError` naming every structural field that differs from the saved run."""
+        diffs = config_differences(self.saved_config(step), config.to_dict())
+        if diffs:
+            raise CheckpointError(
+                f"the checkpoints in {self.directory} were written by an incompatible config:\n  "
+                + "\n  ".join(diffs)
+                + "\nUse another --workdir, or the saved config (checkpoints/<step>/metadata)."
+            )
+
+    def restore(self, abstract_state: Any, step: int | None = None) -> Any:
+        """Restore onto the shardings of `abstract_state` (a tree of `jax.ShapeDtypeStruct`)."""
+        step = self._step_or_latest(step)
+        try:
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
+            )
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} does not match this run's state: {error}"
+            ) from error
+        return restored["state"]
+
+    def wait(self) -> None:
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def _step_or_latest(self, step: int | None) -> int:
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        return step
+
+
+def abstract_like(state: Any) -> Any:
+    """Shape, dtype and sharding of every leaf: the target orbax restores onto."""
+    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)

@@ -1,0 +1,75 @@
+"""Up-front checks of a training config: every problem named by its field, before any compilation."""
+
+import ml_collections
+
+from cfjax.explain.saliency import REDUCTIONS
+from cfjax.models.generator import OUTPUT_MODES, STEMS
+from cfjax.models.layers import NORMS
+from cfjax.optim import SCHEDULES
+
+
+class ConfigError(ValueError):
+    """A config field has a value cfjax cannot run with."""
+
+
+def _require(condition: bool, field: str, message: str, config) -> None:
+    if not condition:
+        value = config
+        for part in field.split("."):
+            value = value.get(part) if hasattr(value, "get") else None
+        raise ConfigError(f"config.{field}={value!r}: {message}")
+
+
+def _downsamplings(stem: str, count: int) -> int:
+    return count + (1 if stem == "unshuffle" else 0)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Raise `ConfigError` for the first field that cannot work."""
+    for field in ("num_classes", "batch_size", "num_steps", "seed", "data", "generator", "discriminator",
+                  "loss", "optimizer", "eval"):
+        if field not in config:
+            raise ConfigError(f"config.{field} is missing")
+    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    _require(is_int(config.num_classes) and config.num_classes >= 2, "num_classes", "must be an integer >= 2", config)
+    _require(is_int(config.batch_size) and config.batch_size > 0, "batch_size", "must be a positive integer", config)
+    _require(is_int(config.num_steps) and config.num_steps >= 0, "num_steps", "must be an integer >= 0", config)
+    _require(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)", config)
+    for field in ("log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
+        _require(is_int(config[field]) and config[field] > 0, field, "must be a positive integer", config)
+
+    gen, disc = config.generator, config.discriminator
+    _require(gen.norm in NORMS, "generator.norm", f"must be one of {NORMS}", config)
+    _require(disc.norm in NORMS, "discriminator.norm", f"must be one of {NORMS}", config)
+    _require(gen.output in OUTPUT_MODES, "generator.output", f"must be one of {OUTPUT_MODES}", config)
+    _require(gen.stem in STEMS, "generator.stem", f"must be one of {STEMS}", config)
+    _require(disc.stem in STEMS, "discriminator.stem", f"must be one of {STEMS}", config)
+    _require(is_int(gen.depth) and gen.depth >= 1, "generator.depth", "must be an integer >= 1", config)
+    _require(len(disc.widths) >= 1, "discriminator.widths", "must list at least one stage width", config)
+
+    size = config.data.image_size
+    g_factor = 2 ** _downsamplings(gen.stem, gen.depth)
+    d_factor = 2 ** _downsamplings(disc.stem, len(disc.widths) - 1)
+    _require(is_int(size) and size > 0 and size % g_factor == 0, "data.image_size",
+             f"must be divisible by {g_factor} (2^depth of the generator, times 2 for the unshuffle stem)", config)
+    _require(size % d_factor == 0, "data.image_size",
+             f"must be divisible by {d_factor} (the discriminator's downsampling)", config)
+    for split in ("num_train", "num_validation", "num_test"):
+        _require(is_int(config.data[split]) and config.data[split] > 0, f"data.{split}", "must be a positive integer",
+                 config)
+    _require(config.data.num_train >= config.batch_size, "data.num_train", "must be at least config.batch_size",
+             config)
+
+    loss = config.loss
+    for field in ("adversarial_weight", "cls_weight", "cycle_weight", "prox_weight", "fake_weight"):
+        _require(loss[field] >= 0, f"loss.{field}", "must be >= 0", config)
+    _require(is_int(loss.num_cycles) and loss.num_cycles >= 0, "loss.num_cycles", "must be an integer >= 0", config)
+
+    for name in ("generator", "discriminator"):
+        opt = config.optimizer[name]
+        _require(opt.learning_rate > 0, f"optimizer.{name}.learning_rate", "must be > 0", config)
+        _require(opt.schedule in SCHEDULES, f"optimizer.{name}.schedule", f"must be one of {SCHEDULES}", config)
+        _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, f"optimizer.{name}.b1", "b1 and b2 must be in [0, 1)", config)
+
+    _require(config.eval.saliency_reduce in REDUCTIONS, "eval.saliency_reduce", f"must be one of {REDUCTIONS}", config)
+    _require(config.eval.num_thresholds >= 2, "eval.num_thresholds", "must be >= 2", config)

@@ -1,0 +1,1 @@
+"""Saliency from counterfactuals, thresholded masks and their IoU against ground truth."""

@@ -1,0 +1,63 @@
+"""Command line: `python -m cfjax.main --config=configs/cracks.py [--workdir=DIR] [--config.FIELD=VALUE ...]`.
+
+Only parses flags and calls `train.train_and_evaluate(config, workdir)` (flax/examples style).
+"""
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file, e.g. configs/cracks.py[:variant].")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: runs/<config name>).")
+_DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+flags.mark_flags_as_required(["config"])
+
+USAGE_ERROR = 2
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl parsing, with a one-line error (exit code 2) for bad config fields instead of a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        _fail(f"{error}\nPass --helpshort to see the flags.")
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        message = str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace('\\"', '"')
+        _fail(f"bad --config: {message}")
+
+
+def _fail(message: str) -> None:
+    print(f"cfjax: error: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    import jax  # after flag parsing, so --help stays fast
+
+    if _DISTRIBUTED.value:
+        jax.distributed.initialize()
+    from cfjax import train
+    from cfjax.checkpoint import CheckpointError
+    from cfjax.config_validation import ConfigError
+
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
+    config = _CONFIG.value
+    workdir = _WORKDIR.value or os.path.join("runs", config.get("name", "run"))
+    print(f"cfjax: config {config.get('name', '?')} on {jax.device_count()} {jax.default_backend()} device(s); "
+          f"workdir {workdir}", flush=True)
+    try:
+        train.train_and_evaluate(config, workdir)
+    except (ConfigError, CheckpointError) as error:
+        _fail(str(error))
+    except train.NonFiniteError as error:
+        print(f"cfjax: training stopped: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

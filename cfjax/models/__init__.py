@@ -1,0 +1,33 @@
+"""Models as pure functions: Flax Linen modules used through `init` / `apply`."""
+
+import ml_collections
+
+from cfjax.models.classifier import ResNetClassifier, class_logits, p_fake, predict_class
+from cfjax.models.generator import Generator
+
+
+def make_generator(config: ml_collections.ConfigDict) -> Generator:
+    """G for `config.num_classes` classes, shaped by `config.generator`."""
+    return Generator(num_classes=config.num_classes, **config.generator.to_dict())
+
+
+def make_discriminator(config: ml_collections.ConfigDict) -> ResNetClassifier:
+    """D: the classifier with one extra output, "fake"."""
+    return _classifier(config, config.num_classes + 1)
+
+
+def make_plain_classifier(config: ml_collections.ConfigDict) -> ResNetClassifier:
+    """The baseline: D's backbone with K outputs, trained without a generator."""
+    return _classifier(config, config.num_classes)
+
+
+def _classifier(config: ml_collections.ConfigDict, num_outputs: int) -> ResNetClassifier:
+    fields = config.discriminator.to_dict()
+    fields["widths"] = tuple(fields["widths"])
+    return ResNetClassifier(num_outputs=num_outputs, **fields)
+
+
+__all__ = [
+    "Generator", "ResNetClassifier", "class_logits", "p_fake", "predict_class",
+    "make_generator", "make_discriminator", "make_plain_classifier",
+]

@@ -1,0 +1,53 @@
+"""ResNet-style CNN classifiers: the classifier-discriminator D (K+1 logits) and the plain baseline (K)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cfjax.models.layers import Downsample, ResBlock, make_norm, pixel_unshuffle, to_signed
+
+
+class ResNetClassifier(nn.Module):
+    """Normalised residual stages with mean+max pooling.
+
+    Normalisation and mean+max pooling matter: a plain strided CNN stayed at chance on cracks while
+    this learned (design.md, section 6). The discriminator is this network with K+1 outputs.
+    """
+
+    num_outputs: int
+    widths: tuple = (32, 64, 128)
+    blocks_per_stage: int = 1
+    norm: str = "group"
+    stem: str = "unshuffle"
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
+        h = to_signed(images)
+        if self.stem == "unshuffle":
+            h = pixel_unshuffle(h, 2)
+        h = nn.Conv(self.widths[0], (3, 3))(h)
+        for stage, features in enumerate(self.widths):
+            if stage > 0:
+                h = Downsample(features)(h)
+            for _ in range(self.blocks_per_stage):
+                h = ResBlock(features, self.norm)(h)
+        h = nn.swish(make_norm(self.norm)(h))
+        pooled = jnp.concatenate([h.mean(axis=(1, 2)), h.max(axis=(1, 2))], axis=-1)
+        pooled = nn.Dropout(self.dropout, deterministic=not train)(pooled)
+        return nn.Dense(self.num_outputs)(pooled)
+
+
+def class_logits(d_logits: jnp.ndarray, num_classes: int) -> jnp.ndarray:
+    """D's "hybrid" class readout: the first K logits (the fake logit is ignored)."""
+    return d_logits[..., :num_classes]
+
+
+def predict_class(d_logits: jnp.ndarray, num_classes: int) -> jnp.ndarray:
+    """Class predicted by D: argmax over the K real classes."""
+    return jnp.argmax(class_logits(d_logits, num_classes), axis=-1)
+
+
+def p_fake(d_logits: jnp.ndarray) -> jnp.ndarray:
+    """D's "fakeness": softmax probability of the last (fake) output, an uncertainty score."""
+    return jax.nn.softmax(d_logits, axis=-1)[..., -1]

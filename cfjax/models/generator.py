@@ -1,0 +1,77 @@
+"""The counterfactual generator G(x, t) -> (x_hat, class_logits): a conditional U-Net."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from cfjax.models.layers import Downsample, ResBlock, Upsample, make_norm, pixel_shuffle, pixel_unshuffle, to_signed
+
+OUTPUT_MODES = ("residual", "image")
+STEMS = ("unshuffle", "conv")
+
+
+def _target_planes(target: jnp.ndarray, num_classes: int, like: jnp.ndarray) -> jnp.ndarray:
+    """One-hot target class broadcast to constant planes the size of `like`."""
+    one_hot = jax.nn.one_hot(target, num_classes, dtype=like.dtype)
+    return jnp.broadcast_to(one_hot[:, None, None, :], like.shape[:3] + (num_classes,))
+
+
+class Generator(nn.Module):
+    """U-Net that turns an image of class y into a counterfactual of class `target`.
+
+    The classification head reads the bottleneck of the *encoder*, which sees x alone: the target
+    class is fed to the decoder only. Feeding it to the encoder lets the head read y off the target
+    planes when t = 1 - y (design.md, section 6). In "residual" mode x_hat = clip(x + tanh(delta))
+    with delta's last layer initialised at zero, so G starts as the identity and learns a sparse edit.
+    """
+
+    num_classes: int
+    width: int = 32
+    depth: int = 3
+    norm: str = "group"
+    output: str = "residual"
+    stem: str = "unshuffle"
+    head_dropout: float = 0.1
+
+    @nn.compact
+    def __call__(self, images: jnp.ndarray, target: jnp.ndarray, *, train: bool = False):
+        if self.output not in OUTPUT_MODES:
+            raise ValueError(f"generator.output must be one of {OUTPUT_MODES}, got {self.output!r}")
+        if self.stem not in STEMS:
+            raise ValueError(f"generator.stem must be one of {STEMS}, got {self.stem!r}")
+        h = to_signed(images)
+        if self.stem == "unshuffle":
+            h = pixel_unshuffle(h, 2)
+        h = nn.Conv(self.width, (3, 3))(h)
+
+        skips = []
+        for level in range(self.depth):
+            features = self.width * 2**level
+            h = ResBlock(features, self.norm)(h)
+            skips.append(h)
+            h = Downsample(features * 2)(h)
+        h = ResBlock(self.width * 2**self.depth, self.norm)(h)
+
+        pooled = jnp.concatenate([h.mean(axis=(1, 2)), h.max(axis=(1, 2))], axis=-1)
+        pooled = nn.Dropout(self.head_dropout, deterministic=not train)(pooled)
+        class_logits = nn.Dense(self.num_classes, name="class_head")(pooled)
+
+        h = jnp.concatenate([h, _target_planes(target, self.num_classes, h)], axis=-1)
+        h = ResBlock(self.width * 2**self.depth, self.norm)(h)
+        for level in reversed(range(self.depth)):
+            features = self.width * 2**level
+            h = Upsample(features)(h)
+            h = jnp.concatenate([h, skips[level], _target_planes(target, self.num_classes, h)], axis=-1)
+            h = ResBlock(features, self.norm)(h)
+
+        h = nn.swish(make_norm(self.norm)(h))
+        channels = images.shape[-1] * (4 if self.stem == "unshuffle" else 1)
+        head_init = nn.initializers.zeros if self.output == "residual" else nn.initializers.lecun_normal()
+        out = nn.Conv(channels, (3, 3), kernel_init=head_init, name="image_head")(h)
+        if self.stem == "unshuffle":
+            out = pixel_shuffle(out, 2)
+        if self.output == "residual":
+            counterfactual = jnp.clip(images + jnp.tanh(out), 0.0, 1.0)
+        else:
+            counterfactual = (jnp.tanh(out) + 1.0) / 2.0
+        return counterfactual, class_logits

@@ -1,0 +1,92 @@
+"""Building blocks shared by the generator and the classifier-discriminator.
+
+Down- and up-sampling are written as space-to-depth / depth-to-space plus a plain convolution:
+the same receptive field as strided or transposed convolutions, but lowered to ordinary
+convolutions, whose gradients are much faster on XLA:CPU (design.md, section 6).
+"""
+
+from typing import Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+NORMS = ("group", "layer", "instance", "none")
+
+
+def pixel_unshuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+    """(B, H, W, C) -> (B, H/f, W/f, C*f*f): space-to-depth without losing a pixel."""
+    b, h, w, c = x.shape
+    x = x.reshape(b, h // factor, factor, w // factor, factor, c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h // factor, w // factor, c * factor * factor)
+
+
+def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
+    """Inverse of `pixel_unshuffle`: (B, H, W, C*f*f) -> (B, H*f, W*f, C)."""
+    b, h, w, c = x.shape
+    out_c = c // (factor * factor)
+    x = x.reshape(b, h, w, factor, factor, out_c)
+    x = x.transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(b, h * factor, w * factor, out_c)
+
+
+def make_norm(kind: str, num_groups: int = 8) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """A normalisation layer without running statistics, so train and eval mode agree."""
+    if kind == "group":
+        return lambda x: nn.GroupNorm(num_groups=_groups(x.shape[-1], num_groups))(x)
+    if kind == "instance":
+        return lambda x: nn.GroupNorm(num_groups=None, group_size=1)(x)
+    if kind == "layer":
+        return lambda x: nn.LayerNorm()(x)
+    if kind == "none":
+        return lambda x: x
+    raise ValueError(f"normalisation must be one of {NORMS}, got {kind!r}")
+
+
+def _groups(channels: int, wanted: int) -> int:
+    """The largest group count <= wanted that divides the channel count."""
+    for groups in range(min(wanted, channels), 0, -1):
+        if channels % groups == 0:
+            return groups
+    return 1
+
+
+class ResBlock(nn.Module):
+    """Pre-activation residual block: norm -> swish -> conv, twice, plus a 1x1 shortcut."""
+
+    features: int
+    norm: str = "group"
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        h = nn.Conv(self.features, (3, 3))(nn.swish(make_norm(self.norm)(x)))
+        h = nn.Conv(self.features, (3, 3))(nn.swish(make_norm(self.norm)(h)))
+        if x.shape[-1] != self.features:
+            x = nn.Conv(self.features, (1, 1), use_bias=False)(x)
+        return x + h
+
+
+class Downsample(nn.Module):
+    """Halve the resolution: space-to-depth, then a 3x3 convolution."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return nn.Conv(self.features, (3, 3))(pixel_unshuffle(x, 2))
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour resize, then a 3x3 convolution."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        return nn.Conv(self.features, (3, 3))(x)
+
+
+def to_signed(images: jnp.ndarray) -> jnp.ndarray:
+    """Public images live in [0, 1]; networks see [-1, 1]."""
+    return images * 2.0 - 1.0

@@ -1,0 +1,198 @@
+"""Pure step functions: one GAN update (D then G) and one evaluation pass, each under one jit."""
+
+import functools
+from typing import Any, Callable
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from cfjax import losses, parallel
+from cfjax.models import predict_class, p_fake
+
+Params = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue bit-exactly: both networks, both optimizers, keys."""
+
+    step: jnp.ndarray
+    g_params: Params
+    d_params: Params
+    g_opt_state: optax.OptState
+    d_opt_state: optax.OptState
+    g_ema_params: Params
+    key: jnp.ndarray
+
+
+@flax.struct.dataclass
+class GanModels:
+    """The two networks and their optimizers (static: hashed by identity under jit)."""
+
+    generator: Any = flax.struct.field(pytree_node=False)
+    discriminator: Any = flax.struct.field(pytree_node=False)
+    g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+
+def init_train_state(models: GanModels, key: jax.Array, image_shape: tuple, num_classes: int) -> TrainState:
+    """Fresh parameters for G and D from one key; the rest of the key drives the training steps."""
+    g_key, d_key, train_key = jax.random.split(key, 3)
+    images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+    labels = jnp.zeros((1,), jnp.int32)
+    g_params = models.generator.init(g_key, images, labels)["params"]
+    d_params = models.discriminator.init(d_key, images)["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        g_params=g_params,
+        d_params=d_params,
+        g_opt_state=models.g_tx.init(g_params),
+        d_opt_state=models.d_tx.init(d_params),
+        g_ema_params=g_params,
+        key=train_key,
+    )
+
+
+def _generate(models, g_params, images, labels, targets, num_cycles, key, train=True):
+    """x_hat = G(x, t), then `num_cycles` round trips G(., y) [-> G(., t)] for the cycle loss."""
+    apply = functools.partial(models.generator.apply, train=train)
+    keys = jax.random.split(key, 2 * num_cycles + 1)
+    counterfactual, head_logits = apply({"params": g_params}, images, targets, rngs={"dropout": keys[0]})
+    cycle_back, cycle_forward = [], []
+    current = counterfactual
+    for c in range(num_cycles):
+        back, _ = apply({"params": g_params}, current, labels, rngs={"dropout": keys[2 * c + 1]})
+        cycle_back.append(back)
+        if c + 1 < num_cycles:
+            current, _ = apply({"params": g_params}, back, targets, rngs={"dropout": keys[2 * c + 2]})
+            cycle_forward.append(current)
+    return {
+        "counterfactual": counterfactual,
+        "head_logits": head_logits,
+        "cycle_back": cycle_back,
+        "cycle_forward": cycle_forward,
+    }
+
+
+def _ema(ema_params, params, step, decay):
+    """EMA of G's weights with a warm-up, so early evaluations are not dominated by the init."""
+    rate = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    return jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema_params, params)
+
+
+def gan_step(state: TrainState, batch: dict, *, models: GanModels, config: ml_collections.ConfigDict):
+    """One D update on real and (stop-gradient) generated images, then one G update against new D.
+
+    G's forward pass runs once: its outputs' vector-Jacobian product is kept and pulled back after
+    D's update, so G's gradient sees the updated D without recomputing the U-Net.
+    """
+    num_classes = config.num_classes
+    loss_cfg = config.loss
+    images, labels = batch["image"], batch["label"]
+    step_key = jax.random.fold_in(state.key, state.step)
+    target_key, g_key, d_key, adv_key = jax.random.split(step_key, 4)
+    targets = losses.sample_targets(target_key, labels, num_classes)
+
+    generate = lambda p: _generate(models, p, images, labels, targets, loss_cfg.num_cycles, g_key)
+    outputs, pull_back = jax.vjp(generate, state.g_params)
+
+    fakes = [outputs["counterfactual"]]
+    if loss_cfg.fake_on_cycles:
+        fakes += outputs["cycle_back"] + outputs["cycle_forward"]
+    fakes = [jax.lax.stop_gradient(f) for f in fakes]
+    batch_size = images.shape[0]
+
+    def d_objective(d_params):
+        logits = models.discriminator.apply(
+            {"params": d_params}, jnp.concatenate([images] + fakes), train=True, rngs={"dropout": d_key}
+        )
+        real_logits = logits[:batch_size]
+        fake_logits = [logits[(i + 1) * batch_size:(i + 2) * batch_size] for i in range(len(fakes))]
+        loss, terms = losses.discriminator_loss(
+            real_logits, labels, fake_logits, fake_weight=loss_cfg.fake_weight
+        )
+        return loss, (terms, real_logits)
+
+    (d_loss, (d_terms, real_logits)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state.d_params)
+    d_updates, d_opt_state = models.d_tx.update(d_grads, state.d_opt_state, state.d_params)
+    d_params = optax.apply_updates(state.d_params, d_updates)
+
+    def g_objective(outs):
+        cf_logits = models.discriminator.apply(
+            {"params": d_params}, outs["counterfactual"], train=True, rngs={"dropout": adv_key}
+        )
+        loss, terms = losses.generator_loss(
+            cf_logits, targets, outs["head_logits"], labels, images, outs["counterfactual"], outs["cycle_back"],
+            adversarial_weight=loss_cfg.adversarial_weight,
+            cls_weight=loss_cfg.cls_weight,
+            cycle_weight=loss_cfg.cycle_weight,
+            prox_weight=loss_cfg.prox_weight,
+        )
+        return loss, (terms, cf_logits)
+
+    (g_loss, (g_terms, cf_logits)), output_grads = jax.value_and_grad(g_objective, has_aux=True)(outputs)
+    (g_grads,) = pull_back(output_grads)
+    g_updates, g_opt_state = models.g_tx.update(g_grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, g_updates)
+
+    new_state = state.replace(
+        step=state.step + 1,
+        g_params=g_params,
+        d_params=d_params,
+        g_opt_state=g_opt_state,
+        d_opt_state=d_opt_state,
+        g_ema_params=_ema(state.g_ema_params, g_params, state.step, config.ema_decay),
+    )
+    metrics = {
+        "d_loss": d_loss,
+        "g_loss": g_loss,
+        **d_terms,
+        **g_terms,
+        "d_acc_real": (predict_class(real_logits, num_classes) == labels).mean(),
+        "g_head_acc": (jnp.argmax(outputs["head_logits"], -1) == labels).mean(),
+        "flip_rate": (predict_class(cf_logits, num_classes) == targets).mean(),
+        "p_fake_real": p_fake(real_logits).mean(),
+        "p_fake_generated": p_fake(cf_logits).mean(),
+        "edit_l1": jnp.abs(outputs["counterfactual"] - images).mean(),
+        "g_grad_norm": optax.tree.norm(g_grads),
+        "d_grad_norm": optax.tree.norm(d_grads),
+        "g_param_norm": optax.tree.norm(g_params),
+        "d_param_norm": optax.tree.norm(d_params),
+    }
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+    metrics["finite"] = finite
+    # A non-finite update is never applied: the state stays at the last good step.
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
+    return new_state, metrics
+
+
+def make_gan_step(
+    models: GanModels, config: ml_collections.ConfigDict, mesh: Mesh, *, max_traces: int | None = None
+) -> Callable:
+    """`gan_step` jitted over the mesh: state replicated and donated, batch sharded on 'data'.
+
+    `max_traces` makes a recompilation an error (chex.assert_max_traces), for tests and debugging.
+    """
+    def step_fn(state, batch):
+        return gan_step(state, batch, models=models, config=config)
+
+    if max_traces is not None:
+        step_fn = chex.assert_max_traces(step_fn, n=max_traces)
+    return jax.jit(
+        step_fn,
+        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+        out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def make_init_fn(models: GanModels, config: ml_collections.ConfigDict, mesh: Mesh) -> Callable:
+    """Jitted initialisation that creates the state directly replicated on the mesh."""
+    image_shape = (config.data.image_size, config.data.image_size, 3)
+    init = functools.partial(init_train_state, models, image_shape=image_shape, num_classes=config.num_classes)
+    return jax.jit(init, out_shardings=parallel.replicated(mesh))

@@ -1,0 +1,55 @@
+"""PNG grids of counterfactuals: x | x_hat | |x - x_hat| heatmap | ground-truth mask, one row per image."""
+
+import numpy as np
+from PIL import Image
+
+# Anchor colours of a perceptually ordered black -> purple -> orange -> yellow map (inferno-like).
+_HEAT_ANCHORS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
+) / 255.0
+
+
+def heatmap(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """(..., H, W) values -> (..., H, W, 3) RGB in [0, 1]; scaled by vmax (default: the maximum)."""
+    values = np.asarray(values, np.float32)
+    vmax = float(values.max()) if vmax is None else vmax
+    scaled = np.clip(values / max(vmax, 1e-8), 0.0, 1.0) * (len(_HEAT_ANCHORS) - 1)
+    low = np.floor(scaled).astype(int).clip(0, len(_HEAT_ANCHORS) - 2)
+    frac = (scaled - low)[..., None]
+    return _HEAT_ANCHORS[low] * (1 - frac) + _HEAT_ANCHORS[low + 1] * frac
+
+
+def counterfactual_grid(images, counterfactuals, masks, *, upscale: int = 3, gap: int = 2) -> np.ndarray:
+    """One row per image: input, counterfactual, difference heatmap, ground truth. uint8 (H, W, 3)."""
+    images, counterfactuals = np.asarray(images), np.asarray(counterfactuals)
+    diff = np.abs(images - counterfactuals).mean(-1)
+    vmax = max(float(diff.max()), 1e-3)
+    truth = np.repeat(np.asarray(masks, np.float32)[..., None], 3, axis=-1)
+    rows = []
+    for x, x_hat, d, m in zip(images, counterfactuals, heatmap(diff, vmax), truth):
+        panels = [x, x_hat, d, m]
+        rows.append(_hstack(panels, gap))
+    grid = _vstack(rows, gap)
+    grid = np.repeat(np.repeat(grid, upscale, axis=0), upscale, axis=1)
+    return (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _hstack(panels, gap):
+    spacer = np.ones((panels[0].shape[0], gap, 3), np.float32)
+    out = [panels[0]]
+    for p in panels[1:]:
+        out += [spacer, p]
+    return np.concatenate(out, axis=1)
+
+
+def _vstack(rows, gap):
+    spacer = np.ones((gap, rows[0].shape[1], 3), np.float32)
+    out = [rows[0]]
+    for r in rows[1:]:
+        out += [spacer, r]
+    return np.concatenate(out, axis=0)
+
+
+def save_png(path, image: np.ndarray) -> None:
+    """Write a uint8 RGB array as PNG."""
+    Image.fromarray(image).save(path)

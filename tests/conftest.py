@@ -1,0 +1,38 @@
+"""Test set-up: two forced CPU devices (multi-device paths run everywhere) and a persistent
+compilation cache, so repeated CI runs skip most XLA compiles."""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_CACHE = os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path.home() / ".cache" / "cfjax" / "jax_compilation_cache")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+import ml_collections  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "configs"))
+
+import cracks  # noqa: E402
+
+
+@pytest.fixture
+def tiny_config() -> ml_collections.ConfigDict:
+    """The `:tiny` variant: seconds per run on a 2-core CPU."""
+    return cracks.get_config("tiny")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> pathlib.Path:
+    return REPO
+
+
+def pytest_report_header(config):
+    return f"jax {jax.__version__}, devices: {jax.devices()}, compilation cache: {_CACHE}"

@@ -1,0 +1,53 @@
+"""The command line, run as a user runs it: end to end on the tiny config, and its error messages."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(args, repo_root, **env):
+    environment = {**os.environ, **env}
+    return subprocess.run(
+        [sys.executable, "-m", "cfjax.main", *args], cwd=repo_root, env=environment,
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_cli_trains_end_to_end(tmp_path, repo_root):
+    workdir = tmp_path / "run"
+    proc = _run(["--config=configs/cracks.py:tiny", f"--workdir={workdir}", "--config.num_steps=4"], repo_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "results:" in proc.stdout and str(workdir) in proc.stdout
+    results = json.loads((workdir / "results.json").read_text())
+    assert results["step"] == 4
+    assert (workdir / "checkpoints" / "4").is_dir()
+    # Running the same command again resumes (nothing left to train) and re-evaluates.
+    again = _run(["--config=configs/cracks.py:tiny", f"--workdir={workdir}", "--config.num_steps=4"], repo_root)
+    assert again.returncode == 0, again.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--config.batch_sze=8"], 'batch_sze'),
+        (["--config.batch_size=3"], "config.batch_size=3 is not divisible by the 2 devices"),
+        (["--config.data.image_size=30"], "config.data.image_size=30: must be divisible by 8"),
+        (["--config.generator.norm=batch"], "config.generator.norm='batch': must be one of"),
+    ],
+)
+def test_cli_bad_config_fails_with_a_clear_message(tmp_path, repo_root, args, message):
+    proc = _run(["--config=configs/cracks.py:tiny", f"--workdir={tmp_path}", *args], repo_root,
+                XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_cli_unknown_key_suggests_the_right_one(tmp_path, repo_root):
+    proc = _run(["--config=configs/cracks.py:tiny", f"--workdir={tmp_path}", "--config.batch_sze=8"], repo_root)
+    assert proc.returncode == 2
+    assert 'Did you mean "batch_size"' in proc.stderr

@@ -1,0 +1,39 @@
+"""Every shipped config variant is valid; bad fields are named."""
+
+import pytest
+
+import cracks
+from cfjax.config_validation import ConfigError, validate_config
+
+
+@pytest.mark.parametrize("variant", cracks.VARIANTS)
+def test_shipped_variants_validate(variant):
+    validate_config(cracks.get_config(variant))
+
+
+def test_unknown_variant_is_named():
+    with pytest.raises(ValueError, match="unknown config variant 'huge'"):
+        cracks.get_config("huge")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("num_classes", 1, "config.num_classes=1: must be an integer >= 2"),
+        ("ema_decay", 1.0, "config.ema_decay=1.0: must be in [0, 1)"),
+        ("loss.cycle_weight", -1.0, "config.loss.cycle_weight=-1.0: must be >= 0"),
+        ("loss.num_cycles", -1, "config.loss.num_cycles=-1"),
+        ("optimizer.generator.schedule", "step", "config.optimizer.generator.schedule='step'"),
+        ("data.num_train", 4, "config.data.num_train=4: must be at least config.batch_size"),
+        ("eval.saliency_reduce", "sum", "config.eval.saliency_reduce='sum'"),
+    ],
+)
+def test_bad_fields_are_named(tiny_config, field, value, message):
+    *path, last = field.split(".")
+    node = tiny_config
+    for part in path:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(ConfigError) as error:
+        validate_config(tiny_config)
+    assert message in str(error.value)

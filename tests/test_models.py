@@ -1,0 +1,106 @@
+"""Shapes, dtypes and the structural promises of G and D."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cfjax.models import ResNetClassifier, make_discriminator, make_generator, make_plain_classifier, p_fake, predict_class
+from cfjax.models.generator import Generator
+from cfjax.models.layers import pixel_shuffle, pixel_unshuffle
+
+
+def _images(batch=3, size=32, seed=0):
+    return jax.random.uniform(jax.random.PRNGKey(seed), (batch, size, size, 3))
+
+
+@pytest.mark.parametrize(
+    "num_classes, depth, output", [(2, 1, "residual"), (3, 2, "image"), (5, 3, "residual"), (4, 3, "image")]
+)
+def test_generator_shapes(num_classes, depth, output):
+    g = Generator(num_classes, width=8, depth=depth, output=output)
+    x, t = _images(), jnp.array([0, 1, num_classes - 1])
+    params = g.init(jax.random.PRNGKey(1), x, t)
+    x_hat, logits = g.apply(params, x, t)
+    chex.assert_shape(x_hat, x.shape)
+    chex.assert_shape(logits, (3, num_classes))
+    chex.assert_type([x_hat, logits], jnp.float32)
+    assert float(x_hat.min()) >= 0.0 and float(x_hat.max()) <= 1.0
+
+
+@pytest.mark.parametrize("stem, norm", [("unshuffle", "instance"), ("conv", "layer"), ("conv", "none")])
+def test_generator_stems_and_norms(stem, norm):
+    g = Generator(2, width=8, depth=2, stem=stem, norm=norm)
+    x, t = _images(size=16), jnp.array([0, 1, 1])
+    x_hat, logits = g.apply(g.init(jax.random.PRNGKey(0), x, t), x, t)
+    chex.assert_shape([x_hat, logits], [x.shape, (3, 2)])
+
+
+def test_residual_generator_starts_as_identity():
+    g = Generator(2, width=8, depth=2, output="residual")
+    x, t = _images(), jnp.array([1, 0, 1])
+    x_hat, _ = g.apply(g.init(jax.random.PRNGKey(0), x, t), x, t)
+    np.testing.assert_array_equal(np.asarray(x_hat), np.asarray(x))
+
+
+def test_generator_head_does_not_see_the_target():
+    """The label leak of design.md section 6: the head must read x alone."""
+    g = Generator(3, width=8, depth=2, output="image")
+    x = _images()
+    params = g.init(jax.random.PRNGKey(0), x, jnp.zeros(3, jnp.int32))
+    x_a, logits_a = g.apply(params, x, jnp.array([0, 0, 0]))
+    x_b, logits_b = g.apply(params, x, jnp.array([1, 2, 1]))
+    np.testing.assert_array_equal(np.asarray(logits_a), np.asarray(logits_b))
+    assert not np.allclose(np.asarray(x_a), np.asarray(x_b)), "the target must change the image"
+
+
+def test_generator_dropout_only_in_training():
+    g = Generator(2, width=8, depth=1, head_dropout=0.5)
+    x, t = _images(), jnp.array([0, 1, 0])
+    params = g.init(jax.random.PRNGKey(0), x, t)
+    _, eval_a = g.apply(params, x, t, train=False)
+    _, eval_b = g.apply(params, x, t, train=False)
+    _, train_logits = g.apply(params, x, t, train=True, rngs={"dropout": jax.random.PRNGKey(3)})
+    np.testing.assert_array_equal(np.asarray(eval_a), np.asarray(eval_b))
+    assert not np.allclose(np.asarray(eval_a), np.asarray(train_logits))
+
+
+@pytest.mark.parametrize("num_classes", [2, 4])
+def test_discriminator_and_plain_classifier_outputs(tiny_config, num_classes):
+    tiny_config.num_classes = num_classes
+    x = _images(size=tiny_config.data.image_size)
+    d, plain = make_discriminator(tiny_config), make_plain_classifier(tiny_config)
+    d_logits = d.apply(d.init(jax.random.PRNGKey(0), x), x)
+    c_logits = plain.apply(plain.init(jax.random.PRNGKey(0), x), x)
+    chex.assert_shape([d_logits, c_logits], [(3, num_classes + 1), (3, num_classes)])
+    probs = p_fake(d_logits)
+    chex.assert_shape(probs, (3,))
+    assert np.all((np.asarray(probs) > 0) & (np.asarray(probs) < 1))
+    assert np.all(np.asarray(predict_class(d_logits, num_classes)) < num_classes)
+
+
+def test_predict_class_ignores_the_fake_logit():
+    logits = jnp.array([[0.0, 1.0, 100.0], [2.0, 1.0, 50.0]])
+    np.testing.assert_array_equal(np.asarray(predict_class(logits, 2)), [1, 0])
+
+
+def test_make_generator_reads_config(tiny_config):
+    g = make_generator(tiny_config)
+    assert (g.num_classes, g.width, g.depth) == (2, tiny_config.generator.width, tiny_config.generator.depth)
+
+
+def test_pixel_shuffle_inverts_unshuffle():
+    x = _images(batch=2, size=8)
+    y = pixel_unshuffle(x, 2)
+    chex.assert_shape(y, (2, 4, 4, 12))
+    np.testing.assert_array_equal(np.asarray(pixel_shuffle(y, 2)), np.asarray(x))
+    # Each output pixel group holds exactly the 2x2 block it came from.
+    np.testing.assert_array_equal(np.asarray(y[0, 0, 0, :3]), np.asarray(x[0, 0, 0]))
+    np.testing.assert_array_equal(np.asarray(y[0, 0, 0, 3:6]), np.asarray(x[0, 0, 1]))
+
+
+def test_resnet_classifier_widths():
+    net = ResNetClassifier(3, widths=(8, 16, 32))
+    x = _images(size=32)
+    chex.assert_shape(net.apply(net.init(jax.random.PRNGKey(0), x), x), (3, 3))

@@ -1,0 +1,92 @@
+"""The jitted GAN step: learning on a fixed batch, data-parallel equivalence, no recompilation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cfjax import parallel, steps, train
+from cfjax.data import synthetic
+
+
+def _setup(config, devices):
+    mesh = parallel.make_mesh(devices)
+    models = train.build_models(config)
+    state = steps.make_init_fn(models, config, mesh)(jax.random.PRNGKey(config.seed))
+    data = synthetic.generate_split("train", config.batch_size, image_size=config.data.image_size)
+    batch = {"image": data["image"], "label": data["label"]}
+    return mesh, models, state, batch
+
+
+def test_two_devices_match_one_device(tiny_config):
+    assert jax.device_count() >= 2, "conftest forces two CPU devices"
+    # Adam turns gradients that are zero up to rounding (biases before instance-like norms) into
+    # +-lr updates; a larger eps keeps the comparison about the math, not the rounding.
+    for name in ("generator", "discriminator"):
+        tiny_config.optimizer[name].eps = 1e-3
+    results = []
+    for devices in (jax.devices()[:1], jax.devices()[:2]):
+        chex.clear_trace_counter()
+        mesh, models, state, batch = _setup(tiny_config, devices)
+        step = steps.make_gan_step(models, tiny_config, mesh, max_traces=1)
+        for _ in range(3):  # several steps, one trace: no recompilation
+            state, metrics = step(state, parallel.shard_batch(batch, mesh))
+        assert len(state.g_params["image_head"]["kernel"].sharding.device_set) == len(devices)
+        results.append((jax.device_get(state), jax.device_get(metrics)))
+    (state_1, metrics_1), (state_2, metrics_2) = results
+    chex.assert_trees_all_close(state_1, state_2, atol=2e-5, rtol=2e-4)
+    chex.assert_trees_all_close(metrics_1, metrics_2, atol=2e-5, rtol=2e-4)
+
+
+def test_step_is_sharded_and_donates_state(tiny_config):
+    mesh, models, state, batch = _setup(tiny_config, jax.devices()[:2])
+    step = steps.make_gan_step(models, tiny_config, mesh)
+    sharded = parallel.shard_batch(batch, mesh)
+    assert sharded["image"].sharding.spec == jax.sharding.PartitionSpec("data")
+    old_leaf = state.d_params["Dense_0"]["kernel"]
+    new_state, metrics = step(state, sharded)
+    assert old_leaf.is_deleted(), "the input state should be donated"
+    assert int(new_state.step) == 1
+    for name in ("g_grad_norm", "d_grad_norm", "g_param_norm", "d_param_norm", "flip_rate", "p_fake_real"):
+        assert np.isfinite(float(metrics[name])), name
+
+
+def test_a_few_hundred_steps_on_a_fixed_batch_learn(tiny_config):
+    """On one fixed batch D learns the classes, G's head learns them, and G's cycle returns home."""
+    tiny_config.generator.head_dropout = 0.0
+    chex.clear_trace_counter()
+    mesh, models, state, batch = _setup(tiny_config, jax.devices())
+    step = steps.make_gan_step(models, tiny_config, mesh, max_traces=1)
+    sharded = parallel.shard_batch(batch, mesh)
+    history = []
+    for _ in range(300):
+        state, metrics = step(state, sharded)
+        assert bool(metrics["finite"])  # synchronises each step, as the training loop does
+        history.append(metrics)
+    history = jax.device_get(history)
+    first = {k: np.mean([m[k] for m in history[:10]]) for k in history[0]}
+    last = {k: np.mean([m[k] for m in history[-10:]]) for k in history[0]}
+    assert last["d_real_ce"] < 0.5 * first["d_real_ce"], (first["d_real_ce"], last["d_real_ce"])
+    assert last["g_head_ce"] < 0.5 * first["g_head_ce"], (first["g_head_ce"], last["g_head_ce"])
+    assert last["d_acc_real"] == 1.0
+    assert last["edit_l1"] > 1e-3, "G must have started to edit its input"
+    assert last["g_cycle_l1"] < 0.1
+    assert all(bool(m["finite"]) for m in history)
+
+
+def test_non_finite_update_is_not_applied(tiny_config):
+    mesh, models, state, batch = _setup(tiny_config, jax.devices())
+    step = steps.make_gan_step(models, tiny_config, mesh)
+    state, _ = step(state, parallel.shard_batch(batch, mesh))
+    before = jax.device_get(state)
+    batch["image"] = np.full_like(batch["image"], np.nan)
+    after, metrics = step(state, parallel.shard_batch(batch, mesh))
+    assert not bool(metrics["finite"])
+    chex.assert_trees_all_equal(jax.device_get(after), before)
+
+
+def test_batch_not_divisible_by_devices_is_refused(tiny_config):
+    mesh = parallel.make_mesh(jax.devices()[:2])
+    with pytest.raises(ValueError, match=r"config.batch_size=3 is not divisible by the 2 devices"):
+        parallel.check_batch_size(3, mesh)

@@ -1,0 +1,93 @@
+"""`train_and_evaluate` end to end on the tiny config: outputs, resumption, NaN handling."""
+
+import json
+import os
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from cfjax import checkpoint, parallel, steps, train
+from cfjax.data import pipeline
+
+
+def _restore(workdir, config):
+    """(step, state as numpy) of the newest checkpoint in `workdir`."""
+    mesh = parallel.make_mesh()
+    fresh = steps.make_init_fn(train.build_models(config), config, mesh)(jax.random.PRNGKey(0))
+    ckpt = checkpoint.Checkpointer(str(workdir))
+    step = ckpt.latest_step()
+    state = jax.device_get(ckpt.restore(checkpoint.abstract_like(fresh)))
+    ckpt.close()
+    return step, state
+
+
+def test_train_and_evaluate_writes_everything(tmp_path, tiny_config):
+    results = train.train_and_evaluate(tiny_config, str(tmp_path))
+    for name in ("results.json", "metrics.jsonl", "config.json"):
+        assert (tmp_path / name).exists(), name
+    assert any(f.startswith("events") for f in os.listdir(tmp_path / "tb"))
+    pngs = sorted(os.listdir(tmp_path / "images"))
+    assert "step_000006_class0.png" in pngs and "step_000006_class1.png" in pngs
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["step"] == tiny_config.num_steps
+    test = saved["test"]
+    for key in ("d_accuracy", "g_head_accuracy", "flip_rate"):
+        assert 0.0 <= test[key] <= 1.0
+    for method in ("counterfactual", "dark_pixels", "local_contrast"):
+        assert 0.0 <= test[f"iou_{method}"]["iou_mean"] <= 1.0
+        assert test[f"iou_{method}"]["num_images"] == test["num_crack_images"] > 0
+    assert results["test"] == test
+    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [l for l in lines if "train/d_loss" in l]
+    assert [l["step"] for l in train_lines] == [2, 4, 6]
+    for key in ("train/g_grad_norm", "train/d_param_norm", "train/flip_rate", "train/p_fake_real",
+                "train/steps_per_sec", "train/d_acc_real"):
+        assert key in train_lines[-1]
+    assert any("validation/iou_counterfactual/iou_mean" in l for l in lines)
+
+
+def test_interrupted_run_resumes_to_the_same_state(tmp_path, tiny_config):
+    tiny_config.checkpoint_every = 2
+    straight = tmp_path / "straight"
+    train.train_and_evaluate(tiny_config, str(straight))
+
+    interrupted = tmp_path / "interrupted"
+    first_part = tiny_config.copy_and_resolve_references()
+    first_part.num_steps = 4
+    train.train_and_evaluate(first_part, str(interrupted))
+    train.train_and_evaluate(tiny_config, str(interrupted))  # same workdir: resumes at step 4
+
+    step_a, state_a = _restore(straight, tiny_config)
+    step_b, state_b = _restore(interrupted, tiny_config)
+    assert step_a == step_b == tiny_config.num_steps
+    chex.assert_trees_all_equal(state_a, state_b)
+    log = lambda d: [l for l in (d / "metrics.jsonl").read_text().splitlines() if "train/d_loss" in l]
+    strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k != "train/steps_per_sec"} for l in lines]
+    assert strip(log(straight)) == strip(log(interrupted))
+
+
+def test_resuming_with_an_incompatible_config_fails_clearly(tmp_path, tiny_config):
+    train.train_and_evaluate(tiny_config, str(tmp_path))
+    tiny_config.generator.width = 16
+    with pytest.raises(checkpoint.CheckpointError, match="generator: checkpoint has"):
+        train.train_and_evaluate(tiny_config, str(tmp_path))
+
+
+def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, tiny_config, monkeypatch):
+    tiny_config.checkpoint_every = 2
+    original = pipeline.train_batch
+
+    def poisoned(train_data, step, *args, **kwargs):
+        batch = original(train_data, step, *args, **kwargs)
+        if step == 4:
+            batch["image"] = np.full_like(batch["image"], np.nan)
+        return batch
+
+    monkeypatch.setattr(pipeline, "train_batch", poisoned)
+    with pytest.raises(train.NonFiniteError, match=r"non-finite values at step 5 in: .*d_loss.*last good checkpoint is step 4"):
+        train.train_and_evaluate(tiny_config, str(tmp_path))
+    step, state = _restore(tmp_path, tiny_config)
+    assert step == 4
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))

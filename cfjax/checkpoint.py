@@ -14,20 +14,15 @@ import orbax.checkpoint as ocp
 
 import cfjax
 
-# Fields that fix the shapes of the saved arrays: a workdir cannot be resumed if any differ.
-STRUCTURAL_FIELDS = ("num_classes", "data.image_size", "generator", "discriminator")
+# Fields a resumed run may change: how long it trains, how often it logs, evaluates and saves.
+# Every other field shapes the arrays or the computation, so a workdir refuses any change to it.
+RESUMABLE_FIELDS = frozenset(
+    {"name", "num_steps", "log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval"}
+)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used with this run; the message says why and what to do."""
-
-
-def _get(tree: dict, dotted: str):
-    for part in dotted.split("."):
-        if not isinstance(tree, dict) or part not in tree:
-            return None
-        tree = tree[part]
-    return tree
 
 
 def _normalise(value):
@@ -39,13 +34,33 @@ def _normalise(value):
     return value
 
 
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """{"a.b.c": value} for every leaf of a nested config dict."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = _normalise(value)
+    return flat
+
+
+def _resumable(field: str, current: dict) -> bool:
+    top = field.split(".")[0]
+    if field == "num_steps":
+        # The schedule's shape depends on num_steps unless it is constant.
+        optimizers = current.get("optimizer", {}).values()
+        return all(opt.get("schedule", "constant") == "constant" for opt in optimizers)
+    return top in RESUMABLE_FIELDS
+
+
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """Structural fields whose values differ between a saved config and the current one."""
+    """Fields (other than the resumable ones) whose values differ between a saved config and this one."""
+    old, new = _leaves(saved), _leaves(current)
     diffs = []
-    for field in STRUCTURAL_FIELDS:
-        old, new = _normalise(_get(saved, field)), _normalise(_get(current, field))
-        if old != new:
-            diffs.append(f"{field}: checkpoint has {old!r}, config has {new!r}")
+    for field in sorted(set(old) | set(new)):
+        if old.get(field, "<absent>") != new.get(field, "<absent>") and not _resumable(field, current):
+            diffs.append(f"{field}: checkpoint has {old.get(field, '<absent>')!r}, config has {new.get(field, '<absent>')!r}")
     return diffs
 
 

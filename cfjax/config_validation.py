@@ -47,6 +47,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(is_int(gen.depth) and gen.depth >= 1, "generator.depth", "must be an integer >= 1", config)
     _require(len(disc.widths) >= 1, "discriminator.widths", "must list at least one stage width", config)
 
+    if config.data.get("name") == "synthetic":
+        _require(config.num_classes in (2, 3, 4), "num_classes",
+                 "the synthetic dataset has 2 (crack / no crack), 3 or 4 classes (crack types)", config)
     size = config.data.image_size
     g_factor = 2 ** _downsamplings(gen.stem, gen.depth)
     d_factor = 2 ** _downsamplings(disc.stem, len(disc.widths) - 1)

@@ -28,8 +28,8 @@ def _evaluate_batch(g_params, d_params, batch, *, generator, discriminator, conf
     images, labels, masks = batch["image"], batch["label"], batch["mask"]
     targets = evaluation_targets(labels)
     counterfactual, head_logits = generator.apply({"params": g_params}, images, targets, train=False)
-    d_logits = discriminator.apply({"params": d_params}, jnp.concatenate([images, counterfactual]), train=False)
-    real_logits, cf_logits = jnp.split(d_logits, 2)
+    real_logits = discriminator.apply({"params": d_params}, images, train=False)
+    cf_logits = discriminator.apply({"params": d_params}, counterfactual, train=False)
     k = config.num_classes
     maps = {
         "counterfactual": saliency.counterfactual_saliency(images, counterfactual, config.eval.saliency_reduce),
@@ -71,7 +71,8 @@ class CounterfactualEvaluator:
         num = len(self.data["label"])
         chunks = []
         for start in range(0, num, self.batch_size):
-            batch = {name: _padded(self.data[name][start:start + self.batch_size], self.batch_size)
+            mine = parallel.host_slice(self.batch_size)
+            batch = {name: _padded(self.data[name][start:start + self.batch_size], self.batch_size)[mine]
                      for name in ("image", "label", "mask")}
             out = self._evaluate_batch(g_params, d_params, parallel.shard_batch(batch, self.mesh))
             valid = min(self.batch_size, num - start)

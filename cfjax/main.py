@@ -33,10 +33,24 @@ def _fail(message: str) -> None:
     sys.exit(USAGE_ERROR)
 
 
+def _cpu_defaults(batch_size: int) -> None:
+    """Before JAX starts: one XLA device per CPU core (up to 8, dividing the batch) and a persistent
+    compilation cache, unless the user set either. On a 2-core CPU two devices ran a GAN step ~1.4x
+    faster than one; devices of a GPU or TPU are unaffected."""
+    xla_flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in xla_flags:
+        cores = min(os.cpu_count() or 1, 8)
+        devices = max(d for d in range(1, cores + 1) if batch_size % d == 0)
+        os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={devices}".strip()
+    cache = os.path.join(os.path.expanduser("~"), ".cache", "cfjax", "jax_compilation_cache")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
+
+
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    import jax  # after flag parsing, so --help stays fast
+    _cpu_defaults(_CONFIG.value.get("batch_size", 1))
+    import jax  # after flag parsing and _cpu_defaults, which must precede JAX's start
 
     if _DISTRIBUTED.value:
         jax.distributed.initialize()

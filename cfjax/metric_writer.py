@@ -16,7 +16,7 @@ class MetricWriter:
         if not enabled:
             return
         _truncate_after(self.path, resume_step)
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step or None)
+        self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step + 1 if resume_step else None)
 
     def scalars(self, step: int, values: dict, prefix: str = "") -> None:
         if not self.enabled:
@@ -47,7 +47,14 @@ def _truncate_after(path: str, step: int) -> None:
     """On resume, drop log lines written after the checkpoint we resume from (they will be redone)."""
     if not os.path.exists(path):
         return
+    kept = []
     with open(path) as f:
-        kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+        for line in f:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+            if record.get("step", 0) <= step:
+                kept.append(line)
     with open(path, "w") as f:
         f.writelines(kept)

@@ -105,14 +105,13 @@ def gan_step(state: TrainState, batch: dict, *, models: GanModels, config: ml_co
     if loss_cfg.fake_on_cycles:
         fakes += outputs["cycle_back"] + outputs["cycle_forward"]
     fakes = [jax.lax.stop_gradient(f) for f in fakes]
-    batch_size = images.shape[0]
 
     def d_objective(d_params):
-        logits = models.discriminator.apply(
-            {"params": d_params}, jnp.concatenate([images] + fakes), train=True, rngs={"dropout": d_key}
-        )
-        real_logits = logits[:batch_size]
-        fake_logits = [logits[(i + 1) * batch_size:(i + 2) * batch_size] for i in range(len(fakes))]
+        # One D call per image set: concatenating along the sharded batch axis would reshard.
+        d_keys = jax.random.split(d_key, len(fakes) + 1)
+        apply = lambda x, k: models.discriminator.apply({"params": d_params}, x, train=True, rngs={"dropout": k})
+        real_logits = apply(images, d_keys[0])
+        fake_logits = [apply(fake, k) for fake, k in zip(fakes, d_keys[1:])]
         loss, terms = losses.discriminator_loss(
             real_logits, labels, fake_logits, fake_weight=loss_cfg.fake_weight
         )

@@ -79,18 +79,20 @@ def _check_finite(metrics: dict, step: int, checkpointer: checkpoint.Checkpointe
     if bool(metrics["finite"]):
         return
     bad = sorted(name for name, value in metrics.items() if name != "finite" and not np.isfinite(np.asarray(value)))
+    checkpointer.wait()  # the newest save may still be in flight: name only a finished one
     last = checkpointer.latest_step()
+    where = (f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None
+             else "no checkpoint was written yet")
     raise NonFiniteError(
-        f"non-finite values at step {step + 1} in: {', '.join(bad)}. The update was not applied; "
-        f"the last good checkpoint is step {last} in {checkpointer.directory}"
-        if last is not None else f"non-finite values at step {step + 1} in: {', '.join(bad)}; no checkpoint yet."
+        f"non-finite values at step {step + 1} in: {', '.join(bad)}. The update was not applied; {where}."
     )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train the counterfactual GAN, checkpointing and evaluating as configured; returns the test results.
+    """Train the counterfactual GAN, checkpointing and evaluating as configured; returns the results.
 
-    Re-running on the same workdir resumes from its newest checkpoint.
+    Re-running on the same workdir resumes from its newest checkpoint; on a finished workdir it
+    returns the saved results without recomputing them.
     """
     validate_config(config)
     start_time = time.time()
@@ -101,17 +103,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     models = build_models(config)
     state = steps.make_init_fn(models, config, mesh)(jax.random.PRNGKey(config.seed))
     checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
-    if checkpointer.latest_step() is not None:
-        checkpointer.check_compatible(config)
-        state = checkpointer.restore(checkpoint.abstract_like(state))
-        logging.info("Resumed from checkpoint step %d in %s", int(state.step), checkpointer.directory)
-    start_step = int(state.step)
+    try:
+        if checkpointer.latest_step() is not None:
+            checkpointer.check_compatible(config)
+            state = checkpointer.restore(checkpoint.abstract_like(state))
+            print(f"cfjax: resuming from step {int(state.step)} in {checkpointer.directory}", flush=True)
+        finished = _saved_results(workdir, int(state.step), config.num_steps)
+        if finished is not None:
+            print(f"cfjax: {workdir} already finished step {finished['step']}; results in "
+                  f"{os.path.join(workdir, 'results.json')}", flush=True)
+            return finished
+        results = _train(config, workdir, models, state, checkpointer, mesh)
+    finally:
+        checkpointer.close()
+    results["wall_time_s"] = time.time() - start_time
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    _report(workdir, checkpointer, results)
+    return results
 
-    logging.info("Generating the %s dataset ...", config.data.name)
+
+def _saved_results(workdir: str, step: int, num_steps: int) -> dict | None:
+    """The results of a run that already reached num_steps, if they were written."""
+    path = os.path.join(workdir, "results.json")
+    if step < num_steps or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        results = json.load(f)
+    return results if results.get("step") == step else None
+
+
+def _train(config, workdir, models, state, checkpointer, mesh) -> dict:
+    """The loop from the state's step to config.num_steps, then the final evaluation."""
+    start_step = int(state.step)
     data = pipeline.load_splits(config)
     is_main = jax.process_index() == 0
     writer = MetricWriter(workdir, resume_step=start_step, enabled=is_main)
-    if is_main:
+    if is_main and start_step == 0:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(config.to_dict(), f, indent=2, default=str)
 
@@ -156,13 +185,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         checkpointer.wait()
 
     results = _final_evaluation(state, evaluators, config, images, writer)
-    results["train_wall_time_s"] = time.time() - start_time
-    if is_main:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
     writer.close()
-    checkpointer.close()
-    _report(workdir, checkpointer, results)
     return results
 
 

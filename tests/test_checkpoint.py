@@ -54,7 +54,8 @@ def test_incompatible_config_is_refused_by_field(tmp_path, tiny_config):
     with pytest.raises(checkpoint.CheckpointError) as error:
         ckpt.check_compatible(other)
     message = str(error.value)
-    assert "generator: checkpoint has" in message and "num_classes: checkpoint has 2, config has 3" in message
+    assert "generator.width: checkpoint has 8, config has 12" in message
+    assert "num_classes: checkpoint has 2, config has 3" in message
     assert str(tmp_path) in message
     ckpt.check_compatible(tiny_config)  # the same config passes
     ckpt.close()
@@ -67,9 +68,25 @@ def test_restore_without_checkpoint_says_so(tmp_path, tiny_config):
     ckpt.close()
 
 
-def test_config_differences_ignore_tuple_vs_list():
-    saved = {"num_classes": 2, "data": {"image_size": 32}, "generator": {"w": 8}, "discriminator": {"widths": [8, 16]}}
-    current = {"num_classes": 2, "data": {"image_size": 32}, "generator": {"w": 8}, "discriminator": {"widths": (8, 16)}}
-    assert checkpoint.config_differences(saved, current) == []
-    current["data"]["image_size"] = 64
-    assert checkpoint.config_differences(saved, current) == ["data.image_size: checkpoint has 32, config has 64"]
+def test_config_differences_ignore_tuple_vs_list_and_resumable_fields(tiny_config):
+    saved = tiny_config.to_dict()
+    current = tiny_config.copy_and_resolve_references()
+    current.discriminator.widths = list(current.discriminator.widths)
+    current.num_steps, current.log_every, current.eval.batch_size = 100, 7, 4  # allowed on resume
+    assert checkpoint.config_differences(saved, current.to_dict()) == []
+    current.data.image_size = 64
+    current.loss.cycle_weight = 3.0
+    assert checkpoint.config_differences(saved, current.to_dict()) == [
+        "data.image_size: checkpoint has 32, config has 64",
+        "loss.cycle_weight: checkpoint has 10.0, config has 3.0",
+    ]
+
+
+def test_num_steps_is_structural_under_a_decaying_schedule(tiny_config):
+    saved = tiny_config.to_dict()
+    current = tiny_config.copy_and_resolve_references()
+    current.optimizer.generator.schedule = saved["optimizer"]["generator"]["schedule"] = "cosine"
+    current.num_steps = 100
+    assert checkpoint.config_differences(saved, current.to_dict()) == [
+        f"num_steps: checkpoint has {tiny_config.num_steps}, config has 100"
+    ]

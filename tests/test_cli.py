@@ -24,9 +24,13 @@ def test_cli_trains_end_to_end(tmp_path, repo_root):
     results = json.loads((workdir / "results.json").read_text())
     assert results["step"] == 4
     assert (workdir / "checkpoints" / "4").is_dir()
-    # Running the same command again resumes (nothing left to train) and re-evaluates.
+    # The same command on a finished workdir trains nothing and returns the saved results.
+    log_before = (workdir / "metrics.jsonl").read_text()
     again = _run(["--config=configs/cracks.py:tiny", f"--workdir={workdir}", "--config.num_steps=4"], repo_root)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished step 4" in again.stdout
+    assert (workdir / "metrics.jsonl").read_text() == log_before
+    assert json.loads((workdir / "results.json").read_text()) == results
 
 
 @pytest.mark.parametrize(

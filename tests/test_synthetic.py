@@ -160,3 +160,14 @@ def test_bad_counts_raise():
         S.generate_split("train", 2, start_index=-3)
     with pytest.raises(ValueError, match="num_classes"):
         S.class_names(7)
+
+
+def test_local_contrast_is_not_a_solution(crack_images):
+    """The classical crack filter (blur minus image) must stay clearly below the GAN's target of 0.5."""
+    import jax.numpy as jnp
+
+    from cfjax.explain.saliency import local_contrast_saliency
+
+    images, masks = crack_images
+    contrast = np.asarray(local_contrast_saliency(jnp.asarray(images), radius=2))
+    assert _best_global_iou(contrast, masks) < 0.45

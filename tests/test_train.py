@@ -48,16 +48,31 @@ def test_train_and_evaluate_writes_everything(tmp_path, tiny_config):
     assert any("validation/iou_counterfactual/iou_mean" in l for l in lines)
 
 
-def test_interrupted_run_resumes_to_the_same_state(tmp_path, tiny_config):
+class _Crash(RuntimeError):
+    pass
+
+
+def test_interrupted_run_resumes_to_the_same_state(tmp_path, tiny_config, monkeypatch):
+    """A crash after step 5 (checkpoints every 2, logs every step, cosine schedule), then the same call."""
     tiny_config.checkpoint_every = 2
+    tiny_config.log_every = 1
+    tiny_config.optimizer.generator.schedule = "cosine"
     straight = tmp_path / "straight"
     train.train_and_evaluate(tiny_config, str(straight))
 
     interrupted = tmp_path / "interrupted"
-    first_part = tiny_config.copy_and_resolve_references()
-    first_part.num_steps = 4
-    train.train_and_evaluate(first_part, str(interrupted))
-    train.train_and_evaluate(tiny_config, str(interrupted))  # same workdir: resumes at step 4
+    original = pipeline.train_batch
+
+    def crash_at_step_5(train_data, step, *args, **kwargs):
+        if step == 5:
+            raise _Crash("simulated preemption")
+        return original(train_data, step, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_batch", crash_at_step_5)
+    with pytest.raises(_Crash):
+        train.train_and_evaluate(tiny_config, str(interrupted))
+    monkeypatch.setattr(pipeline, "train_batch", original)
+    train.train_and_evaluate(tiny_config, str(interrupted))  # same call: resumes from step 4
 
     step_a, state_a = _restore(straight, tiny_config)
     step_b, state_b = _restore(interrupted, tiny_config)
@@ -71,7 +86,7 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path, tiny_config):
 def test_resuming_with_an_incompatible_config_fails_clearly(tmp_path, tiny_config):
     train.train_and_evaluate(tiny_config, str(tmp_path))
     tiny_config.generator.width = 16
-    with pytest.raises(checkpoint.CheckpointError, match="generator: checkpoint has"):
+    with pytest.raises(checkpoint.CheckpointError, match="generator.width: checkpoint has 8, config has 16"):
         train.train_and_evaluate(tiny_config, str(tmp_path))
 
 

@@ -41,10 +41,14 @@ def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> n
     return order[position * batch_size:(position + 1) * batch_size]
 
 
-def augment(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A random one of the 8 flips/90-degree rotations per image: cracks and surfaces have no up."""
+def _transforms(rng: np.random.Generator, count: int):
+    """Quarter turns (0-3) and horizontal flips (0/1), one of each per image."""
+    return rng.integers(0, 4, count), rng.integers(0, 2, count)
+
+
+def augment(images: np.ndarray, turns: np.ndarray, flips: np.ndarray) -> np.ndarray:
+    """One of the 8 flips/90-degree rotations per image: cracks and surfaces have no up."""
     out = np.empty_like(images)
-    turns, flips = rng.integers(0, 4, len(images)), rng.integers(0, 2, len(images))
     for i, (image, k, flip) in enumerate(zip(images, turns, flips)):
         image = np.rot90(image, k, axes=(0, 1))
         out[i] = image[:, ::-1] if flip else image
@@ -56,8 +60,11 @@ def train_batch(train: dict, step: int, batch_size: int, seed: int, *, augment_i
 
     Augmentation draws from a generator seeded by (seed, step), so it too is a function of the step.
     """
-    indices = batch_indices(step, len(train["label"]), batch_size, seed)[parallel.host_slice(batch_size)]
-    images = train["image"][indices]
+    mine = parallel.host_slice(batch_size)
+    indices = batch_indices(step, len(train["label"]), batch_size, seed)
+    images = train["image"][indices[mine]]
     if augment_images:
-        images = augment(images, np.random.default_rng([seed, step, 1]))
-    return {"image": images, "label": train["label"][indices]}
+        # Draw for the global batch, then keep this host's rows: the same run on any host count.
+        turns, flips = _transforms(np.random.default_rng([seed, step, 1]), batch_size)
+        images = augment(images, turns[mine], flips[mine])
+    return {"image": images, "label": train["label"][indices[mine]]}

@@ -257,8 +257,8 @@ def _crack_paths(rng: np.random.Generator, kind: str):
 
 def _render_crack(rng: np.random.Generator, kind: str, size: int, scale: float):
     """Crack coverage (H, W) in [0, 1] and darkening (H, W) in [0, 1)."""
-    base_r = rng.uniform(0.55, 1.35) * scale  # radius in px: width 2r ~ 1.1 - 2.7 px at 64
-    base_c = rng.uniform(0.35, 0.7)  # core darkening, clearly visible to strong
+    base_r = rng.uniform(0.8, 1.6) * scale  # radius in px: width 2r ~ 1.6 - 3.2 px at 64
+    base_c = rng.uniform(0.3, 0.65)  # core darkening, visible to strong
     planes = np.zeros((2, size, size))
     for pts, rs in _crack_paths(rng, kind):
         n = len(pts)
@@ -266,7 +266,7 @@ def _render_crack(rng: np.random.Generator, kind: str, size: int, scale: float):
         # at least ~1 px wide at any resolution, so small images keep continuous cracks
         r = np.clip(r, max(0.45 * scale, 0.5), max(1.6 * scale, 0.6))
         c = base_c * np.exp(0.25 * _smooth1d(rng, n, 10.0))
-        c = np.clip(c, 0.25, 0.8)
+        c = np.clip(c, 0.2, 0.8)
         # densify so consecutive discs overlap even when the image is large
         seg = max(1, int(np.ceil(size / 160.0 / 0.5)))
         if seg > 1:

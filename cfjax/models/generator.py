@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cfjax.models.layers import Downsample, ResBlock, Upsample, make_norm, pixel_shuffle, pixel_unshuffle, to_signed
+from cfjax.models.layers import Downsample, ResBlock, Upsample, make_norm, pixel_unshuffle, to_signed
 
 OUTPUT_MODES = ("residual", "image")
 STEMS = ("unshuffle", "conv")
@@ -65,11 +65,13 @@ class Generator(nn.Module):
             h = ResBlock(features, self.norm)(h)
 
         h = nn.swish(make_norm(self.norm)(h))
-        channels = images.shape[-1] * (4 if self.stem == "unshuffle" else 1)
-        head_init = nn.initializers.zeros if self.output == "residual" else nn.initializers.lecun_normal()
-        out = nn.Conv(channels, (3, 3), kernel_init=head_init, name="image_head")(h)
         if self.stem == "unshuffle":
-            out = pixel_shuffle(out, 2)
+            # Back to full resolution, beside the input itself: edits can follow single pixels.
+            h = Upsample(max(self.width // 2, 4))(h)
+            h = jnp.concatenate([h, to_signed(images)], axis=-1)
+            h = nn.swish(nn.Conv(max(self.width // 2, 4), (3, 3))(h))
+        head_init = nn.initializers.zeros if self.output == "residual" else nn.initializers.lecun_normal()
+        out = nn.Conv(images.shape[-1], (3, 3), kernel_init=head_init, name="image_head")(h)
         if self.output == "residual":
             counterfactual = jnp.clip(images + jnp.tanh(out), 0.0, 1.0)
         else:

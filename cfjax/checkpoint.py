@@ -13,6 +13,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 import cfjax
+from cfjax.nested import flatten_dict
 
 # Fields a resumed run may change: how long it trains, how often it logs, evaluates and saves.
 # Every other field shapes the arrays or the computation, so a workdir refuses any change to it.
@@ -34,17 +35,6 @@ def _normalise(value):
     return value
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict:
-    """{"a.b.c": value} for every leaf of a nested config dict."""
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = _normalise(value)
-    return flat
-
-
 def _resumable(field: str, current: dict) -> bool:
     top = field.split(".")[0]
     if field == "num_steps":
@@ -56,11 +46,13 @@ def _resumable(field: str, current: dict) -> bool:
 
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Fields (other than the resumable ones) whose values differ between a saved config and this one."""
-    old, new = _leaves(saved), _leaves(current)
+    old = {k: _normalise(v) for k, v in flatten_dict(saved).items()}
+    new = {k: _normalise(v) for k, v in flatten_dict(current).items()}
     diffs = []
     for field in sorted(set(old) | set(new)):
         if old.get(field, "<absent>") != new.get(field, "<absent>") and not _resumable(field, current):
-            diffs.append(f"{field}: checkpoint has {old.get(field, '<absent>')!r}, config has {new.get(field, '<absent>')!r}")
+            before, after = old.get(field, "<absent>"), new.get(field, "<absent>")
+            diffs.append(f"{field}: checkpoint has {before!r}, config has {after!r}")
     return diffs
 
 

@@ -16,6 +16,7 @@ from cfjax import checkpoint, evaluate, parallel, steps, visualize
 from cfjax.config_validation import validate_config
 from cfjax.data import pipeline
 from cfjax.metric_writer import MetricWriter
+from cfjax.nested import flatten_dict
 from cfjax.models import make_discriminator, make_generator
 from cfjax.optim import make_optimizer
 
@@ -32,17 +33,6 @@ def build_models(config: ml_collections.ConfigDict) -> steps.GanModels:
         g_tx=make_optimizer(config.optimizer.generator, config.num_steps),
         d_tx=make_optimizer(config.optimizer.discriminator, config.num_steps),
     )
-
-
-def _flatten(results: dict, prefix: str = "") -> dict:
-    """Nested result dicts -> {"a/b": scalar} for the scalar logs."""
-    flat = {}
-    for key, value in results.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 class _ImageLogger:
@@ -175,7 +165,7 @@ def _train(config, workdir, models, state, checkpointer, mesh) -> dict:
                 images.write(done, state.g_ema_params)
             if done % config.eval_every == 0 and done != config.num_steps:
                 val = evaluators["validation"].run(state.g_ema_params, state.d_params)
-                writer.scalars(done, _flatten(evaluate.summarize(val, evaluators["validation"].thresholds)),
+                writer.scalars(done, flatten_dict(evaluate.summarize(val, evaluators["validation"].thresholds), "/"),
                                prefix="validation/")
             if done % config.checkpoint_every == 0 or done == config.num_steps:
                 checkpointer.save(done, state, config)
@@ -204,7 +194,7 @@ def _final_evaluation(state, evaluators, config, images, writer) -> dict:
         "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
         "versions": {"cfjax": cfjax.__version__, "jax": jax.__version__},
     }
-    writer.scalars(step, _flatten(results["test"]), prefix="test/")
+    writer.scalars(step, flatten_dict(results["test"], "/"), prefix="test/")
     images.write(step, state.g_ema_params)
     return results
 

@@ -101,7 +101,8 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, tiny_config,
         return batch
 
     monkeypatch.setattr(pipeline, "train_batch", poisoned)
-    with pytest.raises(train.NonFiniteError, match=r"non-finite values at step 5 in: .*d_loss.*last good checkpoint is step 4"):
+    expected = r"non-finite values at step 5 in: .*d_loss.*last good checkpoint is step 4"
+    with pytest.raises(train.NonFiniteError, match=expected):
         train.train_and_evaluate(tiny_config, str(tmp_path))
     step, state = _restore(tmp_path, tiny_config)
     assert step == 4

@@ -28,8 +28,6 @@ class CheckpointError(RuntimeError):
 
 def _normalise(value):
     """JSON turns tuples into lists; compare them alike."""
-    if isinstance(value, dict):
-        return {k: _normalise(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_normalise(v) for v in value]
     return value

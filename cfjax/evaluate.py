@@ -70,8 +70,8 @@ class CounterfactualEvaluator:
         """Per-image results over the whole split, as numpy arrays (padding removed)."""
         num = len(self.data["label"])
         chunks = []
+        mine = parallel.host_slice(self.batch_size)
         for start in range(0, num, self.batch_size):
-            mine = parallel.host_slice(self.batch_size)
             batch = {name: _padded(self.data[name][start:start + self.batch_size], self.batch_size)[mine]
                      for name in ("image", "label", "mask")}
             out = self._evaluate_batch(g_params, d_params, parallel.shard_batch(batch, self.mesh))

@@ -5,10 +5,8 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
 from tqdm.auto import tqdm
 
 import cfjax
@@ -16,8 +14,8 @@ from cfjax import checkpoint, evaluate, parallel, steps, visualize
 from cfjax.config_validation import validate_config
 from cfjax.data import pipeline
 from cfjax.metric_writer import MetricWriter
-from cfjax.nested import flatten_dict
 from cfjax.models import make_discriminator, make_generator
+from cfjax.nested import flatten_dict
 from cfjax.optim import make_optimizer
 
 
@@ -150,6 +148,9 @@ def _train(config, workdir, models, state, checkpointer, mesh) -> dict:
             batch = pipeline.train_batch(data["train"], step, config.batch_size, config.data.seed + config.seed,
                                          augment_images=config.data.augment)
             state, metrics = train_step(state, parallel.shard_batch(batch, mesh))
+            # One scalar read per step: a non-finite step stops the run before anything else uses or
+            # saves its state (a deliberate sync: preparing the next batch takes ~1 ms against a ~170 ms
+            # step on a 2-core CPU, so little overlap is lost).
             _check_finite(metrics, step, checkpointer)
             done = step + 1
             bar.update(1)

@@ -2,22 +2,16 @@
 
 import chex
 import jax
-import numpy as np
 import pytest
 
-from cfjax import checkpoint, parallel, steps, train
+from cfjax import checkpoint, parallel, steps
+from helpers import fresh_state_and_batch
 
 
 def _state(config):
-    mesh = parallel.make_mesh()
-    models = train.build_models(config)
-    state = steps.make_init_fn(models, config, mesh)(jax.random.PRNGKey(0))
-    # Take one real step so optimizer moments are non-zero.
-    from cfjax.data import synthetic
-
-    data = synthetic.generate_split("train", config.batch_size, image_size=config.data.image_size)
-    batch = parallel.shard_batch({"image": data["image"], "label": data["label"]}, mesh)
-    state, _ = steps.make_gan_step(models, config, mesh)(state, batch)
+    """The state after one real step, so optimizer moments are non-zero."""
+    mesh, models, state, batch = fresh_state_and_batch(config)
+    state, _ = steps.make_gan_step(models, config, mesh)(state, parallel.shard_batch(batch, mesh))
     return state
 
 

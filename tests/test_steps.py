@@ -2,21 +2,11 @@
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cfjax import parallel, steps, train
-from cfjax.data import synthetic
-
-
-def _setup(config, devices):
-    mesh = parallel.make_mesh(devices)
-    models = train.build_models(config)
-    state = steps.make_init_fn(models, config, mesh)(jax.random.PRNGKey(config.seed))
-    data = synthetic.generate_split("train", config.batch_size, image_size=config.data.image_size)
-    batch = {"image": data["image"], "label": data["label"]}
-    return mesh, models, state, batch
+from cfjax import parallel, steps
+from helpers import fresh_state_and_batch
 
 
 def test_two_devices_match_one_device(tiny_config):
@@ -28,7 +18,7 @@ def test_two_devices_match_one_device(tiny_config):
     results = []
     for devices in (jax.devices()[:1], jax.devices()[:2]):
         chex.clear_trace_counter()
-        mesh, models, state, batch = _setup(tiny_config, devices)
+        mesh, models, state, batch = fresh_state_and_batch(tiny_config, devices)
         step = steps.make_gan_step(models, tiny_config, mesh, max_traces=1)
         for _ in range(3):  # several steps, one trace: no recompilation
             state, metrics = step(state, parallel.shard_batch(batch, mesh))
@@ -40,7 +30,7 @@ def test_two_devices_match_one_device(tiny_config):
 
 
 def test_step_is_sharded_and_donates_state(tiny_config):
-    mesh, models, state, batch = _setup(tiny_config, jax.devices()[:2])
+    mesh, models, state, batch = fresh_state_and_batch(tiny_config, jax.devices()[:2])
     step = steps.make_gan_step(models, tiny_config, mesh)
     sharded = parallel.shard_batch(batch, mesh)
     assert sharded["image"].sharding.spec == jax.sharding.PartitionSpec("data")
@@ -58,7 +48,7 @@ def test_a_few_hundred_steps_on_a_fixed_batch_learn(tiny_config):
     tiny_config.generator.head_dropout = 0.0
     tiny_config.loss.num_cycles = 1
     chex.clear_trace_counter()
-    mesh, models, state, batch = _setup(tiny_config, jax.devices())
+    mesh, models, state, batch = fresh_state_and_batch(tiny_config, jax.devices())
     step = steps.make_gan_step(models, tiny_config, mesh, max_traces=1)
     sharded = parallel.shard_batch(batch, mesh)
     history = []
@@ -79,7 +69,7 @@ def test_a_few_hundred_steps_on_a_fixed_batch_learn(tiny_config):
 
 
 def test_non_finite_update_is_not_applied(tiny_config):
-    mesh, models, state, batch = _setup(tiny_config, jax.devices())
+    mesh, models, state, batch = fresh_state_and_batch(tiny_config, jax.devices())
     step = steps.make_gan_step(models, tiny_config, mesh)
     state, _ = step(state, parallel.shard_batch(batch, mesh))
     before = jax.device_get(state)
@@ -97,12 +87,8 @@ def test_batch_not_divisible_by_devices_is_refused(tiny_config):
 
 def _first_step_metrics(config):
     chex.clear_trace_counter()
-    mesh = parallel.make_mesh()
-    models = train.build_models(config)
-    state = steps.make_init_fn(models, config, mesh)(jax.random.PRNGKey(0))
-    data = synthetic.generate_split("train", config.batch_size, image_size=config.data.image_size,
-                                    num_classes=config.num_classes)
-    batch = parallel.shard_batch({"image": data["image"], "label": data["label"]}, mesh)
+    mesh, models, state, batch = fresh_state_and_batch(config)
+    batch = parallel.shard_batch(batch, mesh)
     step = steps.make_gan_step(models, config, mesh, max_traces=1)
     state, first = step(state, batch)
     state, second = step(state, batch)  # a second step must not retrace

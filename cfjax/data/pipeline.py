@@ -61,10 +61,10 @@ def train_batch(train: dict, step: int, batch_size: int, seed: int, *, augment_i
     Augmentation draws from a generator seeded by (seed, step), so it too is a function of the step.
     """
     mine = parallel.host_slice(batch_size)
-    indices = batch_indices(step, len(train["label"]), batch_size, seed)
-    images = train["image"][indices[mine]]
+    rows = batch_indices(step, len(train["label"]), batch_size, seed)[mine]
+    images = train["image"][rows]
     if augment_images:
         # Draw for the global batch, then keep this host's rows: the same run on any host count.
         turns, flips = _transforms(np.random.default_rng([seed, step, 1]), batch_size)
         images = augment(images, turns[mine], flips[mine])
-    return {"image": images, "label": train["label"][indices[mine]]}
+    return {"image": images, "label": train["label"][rows]}

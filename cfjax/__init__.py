@@ -1,3 +1,3 @@
 """cfjax: counterfactual GANs whose discriminator is the classifier (Bischof et al. 2023)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

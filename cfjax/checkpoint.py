@@ -18,7 +18,8 @@ from cfjax.nested import flatten_dict
 # Fields a resumed run may change: how long it trains, how often it logs, evaluates and saves.
 # Every other field shapes the arrays or the computation, so a workdir refuses any change to it.
 RESUMABLE_FIELDS = frozenset(
-    {"name", "num_steps", "log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval"}
+    {"name", "num_steps", "log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval",
+     "data.data_dir", "data.num_workers", "data.prefetch"}
 )
 
 
@@ -39,7 +40,7 @@ def _resumable(field: str, current: dict) -> bool:
         # The schedule's shape depends on num_steps unless it is constant.
         optimizers = current.get("optimizer", {}).values()
         return all(opt.get("schedule", "constant") == "constant" for opt in optimizers)
-    return top in RESUMABLE_FIELDS
+    return top in RESUMABLE_FIELDS or field in RESUMABLE_FIELDS
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
@@ -68,13 +69,39 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, config: ml_collections.ConfigDict) -> None:
-        """Save asynchronously; `wait()` before reading it back or exiting."""
+    def save(self, step: int, state: Any, config: ml_collections.ConfigDict, *, data_state: dict | None = None
+             ) -> None:
+        """Save the state, its config and the input pipeline's position asynchronously; `wait()` before
+        reading it back or exiting."""
         payload = {"config": config.to_dict(), "cfjax_version": cfjax.__version__}
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), metadata=ocp.args.JsonSave(payload)),
-        )
+        items = {"state": ocp.args.StandardSave(state), "metadata": ocp.args.JsonSave(payload)}
+        if data_state is not None:
+            items["data"] = ocp.args.JsonSave(data_state)
+        self._manager.save(step, args=ocp.args.Composite(**items))
+
+    def restore_position(self, step: int, batches) -> None:
+        """Move `batches` (a `pipeline.TrainBatches`) to the input position saved at `step`, checking
+        that it is step's batch over the same dataset."""
+        from cfjax.data.errors import DataError
+
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+        except (ValueError, KeyError, FileNotFoundError) as error:
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} has no input pipeline position (written by an older "
+                f"cfjax?): {error}"
+            ) from error
+        position = restored["data"]
+        try:
+            batches.set_state(position)
+        except (DataError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"checkpoint {step} in {self.directory}: cannot restore its input position: "
+                                  f"{error}") from error
+        if batches.next_index() != step:
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} stores the input position of batch "
+                f"{batches.next_index()}, not {step}"
+            )
 
     def saved_config(self, step: int | None = None) -> dict:
         """The config stored beside a checkpoint (the newest by default)."""

@@ -2,10 +2,15 @@
 
 import ml_collections
 
+from cfjax.data.transforms import FIT_MODES
 from cfjax.explain.saliency import REDUCTIONS
 from cfjax.models.generator import OUTPUT_MODES, STEMS
 from cfjax.models.layers import NORMS
 from cfjax.optim import SCHEDULES
+
+# Builders of prepared datasets (cfjax.data.builders); listed here so validation needs no TFDS import.
+DATASET_BUILDERS = ("crack_segmentation", "fruit_defects", "class_folders")
+VIEWS = ("patches", "full")
 
 
 class ConfigError(ValueError):
@@ -24,19 +29,46 @@ def _downsamplings(stem: str, count: int) -> int:
     return count + (1 if stem == "unshuffle" else 0)
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _validate_data(config: ml_collections.ConfigDict) -> None:
+    data = config.data
+    for field in ("name", "seed", "image_size", "augment"):
+        if field not in data:
+            raise ConfigError(f"config.data.{field} is missing")
+    name = data.name
+    known = name == "synthetic" or (isinstance(name, str) and name.split("/")[0] in DATASET_BUILDERS)
+    _require(known, "data.name",
+             f"must be 'synthetic' or a prepared dataset NAME/CONFIG with NAME in {DATASET_BUILDERS}", config)
+    if name == "synthetic":
+        _require(config.num_classes in (2, 3, 4), "num_classes",
+                 "the synthetic dataset has 2 (crack / no crack), 3 or 4 classes (crack types)", config)
+    _require(data.get("view", "patches") in VIEWS, "data.view", f"must be one of {VIEWS}", config)
+    _require(data.get("fit", "resize") in FIT_MODES, "data.fit", f"must be one of {FIT_MODES}", config)
+    _require(not (name.startswith("crack_segmentation") and data.get("view") == "full" and data.get("fit") == "crop"),
+             "data.fit", "cannot be 'crop' with data.view='full': a crop of a crack photo keeps the photo's label "
+             "but may miss its crack; use the patch view, or fit='resize'", config)
+    _require(0.0 <= data.get("colour_jitter", 0.0) < 1.0, "data.colour_jitter", "must be in [0, 1)", config)
+    _require(_is_int(data.get("num_workers", 0)) and data.get("num_workers", 0) >= 0, "data.num_workers",
+             "must be an integer >= 0", config)
+    _require(_is_int(data.get("prefetch", 1)) and data.get("prefetch", 1) >= 1, "data.prefetch",
+             "must be an integer >= 1", config)
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise `ConfigError` for the first field that cannot work."""
     for field in ("num_classes", "batch_size", "num_steps", "seed", "data", "generator", "discriminator",
                   "loss", "optimizer", "eval"):
         if field not in config:
             raise ConfigError(f"config.{field} is missing")
-    is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
-    _require(is_int(config.num_classes) and config.num_classes >= 2, "num_classes", "must be an integer >= 2", config)
-    _require(is_int(config.batch_size) and config.batch_size > 0, "batch_size", "must be a positive integer", config)
-    _require(is_int(config.num_steps) and config.num_steps >= 0, "num_steps", "must be an integer >= 0", config)
+    _require(_is_int(config.num_classes) and config.num_classes >= 2, "num_classes", "must be an integer >= 2", config)
+    _require(_is_int(config.batch_size) and config.batch_size > 0, "batch_size", "must be a positive integer", config)
+    _require(_is_int(config.num_steps) and config.num_steps >= 0, "num_steps", "must be an integer >= 0", config)
     _require(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)", config)
     for field in ("log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
-        _require(is_int(config[field]) and config[field] > 0, field, "must be a positive integer", config)
+        _require(_is_int(config[field]) and config[field] > 0, field, "must be a positive integer", config)
 
     gen, disc = config.generator, config.discriminator
     _require(gen.norm in NORMS, "generator.norm", f"must be one of {NORMS}", config)
@@ -44,29 +76,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(gen.output in OUTPUT_MODES, "generator.output", f"must be one of {OUTPUT_MODES}", config)
     _require(gen.stem in STEMS, "generator.stem", f"must be one of {STEMS}", config)
     _require(disc.stem in STEMS, "discriminator.stem", f"must be one of {STEMS}", config)
-    _require(is_int(gen.depth) and gen.depth >= 1, "generator.depth", "must be an integer >= 1", config)
+    _require(_is_int(gen.depth) and gen.depth >= 1, "generator.depth", "must be an integer >= 1", config)
     _require(len(disc.widths) >= 1, "discriminator.widths", "must list at least one stage width", config)
 
-    if config.data.get("name") == "synthetic":
-        _require(config.num_classes in (2, 3, 4), "num_classes",
-                 "the synthetic dataset has 2 (crack / no crack), 3 or 4 classes (crack types)", config)
+    _validate_data(config)
     size = config.data.image_size
     g_factor = 2 ** _downsamplings(gen.stem, gen.depth)
     d_factor = 2 ** _downsamplings(disc.stem, len(disc.widths) - 1)
-    _require(is_int(size) and size > 0 and size % g_factor == 0, "data.image_size",
+    _require(_is_int(size) and size > 0 and size % g_factor == 0, "data.image_size",
              f"must be divisible by {g_factor} (2^depth of the generator, times 2 for the unshuffle stem)", config)
     _require(size % d_factor == 0, "data.image_size",
              f"must be divisible by {d_factor} (the discriminator's downsampling)", config)
-    for split in ("num_train", "num_validation", "num_test"):
-        _require(is_int(config.data[split]) and config.data[split] > 0, f"data.{split}", "must be a positive integer",
+    if config.data.name == "synthetic":
+        for split in ("num_train", "num_validation", "num_test"):
+            _require(_is_int(config.data[split]) and config.data[split] > 0, f"data.{split}",
+                     "must be a positive integer", config)
+        _require(config.data.num_train >= config.batch_size, "data.num_train", "must be at least config.batch_size",
                  config)
-    _require(config.data.num_train >= config.batch_size, "data.num_train", "must be at least config.batch_size",
-             config)
 
     loss = config.loss
     for field in ("adversarial_weight", "cls_weight", "cycle_weight", "prox_weight", "fake_weight"):
         _require(loss[field] >= 0, f"loss.{field}", "must be >= 0", config)
-    _require(is_int(loss.num_cycles) and loss.num_cycles >= 0, "loss.num_cycles", "must be an integer >= 0", config)
+    _require(_is_int(loss.num_cycles) and loss.num_cycles >= 0, "loss.num_cycles", "must be an integer >= 0", config)
 
     for name in ("generator", "discriminator"):
         opt = config.optimizer[name]

@@ -77,7 +77,9 @@ class CounterfactualEvaluator:
             out = self._evaluate_batch(g_params, d_params, parallel.shard_batch(batch, self.mesh))
             valid = min(self.batch_size, num - start)
             chunks.append(jax.tree.map(lambda a: np.asarray(a)[:valid], out))
-        return {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+        per_image = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+        per_image["has_mask"] = np.asarray(self.data.get("has_mask", np.ones(num, bool)), bool)
+        return per_image
 
 
 def _padded(array: np.ndarray, size: int) -> np.ndarray:
@@ -92,7 +94,8 @@ def summarize(per_image: dict, thresholds, tuned_on: dict | None = None) -> dict
     """Scalar results for one split; thresholds are tuned on `tuned_on` (validation), else on itself."""
     tuned_on = per_image if tuned_on is None else tuned_on
     labels = per_image["label"]
-    crack, tune_crack = labels != 0, tuned_on["label"] != 0
+    # IoU is scored on images of a non-normal class that carry a mask (classification sets have none).
+    crack, tune_crack = ((d["label"] != 0) & d.get("has_mask", True) for d in (per_image, tuned_on))
     result = {
         "num_images": int(len(labels)),
         "num_crack_images": int(crack.sum()),
@@ -103,6 +106,8 @@ def summarize(per_image: dict, thresholds, tuned_on: dict | None = None) -> dict
         "p_fake_counterfactual": float(per_image["p_fake_counterfactual"].mean()),
         "edit_l1": float(per_image["edit_l1"].mean()),
     }
+    if not crack.any() or not tune_crack.any():
+        return result
     for method in SALIENCY_METHODS:
         inter, union = per_image[f"{method}_intersection"], per_image[f"{method}_union"]
         index = metrics.best_threshold_index(

@@ -57,6 +57,7 @@ def main(argv: list[str]) -> None:
     from cfjax import train
     from cfjax.checkpoint import CheckpointError
     from cfjax.config_validation import ConfigError
+    from cfjax.data.errors import DataError
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
@@ -66,7 +67,7 @@ def main(argv: list[str]) -> None:
           f"workdir {workdir}", flush=True)
     try:
         train.train_and_evaluate(config, workdir)
-    except (ConfigError, CheckpointError) as error:
+    except (ConfigError, CheckpointError, DataError) as error:
         _fail(str(error))
     except train.NonFiniteError as error:
         print(f"cfjax: training stopped: {error}", file=sys.stderr)

@@ -37,3 +37,14 @@ def repo_root() -> pathlib.Path:
 
 def pytest_report_header(config):
     return f"jax {jax.__version__}, devices: {jax.devices()}, compilation cache: {_CACHE}"
+
+
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def shared_dataset(name: str) -> pathlib.Path:
+    """A real dataset beside the repository (../shared/data); the test skips, saying so, if it is absent."""
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data {path} is not present on this machine")
+    return path

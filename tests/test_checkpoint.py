@@ -3,9 +3,9 @@
 import chex
 import jax
 import pytest
+from helpers import fresh_state_and_batch
 
 from cfjax import checkpoint, parallel, steps
-from helpers import fresh_state_and_batch
 
 
 def _state(config):
@@ -84,3 +84,44 @@ def test_num_steps_is_structural_under_a_decaying_schedule(tiny_config):
     assert checkpoint.config_differences(saved, current.to_dict()) == [
         f"num_steps: checkpoint has {tiny_config.num_steps}, config has 100"
     ]
+
+
+def test_input_position_is_saved_and_checked_against_the_step(tmp_path, tiny_config):
+    from cfjax.data import pipeline
+
+    state = _state(tiny_config)
+    mesh = parallel.make_mesh()
+    batches = pipeline.train_batches(pipeline.training_source(tiny_config), tiny_config, mesh)
+    for _ in range(3):
+        next(batches)
+    ckpt = checkpoint.Checkpointer(str(tmp_path), max_to_keep=3)
+    ckpt.save(3, state, tiny_config, data_state=batches.get_state())
+    ckpt.save(4, state, tiny_config, data_state=batches.get_state())  # position of step 3, not 4
+    ckpt.save(5, state, tiny_config)  # no position at all
+    ckpt.wait()
+    fresh = pipeline.train_batches(pipeline.training_source(tiny_config), tiny_config, mesh)
+    ckpt.restore_position(3, fresh)
+    assert fresh.next_index() == 3
+    with pytest.raises(checkpoint.CheckpointError, match="stores the input position of batch 3, not 4"):
+        ckpt.restore_position(4, fresh)
+    with pytest.raises(checkpoint.CheckpointError, match="checkpoint 5 .* has no input pipeline position"):
+        ckpt.restore_position(5, fresh)
+    ckpt.close()
+
+
+def test_input_position_over_another_dataset_is_refused(tmp_path, tiny_config):
+    from cfjax.data import pipeline
+
+    state = _state(tiny_config)
+    mesh = parallel.make_mesh()
+    batches = pipeline.train_batches(pipeline.training_source(tiny_config), tiny_config, mesh)
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    ckpt.save(0, state, tiny_config, data_state=batches.get_state())
+    ckpt.wait()
+    tiny_config.data.num_train = 32  # a different training split behind the same config name
+    other = pipeline.train_batches(pipeline.training_source(tiny_config), tiny_config, mesh)
+    with pytest.raises(checkpoint.CheckpointError, match=r"cannot restore its input position: .*'examples': 64"):
+        ckpt.restore_position(0, other)
+    for b in (batches, other):
+        b.close()
+    ckpt.close()

@@ -4,9 +4,9 @@ import chex
 import jax
 import numpy as np
 import pytest
+from helpers import fresh_state_and_batch
 
 from cfjax import parallel, steps
-from helpers import fresh_state_and_batch
 
 
 def test_two_devices_match_one_device(tiny_config):

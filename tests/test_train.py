@@ -61,17 +61,17 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path, tiny_config, monkey
     train.train_and_evaluate(tiny_config, str(straight))
 
     interrupted = tmp_path / "interrupted"
-    original = pipeline.train_batch
+    original = pipeline.TrainBatches.__next__
 
-    def crash_at_step_5(train_data, step, *args, **kwargs):
-        if step == 5:
+    def crash_at_step_5(batches):
+        if batches.next_index() == 5:
             raise _Crash("simulated preemption")
-        return original(train_data, step, *args, **kwargs)
+        return original(batches)
 
-    monkeypatch.setattr(pipeline, "train_batch", crash_at_step_5)
+    monkeypatch.setattr(pipeline.TrainBatches, "__next__", crash_at_step_5)
     with pytest.raises(_Crash):
         train.train_and_evaluate(tiny_config, str(interrupted))
-    monkeypatch.setattr(pipeline, "train_batch", original)
+    monkeypatch.setattr(pipeline.TrainBatches, "__next__", original)
     train.train_and_evaluate(tiny_config, str(interrupted))  # same call: resumes from step 4
 
     step_a, state_a = _restore(straight, tiny_config)
@@ -92,15 +92,16 @@ def test_resuming_with_an_incompatible_config_fails_clearly(tmp_path, tiny_confi
 
 def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, tiny_config, monkeypatch):
     tiny_config.checkpoint_every = 2
-    original = pipeline.train_batch
+    original = pipeline.TrainBatches.__next__
 
-    def poisoned(train_data, step, *args, **kwargs):
-        batch = original(train_data, step, *args, **kwargs)
+    def poisoned(batches):
+        step = batches.next_index()
+        batch = original(batches)
         if step == 4:
-            batch["image"] = np.full_like(batch["image"], np.nan)
+            batch["image"] = batch["image"] * np.nan  # keeps the batch's sharding
         return batch
 
-    monkeypatch.setattr(pipeline, "train_batch", poisoned)
+    monkeypatch.setattr(pipeline.TrainBatches, "__next__", poisoned)
     expected = r"non-finite values at step 5 in: .*d_loss.*last good checkpoint is step 4"
     with pytest.raises(train.NonFiniteError, match=expected):
         train.train_and_evaluate(tiny_config, str(tmp_path))

@@ -1,70 +1,152 @@
-"""In-memory input pipeline: load the splits once, then batch `step` -> indices deterministically.
+"""The input pipeline: grain over a random-access source, batches placed on the device mesh.
 
-The batch of step s depends only on (seed, s), so a resumed run sees exactly the batches an
-uninterrupted one would, with no iterator state to save.
+The training data is a grain `MapDataset` indexed by step: shuffled once per epoch with an explicit
+seed, augmented per example with randomness seeded by (seed, position), split between hosts, and
+batched. So batch s is a function of the seed and s alone, on any number of hosts, and the
+iterator position saved with each checkpoint is all a resumed run needs to see the same data.
+Worker threads prepare batches ahead and the next batch is already on the devices while the
+current step runs.
 """
 
+import collections
+import functools
+
+import grain
+import jax
 import ml_collections
 import numpy as np
 
 from cfjax import parallel
-from cfjax.data import synthetic
-
-DATASETS = ("synthetic",)
-SPLIT_SIZE_FIELDS = {"train": "num_train", "validation": "num_validation", "test": "num_test"}
+from cfjax.data import sources, transforms
+from cfjax.data.errors import DataError
 
 
-def load_splits(config: ml_collections.ConfigDict) -> dict:
-    """{split: {"image", "mask", "label"}} as numpy arrays, for the dataset named in config.data.name."""
-    data_cfg = config.data
-    if data_cfg.name not in DATASETS:
-        raise ValueError(f"config.data.name must be one of {DATASETS}, got {data_cfg.name!r}")
+def _training_example(example: dict, rng: np.random.Generator, *, size: int, fit_mode: str, augment: bool,
+                      jitter: float) -> dict:
+    example = transforms.fit({"image": example["image"]} | {"label": example["label"]}, size, fit_mode, rng)
+    if augment:
+        example = transforms.flip_rotate(example, rng)
+    image = transforms.to_float(example["image"])
+    if jitter > 0:
+        image = transforms.colour_jitter(image, jitter, rng)
+    return {"image": image, "label": np.int32(example["label"])}
+
+
+def _evaluation_example(example: dict, *, size: int, fit_mode: str) -> dict:
+    example = transforms.fit(example, size, fit_mode)
     return {
-        split: synthetic.generate_split(
-            split,
-            data_cfg[field],
-            seed=data_cfg.seed,
-            image_size=data_cfg.image_size,
-            num_classes=config.num_classes,
-        )
-        for split, field in SPLIT_SIZE_FIELDS.items()
+        "image": transforms.to_float(example["image"]),
+        "label": np.int32(example["label"]),
+        "mask": np.asarray(example["mask"], bool),
+        "has_mask": np.bool_(example["has_mask"]),
     }
 
 
-def batch_indices(step: int, num_examples: int, batch_size: int, seed: int) -> np.ndarray:
-    """Indices of the global batch at `step`: epoch-wise permutations, the remainder dropped."""
-    steps_per_epoch = num_examples // batch_size
-    if steps_per_epoch == 0:
-        raise ValueError(f"batch size {batch_size} exceeds the {num_examples} training examples")
-    epoch, position = divmod(step, steps_per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
-    return order[position * batch_size:(position + 1) * batch_size]
+def training_dataset(source: sources.SplitSource, config: ml_collections.ConfigDict) -> grain.MapDataset:
+    """This host's batches; element s is its part of global batch s (examples s*B ... s*B+B-1)."""
+    data = config.data
+    if len(source) < config.batch_size:
+        raise DataError(f"the training split of {data.name} has {len(source)} examples, fewer than "
+                        f"config.batch_size={config.batch_size}")
+    seed = data.seed + config.seed
+    transform = functools.partial(_training_example, size=data.image_size, fit_mode=data.get("fit", "resize"),
+                                  augment=data.augment, jitter=data.get("colour_jitter", 0.0))
+    dataset = grain.MapDataset.source(source.examples)
+    if data.get("balance_classes", False):
+        indices = balanced_indices(source.examples.labels(), config.num_classes, source.class_names, seed)
+        dataset = grain.MapDataset.source(indices).map(source.examples.__getitem__)
+    dataset = dataset.shuffle(seed=seed).repeat()
+    dataset = dataset.random_map(transform, seed=seed)
+    # Host h takes examples h, h + H, ...: the union over hosts of batch s is the same global batch.
+    dataset = dataset[jax.process_index()::jax.process_count()]
+    return dataset.batch(config.batch_size // jax.process_count(), drop_remainder=True)
 
 
-def _transforms(rng: np.random.Generator, count: int):
-    """Quarter turns (0-3) and horizontal flips (0/1), one of each per image."""
-    return rng.integers(0, 4, count), rng.integers(0, 2, count)
+def balanced_indices(labels: np.ndarray, num_classes: int, class_names: tuple = (), seed: int = 0) -> np.ndarray:
+    """An epoch's example indices with every class as often as the largest one (smaller classes
+    repeated in full, then a seeded part of them), so D and G see each class equally often."""
+    by_class = [np.flatnonzero(labels == k) for k in range(num_classes)]
+    empty = [k for k, rows in enumerate(by_class) if not len(rows)]
+    if empty:
+        name = f" ({class_names[empty[0]]})" if len(class_names) > empty[0] else ""
+        raise DataError(f"class {empty[0]}{name} has no training examples; the GAN needs every class "
+                        "(full crack photos all hold cracks: train on the patch view)")
+    largest = max(len(rows) for rows in by_class)
+    if all(len(rows) == largest for rows in by_class):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    parts = []
+    for rows in by_class:
+        repeats, extra = divmod(largest, len(rows))
+        parts.append(np.concatenate([np.tile(rows, repeats), rng.choice(rows, extra, replace=False)]))
+    return np.concatenate(parts)
 
 
-def augment(images: np.ndarray, turns: np.ndarray, flips: np.ndarray) -> np.ndarray:
-    """One of the 8 flips/90-degree rotations per image: cracks and surfaces have no up."""
-    out = np.empty_like(images)
-    for i, (image, k, flip) in enumerate(zip(images, turns, flips)):
-        image = np.rot90(image, k, axes=(0, 1))
-        out[i] = image[:, ::-1] if flip else image
-    return out
+class TrainBatches:
+    """Iterator of sharded training batches, one step ahead on the devices, with a saveable position.
 
-
-def train_batch(train: dict, step: int, batch_size: int, seed: int, *, augment_images: bool = True) -> dict:
-    """This host's part of the global training batch of `step` (images and labels only).
-
-    Augmentation draws from a generator seeded by (seed, step), so it too is a function of the step.
+    The position is `{"next_batch": n, "grain": <grain iterator state>, "dataset": fingerprint}`;
+    restoring a position saved over another dataset (a rebuilt or different split) is refused.
     """
-    mine = parallel.host_slice(batch_size)
-    rows = batch_indices(step, len(train["label"]), batch_size, seed)[mine]
-    images = train["image"][rows]
-    if augment_images:
-        # Draw for the global batch, then keep this host's rows: the same run on any host count.
-        turns, flips = _transforms(np.random.default_rng([seed, step, 1]), batch_size)
-        images = augment(images, turns[mine], flips[mine])
-    return {"image": images, "label": train["label"][rows]}
+
+    def __init__(self, dataset: grain.MapDataset, mesh, *, fingerprint: dict, num_threads: int = 2,
+                 prefetch: int = 4, device_prefetch: int = 1):
+        options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+        self._iterator = iter(dataset.to_iter_dataset(options))
+        self._mesh = mesh
+        self._fingerprint = fingerprint
+        self._device_prefetch = device_prefetch
+        self._next_batch = 0  # index of the batch the caller receives next
+        self._ahead = collections.deque()  # (grain state before the batch, batch on devices)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        while len(self._ahead) <= self._device_prefetch:
+            position = self._iterator.get_state()
+            self._ahead.append((position, parallel.shard_batch(next(self._iterator), self._mesh)))
+        self._next_batch += 1
+        return self._ahead.popleft()[1]
+
+    def get_state(self) -> dict:
+        """The position of the next batch the caller will receive (batches on devices not counted)."""
+        grain_state = self._ahead[0][0] if self._ahead else self._iterator.get_state()
+        return {"next_batch": self._next_batch, "grain": grain_state, "dataset": self._fingerprint}
+
+    def set_state(self, state: dict) -> None:
+        if state.get("dataset") != self._fingerprint:
+            raise DataError(f"the saved input position was over dataset {state.get('dataset')}, but this run "
+                            f"reads {self._fingerprint} (was the dataset rebuilt or the config changed?)")
+        self._ahead.clear()
+        self._iterator.set_state(state["grain"])
+        self._next_batch = int(state["next_batch"])
+
+    def next_index(self) -> int:
+        """The step whose batch comes next (for checking a restored position against the step)."""
+        return self._next_batch
+
+    def close(self) -> None:
+        """Stop grain's worker threads and drop the batches held ahead."""
+        self._ahead.clear()
+        self._iterator.close()
+
+
+def training_source(config: ml_collections.ConfigDict) -> sources.SplitSource:
+    """The training split (for the embedded set, `config.data.num_train` generated examples)."""
+    return sources.open_split(config, "train")
+
+
+def train_batches(source: sources.SplitSource, config: ml_collections.ConfigDict, mesh) -> TrainBatches:
+    fingerprint = {"name": config.data.name, "view": config.data.get("view", "patches"),
+                   "examples": len(source), "classes": list(source.class_names)}
+    return TrainBatches(training_dataset(source, config), mesh, fingerprint=fingerprint,
+                        num_threads=config.data.get("num_workers", 2), prefetch=config.data.get("prefetch", 4))
+
+
+def evaluation_arrays(config: ml_collections.ConfigDict, split: str) -> dict:
+    """A validation or test split as arrays at the training resolution (no augmentation)."""
+    data = config.data
+    source = sources.open_split(config, split)
+    transform = functools.partial(_evaluation_example, size=data.image_size, fit_mode=data.get("fit", "resize"))
+    return sources.as_arrays(source, transform)

@@ -2,7 +2,12 @@
 
 import ml_collections
 
-from cfjax.models.classifier import ResNetClassifier, class_logits, p_fake, predict_class
+from cfjax.models.classifier import (
+    ResNetClassifier,
+    class_logits,
+    p_fake,
+    predict_class,
+)
 from cfjax.models.generator import Generator
 
 

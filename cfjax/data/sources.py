@@ -1,0 +1,165 @@
+"""Random-access sources for every dataset cfjax trains on: the embedded synthetic set and any
+dataset prepared by `python -m cfjax.data.prepare` (read back with `tfds` as array_record).
+
+A source is a sequence of examples `{"image": (H, W, 3) uint8 or float32, "label": int,
+"mask": (H, W) bool, "has_mask": bool}`; it is what grain reads from, by index. Images
+without a mask (a classification set) carry an empty mask and `has_mask=False`.
+"""
+
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+
+import ml_collections
+import numpy as np
+
+from cfjax.data import synthetic
+from cfjax.data.errors import DataError
+
+SYNTHETIC = "synthetic"
+SYNTHETIC_SIZE_FIELDS = {"train": "num_train", "validation": "num_validation", "test": "num_test"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSource:
+    """One split: the examples and the class names (label i is `class_names[i]`; 0 is "normal")."""
+
+    examples: Sequence
+    class_names: tuple
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+class ArraySource:
+    """Stacked numpy arrays served one example at a time (the embedded dataset)."""
+
+    def __init__(self, arrays: dict):
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(self.arrays["label"])
+
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.arrays["label"])
+
+    def __getitem__(self, index: int) -> dict:
+        example = {name: array[index] for name, array in self.arrays.items()}
+        example["has_mask"] = True
+        return example
+
+
+class RecordSource:
+    """A TFDS array_record split, with records reduced to image / label / mask."""
+
+    def __init__(self, builder, split: str):
+        self.builder, self.split = builder, split
+        self.data_source = builder.as_data_source(split)
+
+    def __len__(self) -> int:
+        return len(self.data_source)
+
+    def labels(self) -> np.ndarray:
+        """Every label, read without decoding images (for class balancing)."""
+        import tensorflow_datasets as tfds
+
+        skip = {name: tfds.decode.SkipDecoding() for name in ("image", "mask") if name in self.builder.info.features}
+        records = self.builder.as_data_source(self.split, decoders=skip)
+        return np.asarray([records[i]["label"] for i in range(len(records))], np.int32)
+
+    def __getitem__(self, index: int) -> dict:
+        record = self.data_source[index]
+        has_mask = bool(record.get("has_mask", True))
+        mask = record["mask"][..., 0] > 0 if "mask" in record else np.zeros(record["image"].shape[:2], bool)
+        return {"image": record["image"], "label": int(record["label"]), "mask": mask, "has_mask": has_mask}
+
+
+def split_name(config: ml_collections.ConfigDict, split: str) -> str:
+    """The TFDS split to read: the patch view of crack datasets unless `data.view` is "full"."""
+    view = config.data.get("view", "patches")
+    if config.data.name.startswith("crack_segmentation") and view == "patches":
+        return f"{split}_patches"
+    return split
+
+
+def _synthetic_split(config: ml_collections.ConfigDict, split: str) -> SplitSource:
+    data = config.data
+    arrays = synthetic.generate_split(split, data[SYNTHETIC_SIZE_FIELDS[split]], seed=data.seed,
+                                      image_size=data.image_size, num_classes=config.num_classes)
+    return SplitSource(ArraySource(arrays), synthetic.class_names(config.num_classes))
+
+
+def default_data_dir() -> str:
+    return os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+
+
+def prepared_path(name: str, data_dir: str | None) -> str | None:
+    """The newest prepared version folder of NAME/CONFIG (or NAME, its only config) under data_dir."""
+    data_dir = os.path.expanduser(data_dir) if data_dir else default_data_dir()
+    builder, _, config = name.partition("/")
+    folder = os.path.join(data_dir, builder, config) if config else os.path.join(data_dir, builder)
+    if not config and os.path.isdir(folder):
+        configs = [c for c in sorted(os.listdir(folder))
+                   if os.path.isdir(os.path.join(folder, c)) and not c[0].isdigit() and not c.startswith(".")]
+        if len(configs) > 1:
+            raise DataError(f"config.data.name={name!r} is ambiguous: {data_dir} holds "
+                            f"{', '.join(f'{builder}/{c}' for c in configs)}")
+        if configs:  # NAME alone for a builder with one prepared config
+            folder = os.path.join(folder, configs[0])
+    if not os.path.isdir(folder):
+        return None
+    versions = [v for v in os.listdir(folder) if os.path.exists(os.path.join(folder, v, "dataset_info.json"))]
+    if not versions:
+        return None
+    newest = max(versions, key=lambda v: tuple(int(p) for p in v.split(".") if p.isdigit()))
+    return os.path.join(folder, newest)
+
+
+class _DropOpenCvAdvice(logging.Filter):
+    """TFDS warns on every process start that OpenCV is absent; PIL decodes our PNGs fine."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "OpenCV is not installed" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_DropOpenCvAdvice())
+
+
+def open_builder(name: str, data_dir: str | None):
+    """A prepared dataset, read from its files alone (no builder code needed), or `DataError` saying how
+    to prepare it."""
+    import tensorflow_datasets as tfds
+
+    path = prepared_path(name, data_dir)
+    if path is None:
+        where = data_dir or default_data_dir()
+        raise DataError(
+            f"config.data.name={name!r}: no prepared dataset {name} in {where}; prepare it once with\n"
+            f"  python -m cfjax.data.prepare --dataset={name} --manual_dir=PATH_TO_FILES"
+            + (f" --data_dir={data_dir}" if data_dir else "")
+        )
+    return tfds.builder_from_directory(path)
+
+
+def open_split(config: ml_collections.ConfigDict, split: str) -> SplitSource:
+    """The examples of `split` ("train", "validation" or "test") of the dataset in `config.data`."""
+    if config.data.name == SYNTHETIC:
+        return _synthetic_split(config, split)
+    builder = open_builder(config.data.name, config.data.get("data_dir"))
+    name = split_name(config, split)
+    if name not in builder.info.splits:
+        raise DataError(f"dataset {config.data.name} has no split {name!r} (it has {sorted(builder.info.splits)})")
+    class_names = tuple(builder.info.features["label"].names)
+    if len(class_names) != config.num_classes:
+        raise DataError(f"config.num_classes={config.num_classes} but {config.data.name} has "
+                        f"{len(class_names)} classes {class_names}")
+    return SplitSource(RecordSource(builder, name), class_names)
+
+
+def as_arrays(source: SplitSource, transform) -> dict:
+    """Every example of a (small, evaluation) split through `transform`, stacked into arrays."""
+    examples = [transform(source.examples[i]) for i in range(len(source))]
+    if not examples:
+        raise DataError("an evaluation split is empty")
+    return {name: np.stack([e[name] for e in examples]) for name in examples[0]}

@@ -12,7 +12,7 @@ import optax
 from jax.sharding import Mesh
 
 from cfjax import losses, parallel
-from cfjax.models import p_fake, predict_class
+from cfjax.models import predict_class, p_fake
 
 Params = Any
 

@@ -1,8 +1,8 @@
 """Every shipped config variant is valid; bad fields are named."""
 
-import cracks
 import pytest
 
+import cracks
 from cfjax.config_validation import ConfigError, validate_config
 
 

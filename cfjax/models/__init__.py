@@ -2,12 +2,7 @@
 
 import ml_collections
 
-from cfjax.models.classifier import (
-    ResNetClassifier,
-    class_logits,
-    p_fake,
-    predict_class,
-)
+from cfjax.models.classifier import ResNetClassifier, class_logits, p_fake, predict_class
 from cfjax.models.generator import Generator
 
 

@@ -4,13 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cfjax.models.layers import (
-    Downsample,
-    ResBlock,
-    make_norm,
-    pixel_unshuffle,
-    to_signed,
-)
+from cfjax.models.layers import Downsample, ResBlock, make_norm, pixel_unshuffle, to_signed
 
 
 class ResNetClassifier(nn.Module):

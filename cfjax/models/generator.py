@@ -4,14 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cfjax.models.layers import (
-    Downsample,
-    ResBlock,
-    Upsample,
-    make_norm,
-    pixel_unshuffle,
-    to_signed,
-)
+from cfjax.models.layers import Downsample, ResBlock, Upsample, make_norm, pixel_unshuffle, to_signed
 
 OUTPUT_MODES = ("residual", "image")
 STEMS = ("unshuffle", "conv")

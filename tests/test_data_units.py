@@ -146,3 +146,15 @@ def test_class_folders_refuse_an_ambiguous_mask(tmp_path):
         _image(manual / "masks" / sub / "x.png", 255)
     with pytest.raises(DataError, match=r"masks .* all match image a/x"):
         prepare_lib.prepare("class_folders", str(manual), str(tmp_path / "data"))
+
+
+def test_full_crack_photos_cannot_be_cropped_for_training(tiny_config):
+    from cfjax.config_validation import ConfigError, validate_config
+
+    tiny_config.data.name = "crack_segmentation/sut"
+    tiny_config.data.view = "full"
+    tiny_config.data.fit = "crop"
+    with pytest.raises(ConfigError, match="config.data.fit='crop': cannot be 'crop' with data.view='full'"):
+        validate_config(tiny_config)
+    tiny_config.data.fit = "resize"
+    validate_config(tiny_config)

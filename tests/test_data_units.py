@@ -130,7 +130,8 @@ def test_class_folders_pool_split_folders_and_take_the_given_class_order(tmp_pat
         for cls in ("defect", "ok"):
             for i in range(3):
                 _image(manual / split / cls / f"{split}{cls}{i}.png")
-    prepare_lib.prepare("class_folders", str(manual), str(tmp_path / "data"), overrides={"class_names": ("ok", "defect")})
+    prepare_lib.prepare("class_folders", str(manual), str(tmp_path / "data"),
+                        overrides={"class_names": ("ok", "defect")})
     builder = sources.open_builder("class_folders/default_custom", str(tmp_path / "data"))
     assert builder.info.features["label"].names == ["ok", "defect"]  # ok is the normal class 0
     records = [builder.as_data_source(s)[i] for s in builder.info.splits for i in range(len(builder.as_data_source(s)))]

@@ -23,7 +23,7 @@ from cfjax.data.errors import DataError
 
 def _training_example(example: dict, rng: np.random.Generator, *, size: int, fit_mode: str, augment: bool,
                       jitter: float) -> dict:
-    example = transforms.fit({"image": example["image"]} | {"label": example["label"]}, size, fit_mode, rng)
+    example = transforms.fit({"image": example["image"], "label": example["label"]}, size, fit_mode, rng)
     if augment:
         example = transforms.flip_rotate(example, rng)
     image = transforms.to_float(example["image"])

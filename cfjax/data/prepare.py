@@ -84,7 +84,6 @@ def builder_config(dataset: str, overrides: dict, custom_name: str | None = None
     return builder_class, config
 
 
-
 def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *, overrides: dict | None = None,
             config_name: str | None = None, overwrite: bool = False, skip_bad_files: bool = False) -> dict:
     """Build `dataset` from `manual_dir` into `data_dir`; returns the summary it also prints."""
@@ -118,9 +117,10 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *, overr
             raise files.DataError(f"preparing {dataset} from {manual_dir}: {error} (images smaller than the "
                                   f"patch size, or every file skipped?)") from error
         target = os.fspath(final.data_path)
-        if os.path.exists(target):
-            shutil.rmtree(target)
         os.makedirs(os.path.dirname(target), exist_ok=True)
+        previous = os.path.join(scratch, "previous")  # the old build stays whole until the new one is in
+        if os.path.exists(target):
+            os.rename(target, previous)
         shutil.move(os.fspath(builder.data_path), target)
         skipped = builder.bad_files.skipped
     built = tfds.builder_from_directory(target)
@@ -149,7 +149,8 @@ def _check_same_settings(path: str, settings: dict) -> None:
     if differing:
         from cfjax.data.errors import DataError
 
-        raise DataError(f"{path} was prepared with other settings ({', '.join(f'{k}: {saved[k]!r}' for k in differing)}); "
+        settings_text = ", ".join(f"{k}: {saved[k]!r}" for k in differing)
+        raise DataError(f"{path} was prepared with other settings ({settings_text}); "
                         f"pass --overwrite to rebuild it, or --config_name to prepare these settings beside it")
 
 

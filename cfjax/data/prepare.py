@@ -96,9 +96,9 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *, overr
     data_dir = os.path.abspath(os.path.expanduser(data_dir or sources.default_data_dir()))
     final = builder_class(config=config, data_dir=data_dir, file_format="array_record")
     if final.is_prepared() and not overwrite:
-        _check_same_settings(os.fspath(final.data_path), _config_fields(config))
+        saved = _check_same_settings(os.fspath(final.data_path), _config_fields(config))
         print(f"{dataset} is already prepared in {final.data_dir}; pass --overwrite to rebuild it.")
-        return summarize(final)
+        return saved or summarize(final)
     files.require_manual_dir(manual_dir, builder_class.MANUAL_DOWNLOAD_INSTRUCTIONS)
     os.makedirs(data_dir, exist_ok=True)
     # Build beside the target and move it in only when complete: a failed build loses nothing.
@@ -138,13 +138,15 @@ def _config_fields(config) -> dict:
     return json.loads(json.dumps(fields, default=list))
 
 
-def _check_same_settings(path: str, settings: dict) -> None:
-    """Refuse to pass off a dataset prepared with other settings as this one."""
+def _check_same_settings(path: str, settings: dict) -> dict | None:
+    """The summary saved when `path` was prepared (None if there is none), after refusing to pass
+    off a dataset prepared with other settings as this one."""
     summary_path = os.path.join(path, "cfjax_summary.json")
     if not os.path.exists(summary_path):
-        return
+        return None
     with open(summary_path) as f:
-        saved = json.load(f).get("builder_config", {})
+        summary = json.load(f)
+    saved = summary.get("builder_config", {})
     differing = sorted(k for k in settings if k in saved and saved[k] != settings[k])
     if differing:
         from cfjax.data.errors import DataError
@@ -152,20 +154,21 @@ def _check_same_settings(path: str, settings: dict) -> None:
         settings_text = ", ".join(f"{k}: {saved[k]!r}" for k in differing)
         raise DataError(f"{path} was prepared with other settings ({settings_text}); "
                         f"pass --overwrite to rebuild it, or --config_name to prepare these settings beside it")
+    return summary
 
 
 def summarize(builder, *, skipped: list | None = None) -> dict:
     """Examples per split and class, and the share of crack pixels where masks exist."""
     import numpy as np
-    import tensorflow_datasets as tfds
+
+    from cfjax.data.sources import undecoded
 
     features = builder.info.features
     names = features["label"].names
     summary = {"dataset": f"{builder.name}/{builder.info.config_name}", "path": os.fspath(builder.data_path),
                "classes": list(names), "splits": {}}
-    skip_images = {"image": tfds.decode.SkipDecoding()}
     for split in sorted(builder.info.splits):
-        source = builder.as_data_source(split, decoders=skip_images)
+        source = undecoded(builder, split)
         counts = np.zeros(len(names), int)
         crack_pixels = pixels = 0
         for i in range(len(source)):

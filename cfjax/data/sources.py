@@ -62,10 +62,7 @@ class RecordSource:
 
     def labels(self) -> np.ndarray:
         """Every label, read without decoding images (for class balancing)."""
-        import tensorflow_datasets as tfds
-
-        skip = {name: tfds.decode.SkipDecoding() for name in ("image", "mask") if name in self.builder.info.features}
-        records = self.builder.as_data_source(self.split, decoders=skip)
+        records = undecoded(self.builder, self.split, ("image", "mask"))
         return np.asarray([records[i]["label"] for i in range(len(records))], np.int32)
 
     def __getitem__(self, index: int) -> dict:
@@ -75,11 +72,20 @@ class RecordSource:
         return {"image": record["image"], "label": int(record["label"]), "mask": mask, "has_mask": has_mask}
 
 
-def split_name(config: ml_collections.ConfigDict, split: str) -> str:
-    """The TFDS split to read: the patch view of crack datasets unless `data.view` is "full"."""
-    view = config.data.get("view", "patches")
-    if config.data.name.startswith("crack_segmentation") and view == "patches":
-        return f"{split}_patches"
+def undecoded(builder, split: str, features: tuple = ("image",)):
+    """A data source over `split` that leaves `features` as encoded bytes: counting labels or mask
+    pixels then costs no image decoding."""
+    import tensorflow_datasets as tfds
+
+    skip = {name: tfds.decode.SkipDecoding() for name in features if name in builder.info.features}
+    return builder.as_data_source(split, decoders=skip)
+
+
+def split_name(config: ml_collections.ConfigDict, split: str, available) -> str:
+    """The TFDS split to read: a dataset's patch view when it has one, unless `data.view` is "full"."""
+    patches = f"{split}_patches"
+    if config.data.get("view", "patches") == "patches" and patches in available:
+        return patches
     return split
 
 
@@ -147,7 +153,7 @@ def open_split(config: ml_collections.ConfigDict, split: str) -> SplitSource:
     if config.data.name == SYNTHETIC:
         return _synthetic_split(config, split)
     builder = open_builder(config.data.name, config.data.get("data_dir"))
-    name = split_name(config, split)
+    name = split_name(config, split, builder.info.splits)
     if name not in builder.info.splits:
         raise DataError(f"dataset {config.data.name} has no split {name!r} (it has {sorted(builder.info.splits)})")
     class_names = tuple(builder.info.features["label"].names)

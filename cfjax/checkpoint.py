@@ -19,12 +19,17 @@ from cfjax.nested import flatten_dict
 # Every other field shapes the arrays or the computation, so a workdir refuses any change to it.
 RESUMABLE_FIELDS = frozenset(
     {"name", "num_steps", "log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval",
+     "explain",
      "data.data_dir", "data.num_workers", "data.prefetch"}
 )
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used with this run; the message says why and what to do."""
+
+
+# Fields added after runs were already being saved, with the value those older runs implicitly had.
+ADDED_FIELDS = {"model": "gan"}
 
 
 def _normalise(value):
@@ -45,7 +50,7 @@ def _resumable(field: str, current: dict) -> bool:
 
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Fields (other than the resumable ones) whose values differ between a saved config and this one."""
-    old = {k: _normalise(v) for k, v in flatten_dict(saved).items()}
+    old = {**ADDED_FIELDS, **{k: _normalise(v) for k, v in flatten_dict(saved).items()}}
     new = {k: _normalise(v) for k, v in flatten_dict(current).items()}
     diffs = []
     for field in sorted(set(old) | set(new)):

@@ -41,6 +41,7 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.name = name
     config.seed = 0
     config.num_classes = 2
+    config.model = "gan"  # or a baseline: "classifier" (D's backbone, labels only), "segmenter" (G's U-Net, masks)
 
     config.data = data_config()
 
@@ -102,7 +103,21 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.eval.contrast_radius = 2
     config.eval.num_image_rows = 6
 
+    config.explain = explain_config()
     return config
+
+
+def explain_config() -> ml_collections.ConfigDict:
+    """How `--mode=explain` turns saliency into masks and scores them (never changes training)."""
+    explain = ml_collections.ConfigDict()
+    explain.fixed_fraction = 0.5  # "fixed" thresholding: s > fraction * max(s) in each image
+    explain.top_k_percent = 0.0  # "top_k": 0 = the validation split's mean damage share per damaged image
+    explain.blur_radius = 0  # box blur of the counterfactual saliency before thresholding
+    explain.ig_steps = 32  # integrated gradients: gradients along the path from a black image
+    explain.histogram_bins = 1024  # AUROC / AP resolution on [0, 1]
+    explain.max_figures = 24  # per-image figures written (contact sheets always show best and worst)
+    explain.contact_rows = 8
+    return explain
 
 
 def shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
@@ -122,6 +137,9 @@ def shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
     config.checkpoint_every = 3
     config.eval.batch_size = 8
     config.eval.num_image_rows = 2
+    config.explain.ig_steps = 4
+    config.explain.max_figures = 4
+    config.explain.contact_rows = 3
 
 
 def grow_to_accelerator(config: ml_collections.ConfigDict) -> None:

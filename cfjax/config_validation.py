@@ -11,6 +11,8 @@ from cfjax.optim import SCHEDULES
 # Builders of prepared datasets (cfjax.data.builders); listed here so validation needs no TFDS import.
 DATASET_BUILDERS = ("crack_segmentation", "fruit_defects", "class_folders")
 VIEWS = ("patches", "full")
+# What train_and_evaluate trains: the counterfactual GAN or one of its baselines (cfjax.tasks).
+MODELS = ("gan", "classifier", "segmenter")
 
 
 class ConfigError(ValueError):
@@ -80,6 +82,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(len(disc.widths) >= 1, "discriminator.widths", "must list at least one stage width", config)
 
     _validate_data(config)
+    model = config.get("model", "gan")
+    _require(model in MODELS, "model", f"must be one of {MODELS}", config)
+    _require(model != "segmenter" or not config.data.name.startswith("fruit_defects"), "model",
+             "the segmentation baseline trains on masks, and fruit_defects has none", config)
     size = config.data.image_size
     g_factor = 2 ** _downsamplings(gen.stem, gen.depth)
     d_factor = 2 ** _downsamplings(disc.stem, len(disc.widths) - 1)
@@ -107,3 +113,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
     _require(config.eval.saliency_reduce in REDUCTIONS, "eval.saliency_reduce", f"must be one of {REDUCTIONS}", config)
     _require(config.eval.num_thresholds >= 2, "eval.num_thresholds", "must be >= 2", config)
+    _validate_explain(config)
+
+
+def _validate_explain(config: ml_collections.ConfigDict) -> None:
+    if "explain" not in config:
+        return  # runs saved before explain existed: `--mode=explain` adds the defaults
+    explain = config.explain
+    _require(0.0 <= explain.fixed_fraction < 1.0, "explain.fixed_fraction", "must be in [0, 1)", config)
+    _require(0.0 <= explain.top_k_percent < 100.0, "explain.top_k_percent",
+             "must be in [0, 100) (0: from the validation split)", config)
+    for field in ("blur_radius", "max_figures"):
+        _require(_is_int(explain[field]) and explain[field] >= 0, f"explain.{field}", "must be an integer >= 0", config)
+    for field in ("ig_steps", "histogram_bins", "contact_rows"):
+        _require(_is_int(explain[field]) and explain[field] >= 1, f"explain.{field}", "must be an integer >= 1", config)

@@ -74,3 +74,15 @@ def generator_loss(
     )
     terms = {"g_adv_ce": adversarial, "g_head_ce": head, "g_cycle_l1": cycle, "g_prox_l1": proximity}
     return loss, terms
+
+
+def sigmoid_binary_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray) -> jnp.ndarray:
+    """Mean per-pixel BCE of segmentation logits against a {0, 1} mask."""
+    return optax.sigmoid_binary_cross_entropy(logits, targets.astype(logits.dtype)).mean()
+
+
+def soft_dice_loss(probabilities: jnp.ndarray, targets: jnp.ndarray, smooth: float = 1.0) -> jnp.ndarray:
+    """1 - soft Dice over the whole batch: balances the ~2% of crack pixels that BCE alone under-weights."""
+    targets = targets.astype(probabilities.dtype)
+    overlap = jnp.sum(probabilities * targets)
+    return 1.0 - (2.0 * overlap + smooth) / (jnp.sum(probabilities) + jnp.sum(targets) + smooth)

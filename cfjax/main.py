@@ -1,6 +1,7 @@
 """Command line: `python -m cfjax.main --config=configs/cracks.py [--workdir=DIR] [--config.FIELD=VALUE ...]`.
 
-Only parses flags and calls `train.train_and_evaluate(config, workdir)` (flax/examples style).
+Only parses flags and calls `train.train_and_evaluate(config, workdir)` (flax/examples style), or with
+`--mode=explain`, `explain.run.explain(config, workdir, ...)` on a trained run.
 """
 
 import os
@@ -12,6 +13,14 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file, e.g. configs/cracks.py[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: runs/<config name>).")
 _DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "explain"],
+                          "train (and evaluate), or explain: score a trained run's masks and attributions.")
+_FOLDER = flags.DEFINE_string("folder", None, "--mode=explain: a folder with images/ and masks/ to explain "
+                              "instead of the run's test split (no dataset to prepare).")
+_MASK_THRESHOLD = flags.DEFINE_integer("mask_threshold", 127, "--folder masks: damage where the mask is above this.")
+_CRACK_VALUE = flags.DEFINE_integer("crack_value", None, "--folder masks: damage where the mask equals this value "
+                                    "(label maps); overrides --mask_threshold.")
+_OUT = flags.DEFINE_string("out", None, "--mode=explain: output folder (default WORKDIR/explain[_FOLDER]).")
 flags.mark_flags_as_required(["config"])
 
 USAGE_ERROR = 2
@@ -66,12 +75,29 @@ def main(argv: list[str]) -> None:
     print(f"cfjax: config {config.get('name', '?')} on {jax.device_count()} {jax.default_backend()} device(s); "
           f"workdir {workdir}", flush=True)
     try:
-        train.train_and_evaluate(config, workdir)
+        if _MODE.value == "explain":
+            _explain(config, workdir)
+        else:
+            train.train_and_evaluate(config, workdir)
     except (ConfigError, CheckpointError, DataError) as error:
         _fail(str(error))
     except train.NonFiniteError as error:
         print(f"cfjax: training stopped: {error}", file=sys.stderr)
         sys.exit(1)
+
+
+def _explain(config, workdir: str) -> None:
+    from cfjax.config_defaults import explain_config
+    from cfjax.explain.run import explain
+
+    if "explain" not in config:  # a config file written before explain settings existed
+        config.explain = explain_config()
+    results = explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
+                      crack_value=_CRACK_VALUE.value, out_dir=_OUT.value)
+    out = results["out_dir"]
+    with open(os.path.join(out, "explain.md")) as f:
+        print(f.read())
+    print(f"cfjax: wrote {os.path.join(out, 'explain.json')}, explain.md and figures in {out}", flush=True)
 
 
 if __name__ == "__main__":

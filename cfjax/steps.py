@@ -163,31 +163,38 @@ def gan_step(state: TrainState, batch: dict, *, models: GanModels, config: ml_co
         "g_param_norm": optax.tree.norm(g_params),
         "d_param_norm": optax.tree.norm(d_params),
     }
+    return keep_if_finite(new_state, state, metrics)
+
+
+def keep_if_finite(new_state, state, metrics: dict):
+    """Add `metrics["finite"]`; a non-finite update is never applied: the state stays at the last good step."""
     finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
-    metrics["finite"] = finite
-    # A non-finite update is never applied: the state stays at the last good step.
+    metrics = {**metrics, "finite": finite}
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
     return new_state, metrics
+
+
+def jit_step(step_fn: Callable, mesh: Mesh, *, max_traces: int | None = None) -> Callable:
+    """A `(state, batch) -> (state, metrics)` step jitted over the mesh: state replicated and donated,
+    batch sharded on 'data'. `max_traces` makes a recompilation an error (chex.assert_max_traces)."""
+    def step(state, batch):
+        return step_fn(state, batch)
+
+    if max_traces is not None:
+        step = chex.assert_max_traces(step, n=max_traces)
+    return jax.jit(
+        step,
+        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
+        out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
+        donate_argnums=0,
+    )
 
 
 def make_gan_step(
     models: GanModels, config: ml_collections.ConfigDict, mesh: Mesh, *, max_traces: int | None = None
 ) -> Callable:
-    """`gan_step` jitted over the mesh: state replicated and donated, batch sharded on 'data'.
-
-    `max_traces` makes a recompilation an error (chex.assert_max_traces), for tests and debugging.
-    """
-    def step_fn(state, batch):
-        return gan_step(state, batch, models=models, config=config)
-
-    if max_traces is not None:
-        step_fn = chex.assert_max_traces(step_fn, n=max_traces)
-    return jax.jit(
-        step_fn,
-        in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)),
-        out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)),
-        donate_argnums=0,
-    )
+    """`gan_step` jitted over the mesh (see `jit_step`)."""
+    return jit_step(functools.partial(gan_step, models=models, config=config), mesh, max_traces=max_traces)
 
 
 def make_init_fn(models: GanModels, config: ml_collections.ConfigDict, mesh: Mesh) -> Callable:

@@ -24,14 +24,21 @@ def counterfactual_grid(images, counterfactuals, masks, *, upscale: int = 3, gap
     images, counterfactuals = np.asarray(images), np.asarray(counterfactuals)
     diff = np.abs(images - counterfactuals).mean(-1)
     vmax = max(float(diff.max()), 1e-3)
-    truth = np.repeat(np.asarray(masks, np.float32)[..., None], 3, axis=-1)
-    rows = []
-    for x, x_hat, d, m in zip(images, counterfactuals, heatmap(diff, vmax), truth):
-        panels = [x, x_hat, d, m]
-        rows.append(_hstack(panels, gap))
-    grid = _vstack(rows, gap)
+    truth = grey_to_rgb(masks)
+    rows = [[x, x_hat, d, m] for x, x_hat, d, m in zip(images, counterfactuals, heatmap(diff, vmax), truth)]
+    return panel_grid(rows, upscale=upscale, gap=gap)
+
+
+def panel_grid(rows: list, *, upscale: int = 1, gap: int = 2) -> np.ndarray:
+    """Rows of equally sized (H, W, 3) float panels in [0, 1], separated by white gaps: uint8 image."""
+    grid = _vstack([_hstack(panels, gap) for panels in rows], gap)
     grid = np.repeat(np.repeat(grid, upscale, axis=0), upscale, axis=1)
     return (np.clip(grid, 0, 1) * 255).round().astype(np.uint8)
+
+
+def grey_to_rgb(mask: np.ndarray) -> np.ndarray:
+    """A (H, W) mask or map in [0, 1] as an (H, W, 3) grey panel."""
+    return np.repeat(np.asarray(mask, np.float32)[..., None], 3, axis=-1)
 
 
 def _hstack(panels, gap):

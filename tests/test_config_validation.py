@@ -2,6 +2,7 @@
 
 import pytest
 
+import baselines
 import cracks
 from cfjax.config_validation import ConfigError, validate_config
 
@@ -9,6 +10,18 @@ from cfjax.config_validation import ConfigError, validate_config
 @pytest.mark.parametrize("variant", cracks.VARIANTS)
 def test_shipped_variants_validate(variant):
     validate_config(cracks.get_config(variant))
+
+
+@pytest.mark.parametrize("arg", ["classifier", "unet", "classifier,tiny", "unet,sut"])
+def test_baseline_configs_validate(arg):
+    config = baselines.get_config(arg)
+    validate_config(config)
+    assert config.model in ("classifier", "segmenter")
+
+
+def test_unknown_baseline_is_named():
+    with pytest.raises(ValueError, match="unknown baseline 'svm'"):
+        baselines.get_config("svm,tiny")
 
 
 def test_unknown_variant_is_named():
@@ -27,6 +40,10 @@ def test_unknown_variant_is_named():
         ("optimizer.generator.schedule", "step", "config.optimizer.generator.schedule='step'"),
         ("data.num_train", 4, "config.data.num_train=4: must be at least config.batch_size"),
         ("eval.saliency_reduce", "sum", "config.eval.saliency_reduce='sum'"),
+        ("model", "svm", "config.model='svm': must be one of ('gan', 'classifier', 'segmenter')"),
+        ("explain.fixed_fraction", 1.5, "config.explain.fixed_fraction=1.5: must be in [0, 1)"),
+        ("explain.top_k_percent", -1.0, "config.explain.top_k_percent=-1.0"),
+        ("explain.ig_steps", 0, "config.explain.ig_steps=0: must be an integer >= 1"),
     ],
 )
 def test_bad_fields_are_named(tiny_config, field, value, message):
@@ -38,3 +55,10 @@ def test_bad_fields_are_named(tiny_config, field, value, message):
     with pytest.raises(ConfigError) as error:
         validate_config(tiny_config)
     assert message in str(error.value)
+
+
+def test_the_segmentation_baseline_needs_masks(tiny_config):
+    tiny_config.model = "segmenter"
+    tiny_config.data.name = "fruit_defects/apples"
+    with pytest.raises(ConfigError, match="fruit_defects has none"):
+        validate_config(tiny_config)

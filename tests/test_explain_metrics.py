@@ -1,5 +1,6 @@
 """Saliency and IoU against cases small enough to count by hand."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -53,3 +54,129 @@ def test_local_contrast_lights_up_a_dark_line_only():
     assert s[0, 4, 0] == pytest.approx(0.0, abs=1e-6)  # flat background far from the line
     dark = np.asarray(saliency.darkness_saliency(jnp.asarray(image)))
     assert dark[0, 4, 4] == pytest.approx(0.8)
+
+
+# --- thresholdings -------------------------------------------------------------------------------
+
+from cfjax.explain import thresholds  # noqa: E402
+
+
+def test_fixed_fraction_of_max_is_relative_to_each_image():
+    s = jnp.array([[[0.2, 0.1], [0.05, 0.0]], [[1.0, 0.6], [0.4, 0.0]]])
+    np.testing.assert_array_equal(np.asarray(thresholds.fixed_fraction_of_max(s, 0.5)),
+                                  [[[True, False], [False, False]], [[True, True], [False, False]]])
+    assert not np.asarray(thresholds.fixed_fraction_of_max(jnp.zeros((1, 2, 2)), 0.5)).any()
+
+
+def test_otsu_splits_a_bimodal_image_between_its_modes():
+    s = np.full((1, 8, 8), 0.1, np.float32)
+    s[0, 2:4, :] = 0.9
+    s[0, 0, 0] = 0.15  # noise in the low mode
+    tau = float(thresholds.otsu_threshold(jnp.asarray(s))[0])
+    assert 0.15 < tau < 0.9
+    np.testing.assert_array_equal(np.asarray(thresholds.otsu(jnp.asarray(s)))[0], s[0] >= 0.9)
+
+
+def test_otsu_of_a_constant_map_predicts_nothing():
+    assert not np.asarray(thresholds.otsu(jnp.full((2, 4, 4), 0.3))).any()
+
+
+def test_top_k_keeps_the_k_percent_most_salient_pixels():
+    s = jnp.arange(16.0).reshape(1, 4, 4) / 16
+    predicted = np.asarray(thresholds.top_k(s, 0.25))
+    assert predicted.sum() == 4 and predicted[0, 3].all()  # the last row holds the 4 largest
+    assert np.asarray(thresholds.top_k(s, 0.01)).sum() == 1  # at least one pixel
+
+
+def test_above_accepts_one_threshold_per_image():
+    s = jnp.array([[[0.2, 0.6]], [[0.2, 0.6]]])
+    np.testing.assert_array_equal(np.asarray(thresholds.above(s, jnp.array([0.1, 0.5]))),
+                                  [[[True, True]], [[False, True]]])
+
+
+# --- overlap, Dice, AUROC, AP --------------------------------------------------------------------
+
+def test_overlap_counts_and_dice_by_hand():
+    pred = jnp.array([[[1, 1], [0, 0]]], bool)
+    gt = jnp.array([[[1, 0], [1, 0]]], bool)
+    counts = {k: float(v[0]) for k, v in metrics.overlap_counts(pred, gt).items()}
+    assert counts == {"intersection": 1.0, "union": 3.0, "predicted": 2.0, "truth": 2.0}
+    assert metrics.dice(np.array([1.0]), np.array([3.0]))[0] == pytest.approx(2 * 1 / (2 + 2))
+    assert metrics.dice(np.array([0.0]), np.array([0.0]))[0] == 1.0  # nothing predicted, nothing true
+
+
+def _histograms(scores, labels, bins=10):
+    s = jnp.asarray(np.array(scores, np.float32).reshape(1, 1, -1))
+    m = jnp.asarray(np.array(labels, bool).reshape(1, 1, -1))
+    return np.asarray(metrics.pixel_histograms(s, m, jnp.ones(1), bins))
+
+
+def test_auroc_and_average_precision_by_hand():
+    # Ranked by score: + - + -. AUROC: of the 4 (pos, neg) pairs, 3 are ordered right. AP: (1/1 + 2/3) / 2.
+    h = _histograms([0.95, 0.85, 0.35, 0.15], [1, 0, 1, 0])
+    assert metrics.auroc_from_histograms(h) == pytest.approx(0.75)
+    assert metrics.average_precision_from_histograms(h) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_auroc_counts_ties_as_half_and_perfect_ranking_as_one():
+    assert metrics.auroc_from_histograms(_histograms([0.55, 0.55], [1, 0])) == pytest.approx(0.5)
+    assert metrics.auroc_from_histograms(_histograms([0.9, 0.8, 0.1], [1, 1, 0])) == pytest.approx(1.0)
+    assert metrics.average_precision_from_histograms(_histograms([0.9, 0.8, 0.1], [1, 1, 0])) == pytest.approx(1.0)
+    assert np.isnan(metrics.auroc_from_histograms(_histograms([0.9], [1])))  # no negatives: undefined
+
+
+def test_pixel_histograms_ignore_zero_weight_images():
+    s = jnp.full((2, 1, 2), 0.5)
+    m = jnp.array([[[1, 0]], [[1, 1]]], bool)
+    h = np.asarray(metrics.pixel_histograms(s, m, jnp.array([1.0, 0.0]), 4))
+    np.testing.assert_array_equal(h, [[0, 0, 1, 0], [0, 0, 1, 0]])
+
+
+# --- scoring: damaged images get IoU, empty ones a false-positive area ----------------------------
+
+from cfjax.explain import scoring  # noqa: E402
+
+
+def _score(maps, masks, grid=(0.0, 0.5, 1.0)):
+    return jax.tree.map(np.asarray, scoring.score_batch(
+        {"m": jnp.asarray(maps, jnp.float32)}, jnp.asarray(masks, bool), grid=jnp.asarray(grid),
+        fixed_fraction=0.5, top_k_fraction=0.25, num_bins=8))
+
+
+def test_empty_ground_truth_is_reported_apart_never_in_iou():
+    maps = np.zeros((2, 2, 2), np.float32)
+    maps[0, 0, 0] = 0.9  # image 0: damage at (0, 0), predicted exactly
+    maps[1, 1, 1] = 0.9  # image 1: no damage, one pixel predicted: a false positive on 1/4 of it
+    masks = np.zeros((2, 2, 2), bool)
+    masks[0, 0, 0] = True
+    scores = _score(maps, masks)
+    scores["has_mask"] = np.ones(2, bool)
+    summary = scoring.summarize(scores, scores["has_mask"], ("m",), [0.0, 0.5, 1.0], tuned_on=scores,
+                                tuned_has_mask=scores["has_mask"])["m"]
+    for name in ("fixed", "otsu", "top_k", "tuned"):
+        entry = summary["thresholdings"][name]
+        assert entry["iou_mean"] == pytest.approx(1.0), name
+        assert entry["fp_area_empty"] == pytest.approx(0.25), name
+    assert summary["thresholdings"]["tuned"]["threshold"] == pytest.approx(0.0)  # first of the best (0 and 0.5)
+    assert summary["auroc"] == pytest.approx(1.0)
+
+
+def test_tuned_threshold_comes_from_validation_not_test():
+    masks = np.zeros((1, 2, 2), bool)
+    masks[0, 0] = True
+    val = _score(np.array([[[0.9, 0.9], [0.3, 0.3]]]), masks)  # best validation tau: 0.5
+    test = _score(np.array([[[0.4, 0.4], [0.1, 0.1]]]), masks)  # best test tau would be 0.0
+    for d in (val, test):
+        d["has_mask"] = np.ones(1, bool)
+    entry = scoring.summarize(test, test["has_mask"], ("m",), [0.0, 0.5, 1.0], tuned_on=val,
+                              tuned_has_mask=val["has_mask"])["m"]["thresholdings"]["tuned"]
+    assert entry["threshold"] == pytest.approx(0.5)
+    assert entry["iou_mean"] == pytest.approx(0.0)  # frozen at 0.5, nothing on test is above it
+
+
+def test_without_validation_there_is_no_tuned_entry():
+    masks = np.ones((1, 2, 2), bool)
+    scores = _score(np.full((1, 2, 2), 0.7), masks)
+    summary = scoring.summarize(scores, np.ones(1, bool), ("m",), [0.0, 0.5, 1.0])["m"]
+    assert "tuned" not in summary["thresholdings"]
+    assert summary["thresholdings"]["otsu"]["fp_area_empty"] is None  # no empty images to score

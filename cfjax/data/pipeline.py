@@ -22,14 +22,18 @@ from cfjax.data.errors import DataError
 
 
 def _training_example(example: dict, rng: np.random.Generator, *, size: int, fit_mode: str, augment: bool,
-                      jitter: float) -> dict:
-    example = transforms.fit({"image": example["image"], "label": example["label"]}, size, fit_mode, rng)
+                      jitter: float, with_masks: bool = False) -> dict:
+    kept = ("image", "label", "mask") if with_masks else ("image", "label")
+    example = transforms.fit({name: example[name] for name in kept}, size, fit_mode, rng)
     if augment:
         example = transforms.flip_rotate(example, rng)
     image = transforms.to_float(example["image"])
     if jitter > 0:
         image = transforms.colour_jitter(image, jitter, rng)
-    return {"image": image, "label": np.int32(example["label"])}
+    out = {"image": image, "label": np.int32(example["label"])}
+    if with_masks:
+        out["mask"] = np.asarray(example["mask"], bool)
+    return out
 
 
 def _evaluation_example(example: dict, *, size: int, fit_mode: str) -> dict:
@@ -42,15 +46,17 @@ def _evaluation_example(example: dict, *, size: int, fit_mode: str) -> dict:
     }
 
 
-def training_dataset(source: sources.SplitSource, config: ml_collections.ConfigDict) -> grain.MapDataset:
-    """This host's batches; element s is its part of global batch s (examples s*B ... s*B+B-1)."""
+def training_dataset(source: sources.SplitSource, config: ml_collections.ConfigDict, *, with_masks: bool = False
+                     ) -> grain.MapDataset:
+    """This host's batches; element s is its part of global batch s (examples s*B ... s*B+B-1).
+    `with_masks` keeps the masks (the supervised segmentation baseline trains on them)."""
     data = config.data
     if len(source) < config.batch_size:
         raise DataError(f"the training split of {data.name} has {len(source)} examples, fewer than "
                         f"config.batch_size={config.batch_size}")
     seed = data.seed + config.seed
     transform = functools.partial(_training_example, size=data.image_size, fit_mode=data.get("fit", "resize"),
-                                  augment=data.augment, jitter=data.get("colour_jitter", 0.0))
+                                  augment=data.augment, jitter=data.get("colour_jitter", 0.0), with_masks=with_masks)
     dataset = grain.MapDataset.source(source.examples)
     if data.get("balance_classes", False):
         indices = balanced_indices(source.examples.labels(), config.num_classes, source.class_names, seed)
@@ -137,10 +143,11 @@ def training_source(config: ml_collections.ConfigDict) -> sources.SplitSource:
     return sources.open_split(config, "train")
 
 
-def train_batches(source: sources.SplitSource, config: ml_collections.ConfigDict, mesh) -> TrainBatches:
+def train_batches(source: sources.SplitSource, config: ml_collections.ConfigDict, mesh, *, with_masks: bool = False
+                  ) -> TrainBatches:
     fingerprint = {"name": config.data.name, "view": config.data.get("view", "patches"),
                    "examples": len(source), "classes": list(source.class_names)}
-    return TrainBatches(training_dataset(source, config), mesh, fingerprint=fingerprint,
+    return TrainBatches(training_dataset(source, config, with_masks=with_masks), mesh, fingerprint=fingerprint,
                         num_threads=config.data.get("num_workers", 2), prefetch=config.data.get("prefetch", 4))
 
 

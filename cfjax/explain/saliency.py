@@ -40,3 +40,9 @@ def local_contrast_saliency(images: jnp.ndarray, radius: int = 2) -> jnp.ndarray
     """A classical crack filter (black-hat in spirit): how much darker a pixel is than its surround."""
     brightness = grey(images)
     return jnp.clip(box_blur(brightness, radius) - brightness, 0.0, 1.0)
+
+
+def smooth(maps: jnp.ndarray, radius: int) -> jnp.ndarray:
+    """Optional box blur of a saliency map (radius 0: unchanged): joins the thin, speckled edits
+    G makes along a crack into one region before thresholding."""
+    return maps if radius <= 0 else box_blur(maps, radius)

@@ -21,6 +21,13 @@ def make_plain_classifier(config: ml_collections.ConfigDict) -> ResNetClassifier
     return _classifier(config, config.num_classes)
 
 
+def make_segmenter(config: ml_collections.ConfigDict) -> Generator:
+    """The supervised ceiling: G's U-Net with one output logit per pixel (crack / background)."""
+    fields = config.generator.to_dict()
+    fields.update(output="logits", out_channels=1)
+    return Generator(num_classes=1, **fields)
+
+
 def _classifier(config: ml_collections.ConfigDict, num_outputs: int) -> ResNetClassifier:
     fields = config.discriminator.to_dict()
     fields["widths"] = tuple(fields["widths"])
@@ -29,5 +36,5 @@ def _classifier(config: ml_collections.ConfigDict, num_outputs: int) -> ResNetCl
 
 __all__ = [
     "Generator", "ResNetClassifier", "class_logits", "p_fake", "predict_class",
-    "make_generator", "make_discriminator", "make_plain_classifier",
+    "make_generator", "make_discriminator", "make_plain_classifier", "make_segmenter",
 ]

@@ -32,6 +32,10 @@ class ResNetClassifier(nn.Module):
                 h = Downsample(features)(h)
             for _ in range(self.blocks_per_stage):
                 h = ResBlock(features, self.norm)(h)
+        # The last feature map, exposed for Grad-CAM: `sow` keeps its value and `perturb` its gradient
+        # (both are no-ops unless the caller asks for those collections).
+        self.sow("intermediates", "features", h)
+        h = self.perturb("features", h)
         h = nn.swish(make_norm(self.norm)(h))
         pooled = jnp.concatenate([h.mean(axis=(1, 2)), h.max(axis=(1, 2))], axis=-1)
         pooled = nn.Dropout(self.dropout, deterministic=not train)(pooled)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 
 from cfjax.models.layers import Downsample, ResBlock, Upsample, make_norm, pixel_unshuffle, to_signed
 
-OUTPUT_MODES = ("residual", "image")
+OUTPUT_MODES = ("residual", "image", "logits")
 STEMS = ("unshuffle", "conv")
 
 
@@ -23,6 +23,8 @@ class Generator(nn.Module):
     class is fed to the decoder only. Feeding it to the encoder lets the head read y off the target
     planes when t = 1 - y (design.md, section 6). In "residual" mode x_hat = clip(x + tanh(delta))
     with delta's last layer initialised at zero, so G starts as the identity and learns a sparse edit.
+    In "logits" mode the raw head output is returned instead of an image (`out_channels` maps, e.g. one
+    segmentation logit): the same U-Net serves as the supervised segmentation baseline.
     """
 
     num_classes: int
@@ -32,6 +34,7 @@ class Generator(nn.Module):
     output: str = "residual"
     stem: str = "unshuffle"
     head_dropout: float = 0.1
+    out_channels: int = 0  # 0: as many as the input image has
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, target: jnp.ndarray, *, train: bool = False):
@@ -71,7 +74,9 @@ class Generator(nn.Module):
             h = jnp.concatenate([h, to_signed(images)], axis=-1)
             h = nn.swish(nn.Conv(max(self.width // 2, 4), (3, 3))(h))
         head_init = nn.initializers.zeros if self.output == "residual" else nn.initializers.lecun_normal()
-        out = nn.Conv(images.shape[-1], (3, 3), kernel_init=head_init, name="image_head")(h)
+        out = nn.Conv(self.out_channels or images.shape[-1], (3, 3), kernel_init=head_init, name="image_head")(h)
+        if self.output == "logits":
+            return out, class_logits
         if self.output == "residual":
             counterfactual = jnp.clip(images + jnp.tanh(out), 0.0, 1.0)
         else:

@@ -1,0 +1,73 @@
+"""Evaluation data straight from a folder of image/mask pairs (no TFDS dataset to build), and the
+tiling that lets a model trained on patches explain whole photographs."""
+
+import os
+
+import jax
+import numpy as np
+
+from cfjax.data import transforms
+from cfjax.data.builders import files
+from cfjax.data.errors import DataError
+
+
+def load_pairs(folder: str, *, images: str = "images", masks: str = "masks", mask_threshold: int | None = 127,
+               crack_value: int | None = None) -> list[dict]:
+    """[{"name", "image" float32 (H, W, 3) in [0, 1], "mask" bool (H, W)}] for every image in
+    FOLDER/images with a mask of the same name in FOLDER/masks. A mask pixel is damage if it equals
+    `crack_value`, else if it is above `mask_threshold`."""
+    if not os.path.isdir(folder):
+        raise DataError(f"the folder to explain, {folder!r}, does not exist")
+    image_dir, mask_dir = os.path.join(folder, images), os.path.join(folder, masks)
+    for path in (image_dir, mask_dir):
+        if not os.path.isdir(path):
+            raise DataError(f"{folder!r} has no {os.path.basename(path)}/ subfolder; expected "
+                            f"{folder}/{images}/NAME.jpg with {folder}/{masks}/NAME.png")
+    pairs = files.pair_by_stem(files.list_images(image_dir), files.list_images(mask_dir),
+                               image_folder=image_dir, mask_folder=mask_dir)
+    examples = []
+    for image_path, mask_path in pairs:
+        image = files.read_image(image_path)
+        mask = files.read_binary_mask(mask_path, threshold=None if crack_value is not None else mask_threshold,
+                                      crack_value=crack_value)
+        files.check_same_size(image, mask, image_path, mask_path)
+        examples.append({"name": files.stem(image_path), "image": transforms.to_float(image), "mask": mask})
+    return examples
+
+
+def to_tiles(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple]:
+    """(N, size, size, C) tiles covering the image row by row; the right and bottom edges are padded
+    by reflection to a multiple of `size`. Returns the tiles and the padded (rows, cols) grid."""
+    height, width = image.shape[:2]
+    rows, cols = -(-height // size), -(-width // size)
+    pad = ((0, rows * size - height), (0, cols * size - width)) + ((0, 0),) * (image.ndim - 2)
+    padded = np.pad(image, pad, mode="reflect" if min(height, width) > 1 else "edge")
+    tiles = padded.reshape(rows, size, cols, size, *image.shape[2:]).swapaxes(1, 2)
+    return tiles.reshape(rows * cols, size, size, *image.shape[2:]), (rows, cols)
+
+
+def from_tiles(tiles: np.ndarray, grid: tuple, shape: tuple) -> np.ndarray:
+    """Inverse of `to_tiles`: stitch (N, size, size, ...) tiles and crop to the original (H, W)."""
+    rows, cols = grid
+    size = tiles.shape[1]
+    stitched = tiles.reshape(rows, cols, size, size, *tiles.shape[3:]).swapaxes(1, 2)
+    stitched = stitched.reshape(rows * size, cols * size, *tiles.shape[3:])
+    return stitched[: shape[0], : shape[1]]
+
+
+def check_tileable(image: np.ndarray, size: int, name: str) -> None:
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise DataError(f"image {name} is {image.shape[1]}x{image.shape[0]}, too small to explain")
+    if max(image.shape[:2]) > 64 * size:
+        raise DataError(f"image {name} is {image.shape[1]}x{image.shape[0]}: over {64 * size} pixels on a side "
+                        f"({64 * size // size} tiles of {size}); resize it first")
+
+
+def resize_to(image: np.ndarray, size: int) -> np.ndarray:
+    """An (H, W, C) image resized (bilinear) to size x size: how runs trained on whole images see one."""
+    return np.asarray(jax.image.resize(image, (size, size) + image.shape[2:], method="bilinear"))
+
+
+def resize_back(array: np.ndarray, shape: tuple) -> np.ndarray:
+    """A map or image made at the training size, resized (bilinear) back to the original (H, W)."""
+    return np.asarray(jax.image.resize(array, tuple(shape) + array.shape[2:], method="bilinear"))

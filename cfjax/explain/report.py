@@ -1,0 +1,75 @@
+"""What `--mode=explain` writes beside the numbers: a markdown table and the figures (per image, and
+contact sheets of the best and worst cases)."""
+
+import os
+
+import numpy as np
+
+from cfjax import visualize
+
+THRESHOLDING_ORDER = ("tuned", "otsu", "fixed", "top_k")
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+
+
+def markdown_table(results: dict) -> str:
+    """One row per method: AUROC, AP, and per-image mean IoU under each thresholding, then Dice and the
+    false-positive area on images without damage at the first thresholding present."""
+    methods = results["methods"]
+    present = [t for t in THRESHOLDING_ORDER if any(t in m["thresholdings"] for m in methods.values())]
+    main = present[0]
+    header = (["method", "pixel AUROC", "AP"] + [f"IoU {t}" for t in present]
+              + [f"Dice {main}", f"FP area ({main}, no damage)"])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, method in methods.items():
+        cells = [name, _fmt(method["auroc"]), _fmt(method["ap"])]
+        for t in present:
+            entry = method["thresholdings"].get(t)
+            text = _fmt(entry and entry["iou_mean"])
+            if entry and "threshold" in entry:
+                text += f" (τ {entry['threshold']:.2f})"
+            cells.append(text)
+        main_entry = method["thresholdings"].get(main, {})
+        cells += [_fmt(main_entry.get("dice_mean")), _fmt(main_entry.get("fp_area_empty"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    data = results["data"]
+    caption = (f"{results['model']} run {results['workdir']} (step {results['step']}) on {data['source']}: "
+               f"{data['num_damaged']} images with damage scored, {data['num_empty']} without (false-positive "
+               f"area only). IoU is the per-image mean over damaged images; dataset-level IoU and Dice per "
+               f"thresholding are in explain.json.")
+    return caption + "\n\n" + "\n".join(lines) + "\n"
+
+
+def example_panels(image, saliency_map, predicted, truth, counterfactual=None) -> list:
+    """x | x_hat (GAN runs) | saliency heatmap | predicted mask | ground truth."""
+    panels = [np.asarray(image, np.float32)]
+    if counterfactual is not None:
+        panels.append(np.asarray(counterfactual, np.float32))
+    saliency_map = np.asarray(saliency_map, np.float32)
+    panels += [visualize.heatmap(saliency_map, max(float(saliency_map.max()), 1e-3)),
+               visualize.grey_to_rgb(predicted), visualize.grey_to_rgb(truth)]
+    return panels
+
+
+def write_figures(out_dir: str, examples: list, order: np.ndarray, *, max_figures: int, contact_rows: int) -> dict:
+    """`examples[i]` = {"name", "iou", "panels"}; `order` sorts them from best to worst IoU.
+    Writes figures/NAME.png for the first `max_figures` and best.png / worst.png contact sheets."""
+    figures = os.path.join(out_dir, "figures")
+    os.makedirs(figures, exist_ok=True)
+    upscale = lambda panels: max(1, 192 // panels[0].shape[0])
+    written = []
+    for example in examples[:max_figures]:
+        path = os.path.join(figures, f"{example['name']}_iou{example['iou']:.2f}.png")
+        visualize.save_png(path, visualize.panel_grid([example["panels"]], upscale=upscale(example["panels"])))
+        written.append(path)
+    sheets = {}
+    same_size = len({e["panels"][0].shape for e in examples}) == 1
+    for label, rows in (("best", order[:contact_rows]), ("worst", order[::-1][:contact_rows])):
+        if not len(rows) or not same_size:
+            continue
+        panels = [examples[i]["panels"] for i in rows]
+        sheets[label] = os.path.join(out_dir, f"{label}.png")
+        visualize.save_png(sheets[label], visualize.panel_grid(panels, upscale=upscale(panels[0])))
+    return {"per_image": written, **sheets}

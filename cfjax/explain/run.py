@@ -1,0 +1,252 @@
+"""`explain(config, workdir)`: restore a run, make its saliency maps, threshold and score them against
+ground truth, on the run's test split or on any folder of image/mask pairs; write explain.json,
+explain.md and figures. Called by `python -m cfjax.main --mode=explain` and by notebooks.
+"""
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import cfjax
+from cfjax import evaluate, visualize
+from cfjax.data import pipeline
+from cfjax.data.errors import DataError
+from cfjax.explain import folder as folders
+from cfjax.explain import metrics, multiclass, report, scoring, thresholds
+from cfjax.explain.methods import saliency_methods
+from cfjax.restore import LoadedRun, load_run
+
+DEFAULT_TOP_K_PERCENT = 2.0  # when neither the config nor a validation split gives one
+
+
+def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | None = None, split: str = "test",
+            mask_threshold: int | None = 127, crack_value: int | None = None, out_dir: str | None = None) -> dict:
+    """Score every saliency method of the run in `workdir` (see `methods.py`); returns explain.json's
+    content. With `folder`, images come from FOLDER/images and masks from FOLDER/masks, binarised by
+    `crack_value` (exact value) or `mask_threshold`; thresholds are still tuned on the run's validation
+    split when its dataset is present here."""
+    start = time.time()
+    run = load_run(config, workdir)
+    methods = saliency_methods(run.kind, run.networks, config)
+    grid = metrics.threshold_grid(config.eval.num_thresholds)
+    validation, validation_note = _validation_arrays(config)
+    top_k_fraction = _top_k_fraction(config, validation)
+    score = functools.partial(scoring.score_batch, grid=grid, fixed_fraction=config.explain.fixed_fraction,
+                              top_k_fraction=top_k_fraction, num_bins=config.explain.histogram_bins)
+
+    def score_split(params, batch):
+        maps, _ = methods.maps(params, batch["image"], batch["label"])
+        return score(maps, batch["mask"])
+
+    evaluator = functools.partial(evaluate.SplitEvaluator, batch_fn=score_split,
+                                  batch_size=config.eval.batch_size, mesh=run.mesh)
+    val_scores = evaluator(validation).run(run.params) if validation is not None else None
+    if folder is None:
+        data = pipeline.evaluation_arrays(config, split)
+        scores = evaluator(data).run(run.params)
+        source = f"the {split} split of {config.data.name}"
+        examples = _split_examples(data, split)
+    else:
+        examples = folders.load_pairs(folder, mask_threshold=mask_threshold, crack_value=crack_value)
+        _add_maps(examples, run, methods, config)
+        scores = _score_each(examples, score)
+        source = f"folder {os.path.abspath(folder)}"
+    has_mask = scores["has_mask"]
+    summary = scoring.summarize(scores, has_mask, methods.names, grid, val_scores,
+                                None if val_scores is None else val_scores["has_mask"])
+    damaged, empty = scoring.damage_rows(scores, has_mask)
+    results = {
+        "workdir": workdir, "step": run.step, "model": run.kind, "config_name": config.name,
+        "data": {"source": source, "num_images": len(has_mask), "num_damaged": int(damaged.sum()),
+                 "num_empty": int(empty.sum())},
+        "settings": {"fixed_fraction": config.explain.fixed_fraction, "top_k_percent": 100 * top_k_fraction,
+                     "blur_radius": config.explain.blur_radius, "ig_steps": config.explain.ig_steps,
+                     "tuned_on": "validation" if val_scores is not None else validation_note,
+                     "saliency_reduce": config.eval.saliency_reduce,
+                     "mask_rule": None if folder is None else
+                     (f"== {crack_value}" if crack_value is not None else f"> {mask_threshold}")},
+        "methods": summary,
+        "versions": {"cfjax": cfjax.__version__, "jax": jax.__version__},
+    }
+    out_dir = out_dir or os.path.join(workdir, "explain" if folder is None else
+                                      f"explain_{os.path.basename(os.path.normpath(folder))}")
+    os.makedirs(out_dir, exist_ok=True)
+    results["figures"] = _figures(out_dir, examples, scores, damaged, run, methods, summary, val_scores, config)
+    if run.kind == "gan" and config.num_classes > 2 and folder is None:
+        results["multiclass"] = _multiclass(out_dir, data, run, config)
+    results["wall_time_s"] = time.time() - start
+    if jax.process_index() == 0:
+        with open(os.path.join(out_dir, "explain.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        with open(os.path.join(out_dir, "explain.md"), "w") as f:
+            f.write(report.markdown_table(results))
+    results["out_dir"] = out_dir
+    return results
+
+
+def _validation_arrays(config: ml_collections.ConfigDict) -> tuple[dict | None, str]:
+    """The run's validation split, or None with the reason (its dataset is not prepared here)."""
+    try:
+        return pipeline.evaluation_arrays(config, "validation"), "validation"
+    except DataError as error:
+        return None, f"not tuned: validation split unavailable ({error})"
+
+
+def _top_k_fraction(config: ml_collections.ConfigDict, validation: dict | None) -> float:
+    """k for top-k: the config's, else the mean damage share of damaged validation images."""
+    if config.explain.top_k_percent > 0:
+        return config.explain.top_k_percent / 100.0
+    if validation is not None:
+        shares = validation["mask"].mean(axis=(1, 2))
+        damaged = (shares > 0) & np.asarray(validation.get("has_mask", True))
+        if damaged.any():
+            return float(shares[damaged].mean())
+    return DEFAULT_TOP_K_PERCENT / 100.0
+
+
+def _split_examples(data: dict, split: str) -> list[dict]:
+    return [{"name": f"{split}_{i:05d}", "image": data["image"][i], "mask": data["mask"][i],
+             "label": int(data["label"][i])} for i in range(len(data["label"]))]
+
+
+def _tiles_images(config: ml_collections.ConfigDict) -> bool:
+    """Runs trained on crops of photographs (patch views, the embedded set) explain a larger image tile
+    by tile; runs trained on whole resized images see it resized."""
+    name = config.data.name
+    return name == "synthetic" or (name.startswith("crack_segmentation") and config.data.get("view") == "patches")
+
+
+def _add_maps(examples: list, run: LoadedRun, methods, config: ml_collections.ConfigDict) -> None:
+    """Each example gets "maps" {method: (H, W)} (and "counterfactual" for GAN runs) at its own size."""
+    size = config.data.image_size
+    tile = _tiles_images(config)
+    pieces, layout = [], []
+    for example in examples:
+        folders.check_tileable(example["image"], size, example["name"])
+        if tile:
+            tiles, grid = folders.to_tiles(example["image"], size)
+        else:
+            tiles, grid = folders.resize_to(example["image"], size)[None], None
+        layout.append((len(tiles), grid))
+        pieces.append(tiles)
+    tiles = np.concatenate(pieces)
+    data = {"image": tiles, "label": np.full(len(tiles), -1, np.int32)}
+
+    def maps_only(params, batch):
+        maps, extras = methods.maps(params, batch["image"], batch["label"])
+        return {**maps, **extras}
+
+    out = evaluate.SplitEvaluator(data, maps_only, batch_size=config.eval.batch_size, mesh=run.mesh,
+                                  fields=("image", "label")).run(run.params)
+    start = 0
+    for example, (count, grid) in zip(examples, layout):
+        shape = example["image"].shape[:2]
+        rows = slice(start, start + count)
+        start += count
+        wanted = methods.names + (("counterfactual_image",) if methods.draws_counterfactual else ())
+        placed = {name: folders.from_tiles(out[name][rows], grid, shape) if tile else
+                  folders.resize_back(out[name][rows][0], shape) for name in wanted}
+        example["counterfactual"] = placed.pop("counterfactual_image", None)
+        example["maps"] = placed
+
+
+def _score_each(examples: list, score) -> dict:
+    """Score whole images one at a time (they may differ in size); one compile per distinct size."""
+    score_one = jax.jit(score)
+    per_image = []
+    for example in examples:
+        maps = {name: m[None] for name, m in example["maps"].items()}
+        per_image.append(jax.tree.map(np.asarray, score_one(maps, example["mask"][None])))
+    scores = {name: np.concatenate([s[name] for s in per_image]) for name in per_image[0]}
+    scores["has_mask"] = np.ones(len(examples), bool)
+    return scores
+
+
+def _figures(out_dir, examples, scores, damaged, run, methods, summary, val_scores, config) -> dict:
+    """Figures of the first method (the run's own masks) at its main thresholding, damaged images only."""
+    name = methods.names[0]
+    thresholding = "tuned" if "tuned" in summary[name]["thresholdings"] else "otsu"
+    tuned_index = None
+    if thresholding == "tuned":
+        threshold = summary[name]["thresholdings"]["tuned"]["threshold"]
+        tuned_index = int(np.argmin(np.abs(np.asarray(metrics.threshold_grid(config.eval.num_thresholds))
+                                           - threshold)))
+    ious = scoring.per_image_iou(scores, name, thresholding, tuned_index)
+    rows = np.flatnonzero(damaged)
+    if not len(rows):
+        return {}
+    chosen = rows[np.argsort(-ious[rows], kind="stable")]
+    keep = np.unique(np.concatenate([chosen[:config.explain.max_figures], chosen[:config.explain.contact_rows],
+                                     chosen[::-1][:config.explain.contact_rows]]))
+    picked = [examples[i] for i in keep]
+    if "maps" not in picked[0]:
+        _add_split_maps(picked, run, methods)
+    threshold_of = {"tuned": lambda m: m > threshold,
+                    "otsu": lambda m: np.asarray(thresholds.otsu(jnp.asarray(m)[None])[0])}[thresholding]
+    figure_examples = []
+    for i, example in zip(keep, picked):
+        saliency_map = example["maps"][name]
+        panels = report.example_panels(example["image"], saliency_map, threshold_of(saliency_map), example["mask"],
+                                       example.get("counterfactual"))
+        figure_examples.append({"name": example["name"], "iou": float(ious[i]), "panels": panels})
+    by_row = {int(i): k for k, i in enumerate(keep)}
+    order = np.array([by_row[int(i)] for i in chosen if int(i) in by_row])
+    best_first = [figure_examples[k] for k in order]
+    written = report.write_figures(out_dir, best_first, np.arange(len(best_first)),
+                                   max_figures=config.explain.max_figures, contact_rows=config.explain.contact_rows)
+    return {"method": name, "thresholding": thresholding, **written}
+
+
+def _multiclass(out_dir: str, data: dict, run: LoadedRun, config: ml_collections.ConfigDict) -> dict:
+    """K > 2: over the split, how often each target is the nearest and how surely D sees each target
+    reached; a figure of the masks toward every class for a few images of each class."""
+    generator, discriminator = run.networks
+    k = config.num_classes
+    toward = functools.partial(multiclass.masks_toward_each_class, generator, discriminator,
+                               num_classes=k, reduce=config.eval.saliency_reduce)
+
+    def batch_fn(params, batch):
+        out = toward(*params, batch["image"], batch["label"])
+        return {"nearest": out["nearest"], "target_probability": out["target_probability"],
+                "edit_size": out["edit_size"]}
+
+    per_image = evaluate.SplitEvaluator(data, batch_fn, batch_size=config.eval.batch_size, mesh=run.mesh,
+                                        fields=("image", "label")).run(run.params)
+    labels = data["label"]
+    nearest = np.zeros((k, k), int)
+    np.add.at(nearest, (labels, per_image["nearest"]), 1)
+    reached = np.stack([per_image["target_probability"][labels == c].mean(axis=0) for c in range(k)])
+    edit = np.stack([per_image["edit_size"][labels == c].mean(axis=0) for c in range(k)])
+    rows = np.concatenate([np.flatnonzero(labels == c)[:config.explain.contact_rows] for c in range(k)])
+    out = jax.jit(toward)(*run.params, data["image"][rows], labels[rows])
+    panels = []
+    for i in range(len(rows)):
+        row = [np.asarray(data["image"][rows[i]])]
+        for t in range(k):
+            heat = visualize.heatmap(np.asarray(out["maps"][i, t]), max(float(out["maps"][i].max()), 1e-3))
+            row += [np.asarray(out["counterfactuals"][i, t]),
+                    multiclass.outline(heat) if t == int(out["nearest"][i]) else heat]
+        panels.append(row)
+    path = os.path.join(out_dir, "multiclass.png")
+    visualize.save_png(path, visualize.panel_grid(panels, upscale=max(1, 128 // data["image"].shape[1])))
+    return {"nearest_target_counts": nearest.tolist(), "target_probability": reached.tolist(),
+            "edit_size": edit.tolist(), "figure": path,
+            "layout": "rows: class -> target; figure columns: x, then x_hat_t and its saliency for each t "
+                      "(nearest target framed in green)"}
+
+
+def _add_split_maps(examples: list, run: LoadedRun, methods) -> None:
+    """Recompute the maps of a few split images (the scoring pass keeps only counts)."""
+    images = np.stack([e["image"] for e in examples])
+    labels = np.array([e["label"] for e in examples], np.int32)
+    maps, extras = jax.jit(methods.maps)(run.params, images, labels)
+    for i, example in enumerate(examples):
+        example["maps"] = {name: np.asarray(maps[name][i]) for name in methods.names}
+        if methods.draws_counterfactual:
+            example["counterfactual"] = np.asarray(extras["counterfactual_image"][i])

@@ -1,0 +1,153 @@
+"""The README's crack-mask table: cfjax's counterfactual masks against attribution baselines (on D and
+on a plain classifier), dark pixels and a supervised U-Net, over several seeds, on SUT-Crack.
+
+    python -m cfjax.data.prepare --dataset=crack_segmentation/sut --manual_dir=../shared/data/sut_crack_seg
+    python experiments/crack_iou_table.py --train            # train what is missing, explain, tabulate
+    python experiments/crack_iou_table.py                    # tabulate finished runs only
+
+Each run is the plain command line (`python -m cfjax.main --config=... --workdir=...`, then the same
+with `--mode=explain`), so a table row is exactly what a user's command gives. Finished runs and
+explanations are reused. Writes experiments/results/crack_iou.{json,md}.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# model -> (config, workdir pattern, methods it contributes to the table)
+RUNS = {
+    "gan": ("configs/cracks.py:sut", "sut_s{seed}",
+            ("counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients", "dark_pixels",
+             "local_contrast")),
+    "classifier": ("configs/baselines.py:classifier,sut", "sut_classifier_s{seed}",
+                   ("classifier_grad_cam", "classifier_gradients", "classifier_integrated_gradients")),
+    "unet": ("configs/baselines.py:unet,sut", "sut_unet_s{seed}", ("segmenter",)),
+}
+LABELS = {
+    "counterfactual": "**cfjax counterfactual mask** |x − G(x, no crack)|",
+    "d_grad_cam": "Grad-CAM on D", "d_gradients": "input gradients on D",
+    "d_integrated_gradients": "integrated gradients on D",
+    "classifier_grad_cam": "Grad-CAM on plain classifier", "classifier_gradients": "input gradients on plain classifier",
+    "classifier_integrated_gradients": "integrated gradients on plain classifier",
+    "dark_pixels": "dark pixels", "local_contrast": "local contrast (black-hat-like filter)",
+    "segmenter": "supervised U-Net (ceiling; trained on masks)",
+}
+THRESHOLDINGS = ("tuned", "otsu", "fixed", "top_k")
+
+
+def _cfjax(args: list[str], log_path: str) -> float:
+    start = time.time()
+    with open(log_path, "a") as log:
+        proc = subprocess.run([sys.executable, "-m", "cfjax.main", *args], cwd=REPO, stdout=log, stderr=log, check=False)
+    if proc.returncode:
+        raise SystemExit(f"failed ({proc.returncode}): python -m cfjax.main {' '.join(args)}; see {log_path}")
+    return time.time() - start
+
+
+def run_one(model: str, seed: int, runs_dir: str, train: bool, extra: list[str]) -> dict | None:
+    """Train (if asked and missing) and explain one run; its explain.json, or None if it is not trained."""
+    config, pattern, _ = RUNS[model]
+    workdir = os.path.join(runs_dir, pattern.format(seed=seed))
+    args = [f"--config={config}", f"--config.seed={seed}", f"--workdir={workdir}", *extra]
+    finished = os.path.exists(os.path.join(workdir, "results.json"))
+    if not finished and not train:
+        print(f"skipping {workdir}: not trained (pass --train)")
+        return None
+    os.makedirs(workdir, exist_ok=True)
+    if not finished:
+        print(f"training {workdir} ...", flush=True)
+        _cfjax(args, os.path.join(workdir, "train.log"))
+    explained = os.path.join(workdir, "explain", "explain.json")
+    if not os.path.exists(explained):
+        print(f"explaining {workdir} ...", flush=True)
+        _cfjax([*args, "--mode=explain"], os.path.join(workdir, "explain.log"))
+    with open(explained) as f:
+        results = json.load(f)
+    with open(os.path.join(workdir, "results.json")) as f:
+        results["train_wall_time_s"] = json.load(f).get("wall_time_s")
+    return results
+
+
+def _mean_std(values: list) -> tuple[float, float] | None:
+    values = [v for v in values if v is not None and not np.isnan(v)]
+    if not values:
+        return None
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def tabulate(per_model: dict) -> tuple[dict, str]:
+    """{method: {column: (mean, std, n)}} and the markdown table (mean ± std over seeds)."""
+    rows = {}
+    for model, results in per_model.items():
+        for method in RUNS[model][2]:
+            entries = [r["methods"][method] for r in results]
+            row = {"seeds": len(entries)}
+            for t in THRESHOLDINGS:
+                row[f"iou_{t}"] = _mean_std([e["thresholdings"].get(t, {}).get("iou_mean") for e in entries])
+            row["dice_tuned"] = _mean_std([e["thresholdings"].get("tuned", {}).get("dice_mean") for e in entries])
+            row["iou_dataset_tuned"] = _mean_std([e["thresholdings"].get("tuned", {}).get("iou_dataset")
+                                                  for e in entries])
+            row["fp_area_tuned"] = _mean_std([e["thresholdings"].get("tuned", {}).get("fp_area_empty")
+                                              for e in entries])
+            row["auroc"] = _mean_std([e["auroc"] for e in entries])
+            row["ap"] = _mean_std([e["ap"] for e in entries])
+            rows[method] = row
+    fmt = lambda v: "–" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}"
+    columns = [("IoU, τ tuned on val", "iou_tuned"), ("IoU, Otsu", "iou_otsu"), ("IoU, ½·max", "iou_fixed"),
+               ("IoU, top-k", "iou_top_k"), ("Dice (tuned)", "dice_tuned"), ("pixel AUROC", "auroc"),
+               ("AP", "ap"), ("FP area, no-crack patches (tuned)", "fp_area_tuned")]
+    lines = ["| method | " + " | ".join(c for c, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    for method, row in rows.items():
+        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(fmt(row[k]) for _, k in columns) + " |")
+    return rows, "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--runs", default=os.path.join(REPO, "runs"), help="where the run folders are (or go)")
+    parser.add_argument("--train", action="store_true", help="train runs that are missing")
+    parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results"))
+    parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    per_model = {}
+    for model in RUNS:
+        results = [run_one(model, seed, args.runs, args.train, args.extra) for seed in seeds]
+        per_model[model] = [r for r in results if r is not None]
+        if not per_model[model]:
+            del per_model[model]
+    if not per_model:
+        raise SystemExit("no finished runs to tabulate; pass --train")
+    rows, table = tabulate(per_model)
+    ceiling = rows.get("segmenter", {}).get("iou_tuned")
+    ours = rows.get("counterfactual", {}).get("iou_tuned")
+    ratio = f"\ncfjax / supervised U-Net (tuned IoU, means): {ours[0] / ceiling[0]:.2f}\n" if ours and ceiling else ""
+    example = next(iter(per_model.values()))[0]
+    summary = {
+        "table": rows, "seeds": seeds,
+        "runs": {m: [{"workdir": r["workdir"], "step": r["step"], "train_wall_time_s": r["train_wall_time_s"],
+                      "explain_wall_time_s": r["wall_time_s"]} for r in results] for m, results in per_model.items()},
+        "data": example["data"], "settings": example["settings"], "versions": example["versions"],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "configs": {m: RUNS[m][0] for m in per_model}, "extra_flags": args.extra,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "crack_iou.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    header = (f"SUT-Crack test patches ({example['data']['num_damaged']} with cracks, "
+              f"{example['data']['num_empty']} without), seeds {args.seeds}, mean ± std over seeds.\n\n")
+    with open(os.path.join(args.out, "crack_iou.md"), "w") as f:
+        f.write(header + table + ratio)
+    print(header + table + ratio)
+
+
+if __name__ == "__main__":
+    main()

@@ -113,7 +113,7 @@ def explain_config() -> ml_collections.ConfigDict:
     explain.fixed_fraction = 0.5  # "fixed" thresholding: s > fraction * max(s) in each image
     explain.top_k_percent = 0.0  # "top_k": 0 = the validation split's mean damage share per damaged image
     explain.blur_radius = 0  # box blur of the counterfactual saliency before thresholding
-    explain.ig_steps = 32  # integrated gradients: gradients along the path from a black image
+    explain.ig_steps = 16  # integrated gradients: gradients along the path from a black image
     explain.histogram_bins = 1024  # AUROC / AP resolution on [0, 1]
     explain.max_figures = 24  # per-image figures written (contact sheets always show best and worst)
     explain.contact_rows = 8

@@ -31,6 +31,16 @@ def test_cli_trains_end_to_end(tmp_path, repo_root):
     assert "already finished step 4" in again.stdout
     assert (workdir / "metrics.jsonl").read_text() == log_before
     assert json.loads((workdir / "results.json").read_text()) == results
+    # --mode=explain restores the run and scores its masks; a bad folder is one clear line, exit 2.
+    explained = _run(["--config=configs/cracks.py:tiny", f"--workdir={workdir}", "--mode=explain"], repo_root)
+    assert explained.returncode == 0, explained.stderr[-3000:]
+    assert "| counterfactual |" in explained.stdout
+    assert json.loads((workdir / "explain" / "explain.json").read_text())["step"] == 4
+    missing = _run(["--config=configs/cracks.py:tiny", f"--workdir={workdir}", "--mode=explain",
+                    f"--folder={tmp_path / 'nowhere'}"], repo_root)
+    assert missing.returncode == 2
+    assert f"cfjax: error: the folder to explain, '{tmp_path / 'nowhere'}', does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 @pytest.mark.parametrize(

@@ -25,18 +25,22 @@ def input_gradients(logits_fn: Callable, images: jnp.ndarray, classes: jnp.ndarr
     return jnp.abs(grads).max(axis=-1)
 
 
-def integrated_gradients(logits_fn: Callable, images: jnp.ndarray, classes: jnp.ndarray, *, num_steps: int = 32,
-                         baseline: jnp.ndarray | None = None) -> jnp.ndarray:
+def integrated_gradients(logits_fn: Callable, images: jnp.ndarray, classes: jnp.ndarray, *, num_steps: int = 16,
+                         baseline: jnp.ndarray | None = None, chunk: int = 8) -> jnp.ndarray:
     """|sum over channels of (x - x0) * mean gradient on the straight path x0 -> x| (midpoint rule,
-    `num_steps` gradients, in one lax.scan); x0 is black unless a baseline is given."""
+    `num_steps` gradients); x0 is black unless a baseline is given.
+
+    The path points are stacked into the batch, `chunk` at a time, in an unrolled loop: on XLA:CPU
+    a lax.scan of single gradients ran ~6x slower than the same convolutions batched."""
     baseline = jnp.zeros_like(images) if baseline is None else baseline
-    grad_fn = jax.grad(lambda x: _class_logit_sum(logits_fn(x), classes))
-
-    def accumulate(total, alpha):
-        return total + grad_fn(baseline + alpha * (images - baseline)), None
-
+    grad_fn = jax.grad(lambda x, c: _class_logit_sum(logits_fn(x), c))
     alphas = (jnp.arange(num_steps, dtype=images.dtype) + 0.5) / num_steps
-    total, _ = jax.lax.scan(accumulate, jnp.zeros_like(images), alphas)
+    total = jnp.zeros_like(images)
+    for start in range(0, num_steps, chunk):
+        group = alphas[start:start + chunk]
+        path = baseline[None] + group[:, None, None, None, None] * (images - baseline)[None]
+        grads = grad_fn(path.reshape((-1,) + images.shape[1:]), jnp.tile(classes, len(group)))
+        total = total + grads.reshape((len(group),) + images.shape).sum(axis=0)
     return jnp.abs(((images - baseline) * total / num_steps).sum(axis=-1))
 
 

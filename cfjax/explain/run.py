@@ -91,11 +91,16 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
 
 
 def _validation_arrays(config: ml_collections.ConfigDict) -> tuple[dict | None, str]:
-    """The run's validation split, or None with the reason (its dataset is not prepared here)."""
+    """The damaged images of the run's validation split (the only ones thresholds are tuned on), or
+    None with the reason (its dataset is not prepared here)."""
     try:
-        return pipeline.evaluation_arrays(config, "validation"), "validation"
+        validation = pipeline.evaluation_arrays(config, "validation")
     except DataError as error:
         return None, f"not tuned: validation split unavailable ({error})"
+    damaged = validation["mask"].any(axis=(1, 2)) & np.asarray(validation.get("has_mask", True), bool)
+    if not damaged.any():
+        return None, "not tuned: no validation image has a damage mask"
+    return {name: np.asarray(array)[damaged] for name, array in validation.items()}, "validation"
 
 
 def _top_k_fraction(config: ml_collections.ConfigDict, validation: dict | None) -> float:
@@ -103,10 +108,7 @@ def _top_k_fraction(config: ml_collections.ConfigDict, validation: dict | None) 
     if config.explain.top_k_percent > 0:
         return config.explain.top_k_percent / 100.0
     if validation is not None:
-        shares = validation["mask"].mean(axis=(1, 2))
-        damaged = (shares > 0) & np.asarray(validation.get("has_mask", True))
-        if damaged.any():
-            return float(shares[damaged].mean())
+        return float(validation["mask"].mean(axis=(1, 2)).mean())
     return DEFAULT_TOP_K_PERCENT / 100.0
 
 

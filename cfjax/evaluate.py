@@ -1,4 +1,4 @@
-"""Evaluators: small objects with `run(g_params, d_params)` that score one split (big_vision style).
+"""Evaluators: small objects with `run(params)` that score one split (big_vision style).
 
 Counterfactual masks are scored on crack-positive images only (target: class 0, "no crack");
 images with empty ground truth never enter the IoU.

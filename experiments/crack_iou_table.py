@@ -31,7 +31,7 @@ RUNS = {
     "unet": ("configs/baselines.py:unet,sut", "sut_unet_s{seed}", ("segmenter",)),
 }
 LABELS = {
-    "counterfactual": "**cfjax counterfactual mask** |x − G(x, no crack)|",
+    "counterfactual": "**cfjax counterfactual mask** \\|x − G(x, no crack)\\|",
     "d_grad_cam": "Grad-CAM on D", "d_gradients": "input gradients on D",
     "d_integrated_gradients": "integrated gradients on D",
     "classifier_grad_cam": "Grad-CAM on plain classifier", "classifier_gradients": "input gradients on plain classifier",
@@ -99,13 +99,18 @@ def tabulate(per_model: dict) -> tuple[dict, str]:
             row["auroc"] = _mean_std([e["auroc"] for e in entries])
             row["ap"] = _mean_std([e["ap"] for e in entries])
             rows[method] = row
-    fmt = lambda v: "–" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}"
+    def fmt(value, seeds):
+        if value is None:
+            return "–"
+        return f"{value[0]:.3f}" if seeds == 1 else f"{value[0]:.3f} ± {value[1]:.3f}"
+
     columns = [("IoU, τ tuned on val", "iou_tuned"), ("IoU, Otsu", "iou_otsu"), ("IoU, ½·max", "iou_fixed"),
                ("IoU, top-k", "iou_top_k"), ("Dice (tuned)", "dice_tuned"), ("pixel AUROC", "auroc"),
                ("AP", "ap"), ("FP area, no-crack patches (tuned)", "fp_area_tuned")]
-    lines = ["| method | " + " | ".join(c for c, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines = ["| method | seeds | " + " | ".join(c for c, _ in columns) + " |", "|---|---|" + "---|" * len(columns)]
     for method, row in rows.items():
-        lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(fmt(row[k]) for _, k in columns) + " |")
+        cells = " | ".join(fmt(row[k], row["seeds"]) for _, k in columns)
+        lines.append(f"| {LABELS.get(method, method)} | {row['seeds']} | {cells} |")
     return rows, "\n".join(lines) + "\n"
 
 

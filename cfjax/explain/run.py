@@ -77,7 +77,7 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
     out_dir = out_dir or os.path.join(workdir, "explain" if folder is None else
                                       f"explain_{os.path.basename(os.path.normpath(folder))}")
     os.makedirs(out_dir, exist_ok=True)
-    results["figures"] = _figures(out_dir, examples, scores, damaged, run, methods, summary, val_scores, config)
+    results["figures"] = _figures(out_dir, examples, scores, damaged, run, methods, summary, config)
     if run.kind == "gan" and config.num_classes > 2 and folder is None:
         results["multiclass"] = _multiclass(out_dir, data, run, config)
     results["wall_time_s"] = time.time() - start
@@ -170,7 +170,7 @@ def _score_each(examples: list, score) -> dict:
     return scores
 
 
-def _figures(out_dir, examples, scores, damaged, run, methods, summary, val_scores, config) -> dict:
+def _figures(out_dir, examples, scores, damaged, run, methods, summary, config) -> dict:
     """Figures of the first method (the run's own masks) at its main thresholding, damaged images only."""
     name = methods.names[0]
     thresholding = "tuned" if "tuned" in summary[name]["thresholdings"] else "otsu"
@@ -183,25 +183,23 @@ def _figures(out_dir, examples, scores, damaged, run, methods, summary, val_scor
     rows = np.flatnonzero(damaged)
     if not len(rows):
         return {}
-    chosen = rows[np.argsort(-ious[rows], kind="stable")]
-    keep = np.unique(np.concatenate([chosen[:config.explain.max_figures], chosen[:config.explain.contact_rows],
-                                     chosen[::-1][:config.explain.contact_rows]]))
-    picked = [examples[i] for i in keep]
-    if "maps" not in picked[0]:
-        _add_split_maps(picked, run, methods)
+    best_first = rows[np.argsort(-ious[rows], kind="stable")]
+    limit, sheet = config.explain.max_figures, config.explain.contact_rows
+    wanted = set(best_first[:limit]) | set(best_first[:sheet]) | set(best_first[::-1][:sheet])
+    picked = [i for i in best_first if i in wanted]  # still best first; the worst are last
+    if "maps" not in examples[picked[0]]:
+        _add_split_maps([examples[i] for i in picked], run, methods)
     threshold_of = {"tuned": lambda m: m > threshold,
                     "otsu": lambda m: np.asarray(thresholds.otsu(jnp.asarray(m)[None])[0])}[thresholding]
     figure_examples = []
-    for i, example in zip(keep, picked):
+    for i in picked:
+        example = examples[i]
         saliency_map = example["maps"][name]
         panels = report.example_panels(example["image"], saliency_map, threshold_of(saliency_map), example["mask"],
                                        example.get("counterfactual"))
         figure_examples.append({"name": example["name"], "iou": float(ious[i]), "panels": panels})
-    by_row = {int(i): k for k, i in enumerate(keep)}
-    order = np.array([by_row[int(i)] for i in chosen if int(i) in by_row])
-    best_first = [figure_examples[k] for k in order]
-    written = report.write_figures(out_dir, best_first, np.arange(len(best_first)),
-                                   max_figures=config.explain.max_figures, contact_rows=config.explain.contact_rows)
+    written = report.write_figures(out_dir, figure_examples, np.arange(len(figure_examples)),
+                                   max_figures=limit, contact_rows=sheet)
     return {"method": name, "thresholding": thresholding, **written}
 
 

@@ -134,7 +134,7 @@ def main() -> None:
     rows, table = tabulate(per_model)
     ceiling = rows.get("segmenter", {}).get("iou_tuned")
     ours = rows.get("counterfactual", {}).get("iou_tuned")
-    ratio = f"\ncfjax / supervised U-Net (tuned IoU, means): {ours[0] / ceiling[0]:.2f}\n" if ours and ceiling else ""
+    ratio = f"\ncfjax / supervised U-Net (tuned IoU, means): {ours[0] / ceiling[0]:.3f}\n" if ours and ceiling else ""
     example = next(iter(per_model.values()))[0]
     summary = {
         "table": rows, "seeds": seeds,

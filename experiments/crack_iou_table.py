@@ -34,7 +34,8 @@ LABELS = {
     "counterfactual": "**cfjax counterfactual mask** \\|x − G(x, no crack)\\|",
     "d_grad_cam": "Grad-CAM on D", "d_gradients": "input gradients on D",
     "d_integrated_gradients": "integrated gradients on D",
-    "classifier_grad_cam": "Grad-CAM on plain classifier", "classifier_gradients": "input gradients on plain classifier",
+    "classifier_grad_cam": "Grad-CAM on plain classifier",
+    "classifier_gradients": "input gradients on plain classifier",
     "classifier_integrated_gradients": "integrated gradients on plain classifier",
     "dark_pixels": "dark pixels", "local_contrast": "local contrast (black-hat-like filter)",
     "segmenter": "supervised U-Net (ceiling; trained on masks)",
@@ -45,7 +46,8 @@ THRESHOLDINGS = ("tuned", "otsu", "fixed", "top_k")
 def _cfjax(args: list[str], log_path: str) -> float:
     start = time.time()
     with open(log_path, "a") as log:
-        proc = subprocess.run([sys.executable, "-m", "cfjax.main", *args], cwd=REPO, stdout=log, stderr=log, check=False)
+        proc = subprocess.run([sys.executable, "-m", "cfjax.main", *args], cwd=REPO, stdout=log, stderr=log,
+                              check=False)
     if proc.returncode:
         raise SystemExit(f"failed ({proc.returncode}): python -m cfjax.main {' '.join(args)}; see {log_path}")
     return time.time() - start

@@ -60,7 +60,7 @@ def check_tileable(image: np.ndarray, size: int, name: str) -> None:
         raise DataError(f"image {name} is {image.shape[1]}x{image.shape[0]}, too small to explain")
     if max(image.shape[:2]) > 64 * size:
         raise DataError(f"image {name} is {image.shape[1]}x{image.shape[0]}: over {64 * size} pixels on a side "
-                        f"({64 * size // size} tiles of {size}); resize it first")
+                        f"(64 tiles of {size}); resize it first")
 
 
 def resize_to(image: np.ndarray, size: int) -> np.ndarray:

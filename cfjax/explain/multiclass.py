@@ -3,6 +3,7 @@ target class, and the "nearest" target, the class D finds easiest to reach from 
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from cfjax.explain import saliency
 from cfjax.models import class_logits
@@ -30,8 +31,6 @@ def masks_toward_each_class(generator, discriminator, g_params, d_params, images
 
 def outline(panel, colour=(0.0, 1.0, 0.0), width: int = 1):
     """A copy of an (H, W, 3) panel with a coloured frame (marks the nearest target in figures)."""
-    import numpy as np
-
     framed = np.array(panel, np.float32)
     framed[:width], framed[-width:], framed[:, :width], framed[:, -width:] = colour, colour, colour, colour
     return framed

@@ -104,7 +104,44 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.eval.num_image_rows = 6
 
     config.explain = explain_config()
+    config.adversarial_training = adversarial_training_config()
+    config.attack = attack_config()
     return config
+
+
+def adversarial_training_config() -> ml_collections.ConfigDict:
+    """Madry-style PGD training of the plain classifier (`model="classifier"`): off while epsilon is 0.
+
+    Budgets are on the [0, 1] image scale. The training attack starts at a uniform random point.
+    """
+    adversarial = ml_collections.ConfigDict()
+    adversarial.epsilon = 0.0
+    adversarial.step_size = 2.0 / 255
+    adversarial.num_steps = 7
+    adversarial.norm = "linf"
+    return adversarial
+
+
+def attack_config() -> ml_collections.ConfigDict:
+    """What `--mode=attack` measures on a trained run (never changes training). Budgets in pixel units
+    of 1/255 for L-inf, on the [0, 1] scale for L2."""
+    attack = ml_collections.ConfigDict()
+    # The paper's protocol: 10 PGD iterations at step alpha, budget epsilon = 10 alpha.
+    attack.paper_step_sizes_255 = (0.5, 1.0, 2.0, 4.0, 8.0)
+    attack.paper_iterations = 10
+    # Fixed-budget sweeps: 10 iterations with step 2.5 epsilon / iterations (Madry et al.), one random start.
+    attack.linf_epsilons_255 = (1.0, 2.0, 4.0, 8.0, 16.0)
+    attack.l2_epsilons = (0.1, 0.25, 0.5, 1.0)
+    attack.iterations = 10
+    attack.restarts = 1
+    # Gradient-masking checks at this L-inf budget: margin loss, a longer attack with restarts, transfer.
+    attack.check_epsilon_255 = 4.0
+    attack.strong_iterations = 50
+    attack.strong_restarts = 5
+    attack.adaptive_weight = 1.0  # the adaptive attack's weight on D's "real" log-odds
+    attack.max_examples = 0  # 0: the whole test split
+    attack.models = ()  # which of the run's classifiers to attack (e.g. ("D",)); empty: all of them
+    return attack
 
 
 def explain_config() -> ml_collections.ConfigDict:
@@ -140,6 +177,14 @@ def shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
     config.explain.ig_steps = 4
     config.explain.max_figures = 4
     config.explain.contact_rows = 3
+    config.adversarial_training.num_steps = 2
+    config.attack.paper_step_sizes_255 = (1.0, 4.0)
+    config.attack.linf_epsilons_255 = (2.0, 8.0)
+    config.attack.l2_epsilons = (0.5,)
+    config.attack.iterations = 3
+    config.attack.paper_iterations = 3
+    config.attack.strong_iterations = 4
+    config.attack.strong_restarts = 2
 
 
 def grow_to_accelerator(config: ml_collections.ConfigDict) -> None:

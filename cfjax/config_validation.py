@@ -2,6 +2,7 @@
 
 import ml_collections
 
+from cfjax.attacks.geometry import NORMS as ATTACK_NORMS
 from cfjax.data.transforms import FIT_MODES
 from cfjax.explain.saliency import REDUCTIONS
 from cfjax.models.generator import OUTPUT_MODES, STEMS
@@ -114,6 +115,39 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(config.eval.saliency_reduce in REDUCTIONS, "eval.saliency_reduce", f"must be one of {REDUCTIONS}", config)
     _require(config.eval.num_thresholds >= 2, "eval.num_thresholds", "must be >= 2", config)
     _validate_explain(config)
+    _validate_adversarial_training(config)
+    _validate_attack(config)
+
+
+def _validate_adversarial_training(config: ml_collections.ConfigDict) -> None:
+    if "adversarial_training" not in config:
+        return  # runs saved before the field existed trained without it
+    adversarial = config.adversarial_training
+    _require(adversarial.epsilon >= 0, "adversarial_training.epsilon", "must be >= 0 (0: off)", config)
+    _require(adversarial.epsilon == 0 or config.get("model", "gan") == "classifier", "adversarial_training.epsilon",
+             "PGD training applies to the plain classifier only (config.model='classifier')", config)
+    _require(adversarial.step_size > 0, "adversarial_training.step_size", "must be > 0", config)
+    _require(_is_int(adversarial.num_steps) and adversarial.num_steps >= 1, "adversarial_training.num_steps",
+             "must be an integer >= 1", config)
+    _require(adversarial.norm in ATTACK_NORMS, "adversarial_training.norm", f"must be one of {ATTACK_NORMS}", config)
+
+
+def _validate_attack(config: ml_collections.ConfigDict) -> None:
+    if "attack" not in config:
+        return  # runs saved before the field existed: `--mode=attack` adds the defaults
+    attack = config.attack
+    for field in ("paper_step_sizes_255", "linf_epsilons_255", "l2_epsilons"):
+        values = attack[field]
+        _require(len(values) >= 1 and all(v > 0 for v in values), f"attack.{field}",
+                 "must list at least one budget, each > 0", config)
+    for field in ("paper_iterations", "iterations", "restarts", "strong_iterations", "strong_restarts"):
+        _require(_is_int(attack[field]) and attack[field] >= 1, f"attack.{field}", "must be an integer >= 1", config)
+    _require(attack.check_epsilon_255 > 0, "attack.check_epsilon_255", "must be > 0", config)
+    _require(attack.adaptive_weight >= 0, "attack.adaptive_weight", "must be >= 0", config)
+    _require(_is_int(attack.max_examples) and attack.max_examples >= 0, "attack.max_examples",
+             "must be an integer >= 0 (0: the whole test split)", config)
+    _require(all(isinstance(name, str) for name in attack.get("models", ())), "attack.models",
+             "must list model names such as 'D', 'G_head', 'classifier' (empty: all)", config)
 
 
 def _validate_explain(config: ml_collections.ConfigDict) -> None:

@@ -1,7 +1,8 @@
 """Command line: `python -m cfjax.main --config=configs/cracks.py [--workdir=DIR] [--config.FIELD=VALUE ...]`.
 
-Only parses flags and calls `train.train_and_evaluate(config, workdir)` (flax/examples style), or with
-`--mode=explain`, `explain.run.explain(config, workdir, ...)` on a trained run.
+Only parses flags and calls `train.train_and_evaluate(config, workdir)` (flax/examples style), or on a
+trained run, `explain.run.explain(config, workdir, ...)` (`--mode=explain`) or
+`robustness.run.attack(config, workdir, ...)` (`--mode=attack`).
 """
 
 import os
@@ -13,14 +14,18 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file, e.g. configs/cracks.py[:variant].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: runs/<config name>).")
 _DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "explain"],
-                          "train (and evaluate), or explain: score a trained run's masks and attributions.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "explain", "attack"],
+                          "train (and evaluate); explain: score a trained run's masks and attributions; "
+                          "attack: PGD sweeps and p_fake uncertainty on a trained run.")
 _FOLDER = flags.DEFINE_string("folder", None, "--mode=explain: a folder with images/ and masks/ to explain "
                               "instead of the run's test split (no dataset to prepare).")
 _MASK_THRESHOLD = flags.DEFINE_integer("mask_threshold", 127, "--folder masks: damage where the mask is above this.")
 _CRACK_VALUE = flags.DEFINE_integer("crack_value", None, "--folder masks: damage where the mask equals this value "
                                     "(label maps); overrides --mask_threshold.")
-_OUT = flags.DEFINE_string("out", None, "--mode=explain: output folder (default WORKDIR/explain[_FOLDER]).")
+_OUT = flags.DEFINE_string("out", None, "--mode=explain|attack: output folder (default WORKDIR/explain[_FOLDER] "
+                           "or WORKDIR/attack).")
+_TRANSFER_FROM = flags.DEFINE_string("transfer_from", None, "--mode=attack: another run's workdir whose models craft "
+                                     "transfer attacks on this run's (a gradient-masking check).")
 flags.mark_flags_as_required(["config"])
 
 USAGE_ERROR = 2
@@ -77,6 +82,8 @@ def main(argv: list[str]) -> None:
     try:
         if _MODE.value == "explain":
             _explain(config, workdir)
+        elif _MODE.value == "attack":
+            _attack(config, workdir)
         else:
             train.train_and_evaluate(config, workdir)
     except (ConfigError, CheckpointError, DataError) as error:
@@ -98,6 +105,19 @@ def _explain(config, workdir: str) -> None:
     with open(os.path.join(out, "explain.md")) as f:
         print(f.read())
     print(f"cfjax: wrote {os.path.join(out, 'explain.json')}, explain.md and figures in {out}", flush=True)
+
+
+def _attack(config, workdir: str) -> None:
+    from cfjax.config_defaults import attack_config
+    from cfjax.robustness.run import attack
+
+    if "attack" not in config:  # a config file written before attack settings existed
+        config.attack = attack_config()
+    results = attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value)
+    with open(results["files"]["table"]) as f:
+        print(f.read())
+    print(f"cfjax: wrote {os.path.join(results['out_dir'], 'robustness.json')}, robustness.md and plots in "
+          f"{results['out_dir']}", flush=True)
 
 
 if __name__ == "__main__":

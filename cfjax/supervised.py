@@ -1,7 +1,9 @@
-"""The two supervised baselines as pure steps: a plain classifier (D's backbone, K outputs, class
-labels) and a segmentation U-Net (G's architecture, trained on the masks: the ceiling the
-counterfactual masks are measured against)."""
+"""The supervised baselines as pure steps: a plain classifier (D's backbone, K outputs, class labels),
+optionally PGD-trained (the standard defence D's robustness is compared with), and a segmentation
+U-Net (G's architecture, trained on the masks: the ceiling the counterfactual masks are measured
+against)."""
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -13,7 +15,7 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from cfjax import losses, parallel, steps
+from cfjax import attacks, losses, parallel, steps
 from cfjax.models import make_plain_classifier, make_segmenter
 from cfjax.optim import make_optimizer
 
@@ -28,22 +30,51 @@ class SupervisedState:
     key: jnp.ndarray
 
 
+@dataclasses.dataclass(frozen=True)
+class AdversarialTraining:
+    """Madry et al.'s defence: train on PGD examples made against the current parameters."""
+
+    spec: attacks.AttackSpec
+    epsilon: float
+    step_size: float
+    num_steps: int
+
+
 @flax.struct.dataclass
 class SupervisedModel:
-    """The network and its optimizer (static under jit)."""
+    """The network and its optimizer (static under jit); `adversary` set for PGD training."""
 
     network: Any = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     kind: str = flax.struct.field(pytree_node=False, default="classifier")
+    adversary: AdversarialTraining | None = flax.struct.field(pytree_node=False, default=None)
 
 
 def build_model(config: ml_collections.ConfigDict) -> SupervisedModel:
     """The classifier gets D's optimizer settings, the U-Net G's: each baseline trains like its GAN twin."""
     if config.model == "classifier":
         return SupervisedModel(make_plain_classifier(config),
-                               make_optimizer(config.optimizer.discriminator, config.num_steps), "classifier")
+                               make_optimizer(config.optimizer.discriminator, config.num_steps), "classifier",
+                               adversary=_adversary(config))
     return SupervisedModel(make_segmenter(config), make_optimizer(config.optimizer.generator, config.num_steps),
                            "segmenter")
+
+
+def _adversary(config: ml_collections.ConfigDict) -> AdversarialTraining | None:
+    settings = config.get("adversarial_training")
+    if settings is None or not settings.epsilon:
+        return None
+    spec = attacks.AttackSpec(num_classes=config.num_classes, norm=settings.norm, start="uniform")
+    return AdversarialTraining(spec, float(settings.epsilon), float(settings.step_size), int(settings.num_steps))
+
+
+def adversarial_examples(model: SupervisedModel, params, images: jnp.ndarray, labels: jnp.ndarray,
+                         key: jax.Array) -> jnp.ndarray:
+    """PGD examples against the classifier in inference mode, treated as constants by the update."""
+    adversary = model.adversary
+    result = attacks.pgd(lambda x: apply_model(model, params, x), images, labels, key, spec=adversary.spec,
+                         epsilon=adversary.epsilon, step_size=adversary.step_size, num_steps=adversary.num_steps)
+    return jax.lax.stop_gradient(result.adversarial)
 
 
 def apply_model(model: SupervisedModel, params, images: jnp.ndarray, *, train: bool = False, rngs=None):
@@ -77,11 +108,15 @@ def supervised_loss(model: SupervisedModel, outputs: jnp.ndarray, batch: dict) -
 
 
 def supervised_step(state: SupervisedState, batch: dict, *, model: SupervisedModel):
-    """One optimizer update on one batch, with the same NaN guard as the GAN step."""
+    """One optimizer update on one batch (on its PGD examples when adversarially trained), with the
+    same NaN guard as the GAN step."""
     dropout_key = jax.random.fold_in(state.key, state.step)
+    images = batch["image"]
+    if model.adversary is not None:
+        images = adversarial_examples(model, state.params, images, batch["label"], jax.random.fold_in(dropout_key, 1))
 
     def objective(params):
-        outputs = apply_model(model, params, batch["image"], train=True, rngs={"dropout": dropout_key})
+        outputs = apply_model(model, params, images, train=True, rngs={"dropout": dropout_key})
         return supervised_loss(model, outputs, batch)
 
     (loss, terms), grads = jax.value_and_grad(objective, has_aux=True)(state.params)

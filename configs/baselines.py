@@ -1,14 +1,15 @@
 """The baselines the counterfactual masks and D are measured against, trained on the same data with
-the same backbones and budgets as the GAN of configs/cracks.py:
+the same backbones and budgets as the GAN they mirror (configs/cracks.py, or configs/fruits.py):
 
-    python -m cfjax.main --config=configs/baselines.py:classifier      # plain classifier: D's backbone, K outputs
-    python -m cfjax.main --config=configs/baselines.py:unet            # supervised U-Net: G's architecture, masks
-    python -m cfjax.main --config=configs/baselines.py:unet,sut        # ... on SUT-Crack patches (prepare it first)
-    python -m cfjax.main --config=configs/baselines.py:classifier,tiny # seconds: tests
+    python -m cfjax.main --config=configs/baselines.py:classifier         # plain classifier: D's backbone, K outputs
+    python -m cfjax.main --config=configs/baselines.py:unet               # supervised U-Net: G's architecture, masks
+    python -m cfjax.main --config=configs/baselines.py:unet,sut           # ... on SUT-Crack patches (prepare it first)
+    python -m cfjax.main --config=configs/baselines.py:classifier,fruits  # plain classifier on the fruit task
+    python -m cfjax.main --config=configs/baselines.py:adversarial,fruits # PGD-trained classifier (Madry et al.)
+    python -m cfjax.main --config=configs/baselines.py:classifier,tiny    # seconds: tests
 
-The argument is MODEL[,VARIANT] with VARIANT one of configs/cracks.py's variants. Attribution maps
-(Grad-CAM, gradients, integrated gradients) of the classifier and the U-Net's masks are scored by
-`python -m cfjax.main --config=... --workdir=RUN --mode=explain`.
+The argument is MODEL[,fruits][,VARIANT]: VARIANT is one of the mirrored GAN config's variants.
+Attribution maps and U-Net masks are scored by `--mode=explain`, robustness by `--mode=attack`.
 """
 
 import os
@@ -17,17 +18,26 @@ import sys
 import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import cracks  # the GAN config the baselines mirror
+import cracks  # the GAN configs the baselines mirror
+import fruits
 
-BASELINES = {"classifier": "classifier", "unet": "segmenter"}
+BASELINES = {"classifier": "classifier", "unet": "segmenter", "adversarial": "classifier"}
+TASKS = {"cracks": cracks, "fruits": fruits}
 
 
 def get_config(arg: str = "classifier") -> ml_collections.ConfigDict:
-    """`arg` is MODEL or MODEL,VARIANT: the GAN's config for VARIANT, with `model` switched."""
-    baseline, _, variant = (arg or "classifier").partition(",")
+    """`arg` is MODEL[,TASK][,VARIANT]: the GAN's config for TASK (cracks by default) and VARIANT, with
+    `model` switched (and PGD training on for `adversarial`)."""
+    baseline, *rest = (arg or "classifier").split(",")
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; choose one of {tuple(BASELINES)}")
-    config = cracks.get_config(variant or "default")
+    task = rest.pop(0) if rest and rest[0] in TASKS else "cracks"
+    if len(rest) > 1:
+        raise ValueError(f"expected MODEL[,TASK][,VARIANT] with TASK in {tuple(TASKS)}, got {arg!r}")
+    config = TASKS[task].get_config(rest[0] if rest else "default")
     config.model = BASELINES[baseline]
     config.name = f"{config.name}_{baseline}"
+    if baseline == "adversarial":
+        # L-inf 8/255 with 7 steps of 2/255 from a random start: the usual recipe, at the budgets reported.
+        config.adversarial_training.epsilon = 8.0 / 255
     return config

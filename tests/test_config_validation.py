@@ -12,7 +12,8 @@ def test_shipped_variants_validate(variant):
     validate_config(cracks.get_config(variant))
 
 
-@pytest.mark.parametrize("arg", ["classifier", "unet", "classifier,tiny", "unet,sut"])
+@pytest.mark.parametrize("arg", ["classifier", "unet", "classifier,tiny", "unet,sut", "adversarial,fruits",
+                                 "classifier,fruits,tiny"])
 def test_baseline_configs_validate(arg):
     config = baselines.get_config(arg)
     validate_config(config)
@@ -22,6 +23,11 @@ def test_baseline_configs_validate(arg):
 def test_unknown_baseline_is_named():
     with pytest.raises(ValueError, match="unknown baseline 'svm'"):
         baselines.get_config("svm,tiny")
+
+
+def test_a_baseline_argument_with_too_many_parts_is_refused():
+    with pytest.raises(ValueError, match="expected MODEL\\[,TASK\\]\\[,VARIANT\\]"):
+        baselines.get_config("classifier,tiny,sut")
 
 
 def test_unknown_variant_is_named():
@@ -44,6 +50,14 @@ def test_unknown_variant_is_named():
         ("explain.fixed_fraction", 1.5, "config.explain.fixed_fraction=1.5: must be in [0, 1)"),
         ("explain.top_k_percent", -1.0, "config.explain.top_k_percent=-1.0"),
         ("explain.ig_steps", 0, "config.explain.ig_steps=0: must be an integer >= 1"),
+        ("adversarial_training.epsilon", 0.1, "PGD training applies to the plain classifier only"),
+        ("adversarial_training.epsilon", -0.1, "config.adversarial_training.epsilon=-0.1: must be >= 0"),
+        ("adversarial_training.norm", "l1", "config.adversarial_training.norm='l1': must be one of ('linf', 'l2')"),
+        ("adversarial_training.num_steps", 0, "config.adversarial_training.num_steps=0"),
+        ("attack.linf_epsilons_255", (), "config.attack.linf_epsilons_255=(): must list at least one budget"),
+        ("attack.l2_epsilons", (0.5, -1.0), "config.attack.l2_epsilons=(0.5, -1.0)"),
+        ("attack.strong_restarts", 0, "config.attack.strong_restarts=0: must be an integer >= 1"),
+        ("attack.max_examples", -1, "config.attack.max_examples=-1"),
     ],
 )
 def test_bad_fields_are_named(tiny_config, field, value, message):

@@ -37,6 +37,25 @@ def test_a_baseline_fits_one_batch_without_recompiling(baseline, loss_name):
     chex.clear_trace_counter()
 
 
+def test_adversarial_training_fits_pgd_examples_that_stay_in_the_budget():
+    config = baselines.get_config("adversarial,tiny")
+    mesh = parallel.make_mesh()
+    model = supervised.build_model(config)
+    assert model.adversary.epsilon == pytest.approx(8 / 255) and model.adversary.num_steps == 2
+    state = supervised.make_init_fn(model, config, mesh)(jax.random.PRNGKey(0))
+    batch = _batch(config)
+    adversarial = supervised.adversarial_examples(model, state.params, batch["image"], batch["label"],
+                                                  jax.random.PRNGKey(1))
+    change = np.abs(np.asarray(adversarial) - batch["image"])
+    assert change.max() <= 8 / 255 + 1e-6 and change.max() > 4 / 255
+    step = supervised.make_supervised_step(model, mesh)
+    sharded = parallel.shard_batch(batch, mesh)
+    state, first = step(state, sharded)
+    for _ in range(15):
+        state, metrics = step(state, sharded)
+    assert bool(metrics["finite"]) and float(metrics["ce"]) < float(first["ce"])
+
+
 def test_soft_dice_loss_by_hand():
     truth = jnp.array([[1.0, 0.0], [1.0, 0.0]])
     assert float(losses.soft_dice_loss(truth, truth, smooth=0.0)) == pytest.approx(0.0)

@@ -1,0 +1,114 @@
+"""robustness.md and the plots of `--mode=attack`; the plotting functions take several models' results
+(one run's models, or the models of many runs in experiments/robustness_table.py)."""
+
+import os
+
+_AXES = {"paper": ("step size alpha (x 1/255), epsilon = 10 alpha", 255.0), "linf": ("L-inf epsilon (x 1/255)", 255.0),
+         "l2": ("L2 epsilon", 1.0)}
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _budget(row: dict) -> str:
+    scale = 255 if row["norm"] == "linf" else 1
+    unit = "/255" if row["norm"] == "linf" else ""
+    return f"{row['norm']} ε={row['epsilon'] * scale:g}{unit}, α={row['step_size'] * scale:.3g}{unit}"
+
+
+def markdown(results: dict) -> str:
+    """Clean scores, then every attack per model, then the gradient-masking checks."""
+    lines = [f"# Robustness of {results['workdir']} (step {results['step']})", "",
+             (f"{results['data']['num_images']} images of {results['data']['source']}; "
+              "PGD from a uniform random start; accuracy and F1 of the attacked decision."), "",
+             ("| model | clean acc | clean F1 | AUROC wrong vs correct: p_fake | … 1 − max softmax | AURC p_fake | "
+              "AURC 1 − max softmax |"), "|---|---|---|---|---|---|---|"]
+    for name, model in results["models"].items():
+        clean, aurc = model["clean"], model["clean"]["aurc"]
+        lines.append(f"| {name} | {_fmt(clean['accuracy'])} | {_fmt(clean['f1'])} | "
+                     f"{_fmt(clean.get('auroc_p_fake_wrong_vs_correct'))} | "
+                     f"{_fmt(clean.get('auroc_max_softmax_wrong_vs_correct'))} | "
+                     f"{_fmt(aurc.get('p_fake_clean'))} | {_fmt(aurc.get('max_softmax_clean'))} |")
+    for name, model in results["models"].items():
+        lines += ["", f"## {name}", "", ("| attack | budget | iters × restarts | accuracy | F1 | mean p_fake | "
+                                          "AUROC clean vs adv: p_fake | … 1 − max softmax |"),
+                  "|---|---|---|---|---|---|---|---|"]
+        for row in model["sweeps"] + model["checks"]:
+            attack = row["group"] + (f" from {row['source']}" if "source" in row else "")
+            attack += " (CW margin)" if row["loss"] == "margin" else ""
+            lines.append(f"| {attack} | {_budget(row)} | {row['iterations']} × {row['restarts']} | "
+                         f"{_fmt(row['accuracy'])} | {_fmt(row['f1'])} | {_fmt(row.get('mean_p_fake'))} | "
+                         f"{_fmt(row.get('auroc_p_fake_clean_vs_adversarial'))} | "
+                         f"{_fmt(row['auroc_max_softmax_clean_vs_adversarial'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _pyplot():
+    """matplotlib without a display (imported here: only the report needs it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, figure, path: str) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def plot_sweeps(models: dict, path: str) -> str:
+    """Accuracy and F1 against the paper's step size; accuracy against L-inf and L2 budgets; mean p_fake
+    against the L-inf budget. `models` maps a label to a model's results."""
+    plt = _pyplot()
+    panels = [("paper", "accuracy"), ("paper", "f1"), ("linf", "accuracy"), ("l2", "accuracy"),
+              ("linf", "mean_p_fake")]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
+    for ax, (group, field) in zip(axes, panels):
+        label_x, scale = _AXES[group]
+        for label, model in models.items():
+            rows = [r for r in model["sweeps"] if r["group"] == group and field in r]
+            if not rows:
+                continue
+            x = [0.0] + [(r["step_size"] if group == "paper" else r["epsilon"]) * scale for r in rows]
+            y = [model["clean"][field]] + [r[field] for r in rows]
+            ax.plot(x, y, marker="o", label=label)
+        ax.set_xlabel(label_x)
+        ax.set_ylabel(field.replace("_", " "))
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return _save(plt, figure, path)
+
+
+def plot_risk_coverage(models: dict, path: str) -> str:
+    """Error rate among kept examples against coverage, abstaining on the most uncertain first."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+    for ax, mix in zip(axes, ("clean", "clean_and_adversarial")):
+        for label, model in models.items():
+            for name, curve in model["risk_coverage"].items():
+                if name.endswith(mix) and (mix != "clean" or not name.endswith("adversarial")):
+                    ax.plot(curve["coverage"], curve["risk"], label=f"{label}: {name.removesuffix('_' + mix)}")
+        ax.set_title(mix.replace("_", " ") + " examples", fontsize=10)
+        ax.set_xlabel("coverage")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("risk (error rate of kept)")
+    axes[1].legend(fontsize=7)
+    return _save(plt, figure, path)
+
+
+def write(out_dir: str, results: dict) -> dict:
+    """robustness.md, robustness.png and risk_coverage.png in `out_dir`; their paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"table": os.path.join(out_dir, "robustness.md")}
+    with open(paths["table"], "w") as f:
+        f.write(markdown(results))
+    paths["sweeps"] = plot_sweeps(results["models"], os.path.join(out_dir, "robustness.png"))
+    paths["risk_coverage"] = plot_risk_coverage(results["models"], os.path.join(out_dir, "risk_coverage.png"))
+    return paths
+

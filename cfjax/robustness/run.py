@@ -1,0 +1,99 @@
+"""`attack(config, workdir)`: restore a run, attack every classifier it holds on its test split, and write
+robustness.json, robustness.md and plots. Called by `python -m cfjax.main --mode=attack` and notebooks."""
+
+import json
+import os
+import time
+
+import jax
+import ml_collections
+import numpy as np
+
+import cfjax
+from cfjax import checkpoint
+from cfjax.config_validation import ConfigError
+from cfjax.data import pipeline
+from cfjax.restore import load_run
+from cfjax.robustness import protocols, report
+from cfjax.robustness.models import AttackedModel, attacked_models
+from cfjax.robustness.sweep import ModelSweep, clean_scores
+
+
+def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: str | None = None,
+           split: str = "test", out_dir: str | None = None) -> dict:
+    """Every sweep and check of `config.attack` on each model of the run; with `transfer_from` (another
+    run's workdir), also PGD examples made on that run's models and scored on this run's. Returns
+    robustness.json's content."""
+    start = time.time()
+    saved_source = _transfer_config(transfer_from, config) if transfer_from else None
+    run = load_run(config, workdir)
+    models = _chosen(attacked_models(run), config.attack.get("models", ()))
+    sources = _transfer_sources(transfer_from, saved_source) if transfer_from else []
+    data = pipeline.evaluation_arrays(config, split)
+    if config.attack.max_examples:
+        data = {name: np.asarray(array)[:config.attack.max_examples] for name, array in data.items()}
+    key = jax.random.PRNGKey(config.seed)
+    common = dict(batch_size=config.eval.batch_size, mesh=run.mesh, key=key,
+                  adaptive_weight=config.attack.adaptive_weight)
+    checks = protocols.check_settings(config.attack, has_detector=False)
+    reference = checks[0]
+    results = {"workdir": workdir, "step": run.step, "model": run.kind, "config_name": config.name,
+               "data": {"source": f"the {split} split of {config.data.name}", "num_images": len(data["label"])},
+               "settings": config.attack.to_dict(), "models": {}}
+    for model in models:
+        sweep = ModelSweep(model, data, **common)
+        rows = [sweep.score(s) for s in protocols.sweep_settings(config.attack)]
+        check_rows = [sweep.score(s) for s in protocols.check_settings(config.attack, model.has_detector)]
+        for source in sources:
+            row = ModelSweep(model, data, source=source, **common).score(reference)
+            check_rows.append({**row, "group": "transfer"})
+        clean = clean_scores(sweep.clean["logits"], data["label"], model.num_classes, model.has_detector,
+                             mixed_logits=sweep.outputs(reference)["logits"])
+        results["models"][model.name] = {"clean": clean["scores"], "risk_coverage": clean["risk_coverage"],
+                                         "sweeps": rows, "checks": check_rows}
+    results["versions"] = {"cfjax": cfjax.__version__, "jax": jax.__version__}
+    results["wall_time_s"] = time.time() - start
+    out_dir = out_dir or os.path.join(workdir, "attack")
+    if jax.process_index() == 0:
+        results["files"] = report.write(out_dir, results)
+        with open(os.path.join(out_dir, "robustness.json"), "w") as f:
+            json.dump(results, f, indent=2)
+    results["out_dir"] = out_dir
+    return results
+
+
+def _chosen(models: list[AttackedModel], names) -> list[AttackedModel]:
+    """The models `config.attack.models` names (all when empty)."""
+    available = [m.name for m in models]
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise ConfigError(f"config.attack.models={tuple(names)!r}: this run has no {unknown[0]!r}; "
+                          f"it holds {tuple(available)}")
+    return [m for m in models if not names or m.name in names]
+
+
+def _transfer_config(workdir: str, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The config saved with another run's checkpoint, checked to see the same images and classes."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory) or not os.listdir(directory):
+        raise checkpoint.CheckpointError(f"--transfer_from={workdir}: no checkpoint in {os.path.abspath(directory)}")
+    checkpointer = checkpoint.Checkpointer(workdir)
+    try:
+        saved = ml_collections.ConfigDict(checkpointer.saved_config())
+    finally:
+        checkpointer.close()
+    for field in ("num_classes", "data.image_size", "data.name"):
+        mine, theirs = config, saved
+        for part in field.split("."):
+            mine, theirs = mine[part], theirs[part]
+        if mine != theirs:
+            raise ConfigError(f"--transfer_from={workdir}: its config.{field}={theirs!r} differs from this run's "
+                              f"{mine!r}; transfer needs the same images and classes")
+    return saved
+
+
+def _transfer_sources(workdir: str, saved: ml_collections.ConfigDict) -> list[AttackedModel]:
+    """The models of another run, restored with the config saved in its checkpoint."""
+    source_run = load_run(saved, workdir)
+    return [AttackedModel(f"{saved.name}/{m.name}", m.apply_fn, m.params, m.num_classes, m.has_detector)
+            for m in attacked_models(source_run)]

@@ -1,0 +1,118 @@
+"""Runs attack settings over a split for one attacked model, batched and data-parallel, and turns the
+per-example outputs into scores.
+
+The budget travels in the (replicated) parameter pytree of `evaluate.SplitEvaluator`, so every setting
+that shares an `AttackSpec` reuses one compiled program. Each batch uses the same restart key; random
+starts still differ per example.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from cfjax import attacks, evaluate
+from cfjax.robustness import metrics
+from cfjax.robustness.models import AttackedModel
+from cfjax.robustness.protocols import AttackSetting
+
+
+def _clean_batch(params, batch, *, apply_fn):
+    return {"logits": apply_fn(params, batch["image"])}
+
+
+def _attack_batch(params, batch, *, source_apply, target_apply, spec):
+    """PGD against the source model; the target (the same model, or another for a transfer attack) is scored."""
+    images = batch["image"]
+    result = attacks.pgd(lambda x: source_apply(params["source"], x), images, batch["label"], params["key"],
+                         spec=spec, epsilon=params["epsilon"], step_size=params["step_size"],
+                         num_steps=params["num_steps"])
+    return {"logits": target_apply(params["target"], result.adversarial),
+            "distance": attacks.distance(images, result.adversarial, spec.norm)}
+
+
+class ModelSweep:
+    """Attacks one model (or transfers from a source model onto it) over `data`."""
+
+    def __init__(self, target: AttackedModel, data: dict, *, batch_size: int, mesh: Mesh, key: jax.Array,
+                 adaptive_weight: float, source: AttackedModel | None = None):
+        self.target, self.source = target, source or target
+        self.data, self.batch_size, self.mesh, self.key = data, batch_size, mesh, key
+        self.adaptive_weight = adaptive_weight
+        self._evaluators, self._done = {}, {}
+        self.clean = self._evaluator(functools.partial(_clean_batch, apply_fn=target.apply_fn)).run(target.params)
+
+    def _evaluator(self, batch_fn):
+        return evaluate.SplitEvaluator(self.data, batch_fn, batch_size=self.batch_size, mesh=self.mesh,
+                                       fields=("image", "label"))
+
+    def outputs(self, setting: AttackSetting) -> dict:
+        """Per-example adversarial logits and distances (settings that differ only by group run once)."""
+        identity = dataclasses.replace(setting, group="")
+        if identity not in self._done:
+            spec = setting.spec(self.source.num_classes, self.adaptive_weight)
+            if spec not in self._evaluators:
+                self._evaluators[spec] = self._evaluator(functools.partial(
+                    _attack_batch, source_apply=self.source.apply_fn, target_apply=self.target.apply_fn, spec=spec))
+            params = {"source": self.source.params, "target": self.target.params, "key": self.key,
+                      "epsilon": np.float32(setting.epsilon), "step_size": np.float32(setting.step_size),
+                      "num_steps": np.int32(setting.iterations)}
+            self._done[identity] = self._evaluators[spec].run(params)
+        return self._done[identity]
+
+    def score(self, setting: AttackSetting) -> dict:
+        out = self.outputs(setting)
+        row = {**setting.describe(), **scores(self.clean["logits"], out["logits"], self.data["label"],
+                                              self.target.num_classes, self.target.has_detector)}
+        row["max_distance"] = float(out["distance"].max())
+        if self.source is not self.target:
+            row["source"] = self.source.name
+        return row
+
+
+def _p_fake(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1)[:, -1])
+
+
+def scores(clean_logits: np.ndarray, adversarial_logits: np.ndarray, labels: np.ndarray, num_classes: int,
+           has_detector: bool) -> dict:
+    """Robust accuracy and F1, and how well uncertainty separates adversarial from clean inputs."""
+    predicted = adversarial_logits[:, :num_classes].argmax(-1)
+    row = {"accuracy": metrics.accuracy(predicted, labels), "f1": metrics.f1(predicted, labels, num_classes),
+           "auroc_max_softmax_clean_vs_adversarial": metrics.auroc(
+               metrics.max_softmax_uncertainty(adversarial_logits[:, :num_classes]),
+               metrics.max_softmax_uncertainty(clean_logits[:, :num_classes]))}
+    if has_detector:
+        fake_adv, fake_clean = _p_fake(adversarial_logits), _p_fake(clean_logits)
+        row["mean_p_fake"] = float(fake_adv.mean())
+        row["auroc_p_fake_clean_vs_adversarial"] = metrics.auroc(fake_adv, fake_clean)
+    return row
+
+
+def clean_scores(clean_logits: np.ndarray, labels: np.ndarray, num_classes: int, has_detector: bool,
+                 mixed_logits: np.ndarray | None = None) -> dict:
+    """Clean accuracy and F1; uncertainty (p_fake for D, 1 - max softmax for all) as a detector of wrong
+    predictions, with risk-coverage curves on the clean split and on clean + adversarial examples."""
+    class_logits = clean_logits[:, :num_classes]
+    predicted = class_logits.argmax(-1)
+    correct = predicted == labels
+    row = {"accuracy": metrics.accuracy(predicted, labels), "f1": metrics.f1(predicted, labels, num_classes)}
+    uncertainties = {"max_softmax": metrics.max_softmax_uncertainty}
+    if has_detector:
+        uncertainties["p_fake"] = _p_fake
+        row["mean_p_fake"] = float(_p_fake(clean_logits).mean())
+    curves = {}
+    for name, uncertainty in uncertainties.items():
+        u = uncertainty(clean_logits if name == "p_fake" else class_logits)
+        row[f"auroc_{name}_wrong_vs_correct"] = metrics.auroc(u[~correct], u[correct])
+        curves[f"{name}_clean"] = metrics.risk_coverage(u, correct)
+        if mixed_logits is not None:
+            both = np.concatenate([clean_logits, mixed_logits])
+            both_correct = np.concatenate([correct, mixed_logits[:, :num_classes].argmax(-1) == labels])
+            curves[f"{name}_clean_and_adversarial"] = metrics.risk_coverage(
+                uncertainty(both if name == "p_fake" else both[:, :num_classes]), both_correct)
+    row["aurc"] = {name: curve["aurc"] for name, curve in curves.items()}
+    return {"scores": row, "risk_coverage": curves}

@@ -1,0 +1,129 @@
+"""`--mode=attack` end to end on tiny runs (sweeps, checks, transfer, report files), its scores against
+hand-computed cases, and the errors a user meets."""
+
+import json
+
+import baselines
+import cracks
+import numpy as np
+import pytest
+
+from cfjax import train
+from cfjax.checkpoint import CheckpointError
+from cfjax.config_validation import ConfigError
+from cfjax.restore import LoadedRun
+from cfjax.robustness import metrics, protocols
+from cfjax.robustness.models import attacked_models
+from cfjax.robustness.run import attack
+
+
+def test_f1_is_the_damaged_class_for_two_classes_and_macro_beyond():
+    labels = np.array([0, 0, 1, 1, 1])
+    predicted = np.array([0, 1, 1, 1, 0])
+    assert metrics.f1(predicted, labels, 2) == pytest.approx(2 * 2 / (3 + 3))
+    three = np.array([0, 1, 2, 2])
+    assert metrics.f1(three, three, 3) == 1.0
+    assert metrics.f1(np.array([0, 0, 0, 0]), three, 3) == pytest.approx((2 * 1 / 5 + 0 + 0) / 3)
+
+
+def test_auroc_counts_ties_half_and_needs_both_sides():
+    assert metrics.auroc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert metrics.auroc([0.1], [0.9]) == 0.0
+    assert metrics.auroc([0.5, 0.9], [0.5, 0.1]) == pytest.approx((0.5 + 1 + 1 + 1) / 4)
+    assert metrics.auroc([], [0.3]) is None
+
+
+def test_risk_coverage_abstains_on_the_most_uncertain_first():
+    curve = metrics.risk_coverage(np.array([0.9, 0.1, 0.5, 0.3]), np.array([False, True, True, False]))
+    # kept in order 0.1 (right), 0.3 (wrong), 0.5 (right), 0.9 (wrong)
+    assert curve["coverage"] == [0.25, 0.5, 0.75, 1.0]
+    assert curve["risk"] == pytest.approx([0.0, 0.5, 1 / 3, 0.5])
+    assert curve["aurc"] == pytest.approx(np.mean([0.0, 0.5, 1 / 3, 0.5]))
+    assert metrics.max_softmax_uncertainty(np.array([[0.0, 0.0], [10.0, -10.0]])) == pytest.approx([0.5, 0.0],
+                                                                                                      abs=1e-6)
+
+
+def test_the_papers_protocol_and_the_checks():
+    attack_config = cracks.get_config("default").attack
+    settings = protocols.sweep_settings(attack_config)
+    paper = [s for s in settings if s.group == "paper"]
+    assert [round(s.step_size * 255, 3) for s in paper] == [0.5, 1.0, 2.0, 4.0, 8.0]
+    assert all(s.epsilon == pytest.approx(10 * s.step_size) and s.iterations == 10 for s in paper)
+    linf = [s for s in settings if s.group == "linf"]
+    assert all(s.step_size == pytest.approx(2.5 * s.epsilon / 10) for s in linf)
+    assert {s.group for s in protocols.check_settings(attack_config, has_detector=False)} == {
+        "reference", "margin", "strong"}
+    checks = protocols.check_settings(attack_config, has_detector=True)
+    adaptive = next(s for s in checks if s.group == "adaptive")
+    assert adaptive.spec(2, 1.0).detector_weight == 1.0 and checks[0].spec(2, 1.0).detector_weight == 0.0
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    gan, classifier = cracks.get_config("tiny"), baselines.get_config("classifier,tiny")
+    train.train_and_evaluate(gan, str(root / "gan"))
+    train.train_and_evaluate(classifier, str(root / "classifier"))
+    return gan, str(root / "gan"), classifier, str(root / "classifier")
+
+
+def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
+    gan, gan_dir, _, classifier_dir = runs
+    gan = gan.copy_and_resolve_references()
+    gan.attack.models = ("D",)  # G's head is attacked the same way; its readout is checked below
+    results = attack(gan, gan_dir, transfer_from=classifier_dir, out_dir=str(tmp_path))
+    assert set(results["models"]) == {"D"}
+    d = results["models"]["D"]
+    assert [row["group"] for row in d["sweeps"]] == ["paper"] * 2 + ["linf"] * 2 + ["l2"]
+    assert [row["group"] for row in d["checks"]] == ["reference", "margin", "strong", "adaptive", "transfer"]
+    assert d["checks"][-1]["source"] == "cracks_tiny_classifier/classifier"
+    for row in d["sweeps"] + d["checks"]:
+        assert 0.0 <= row["accuracy"] <= 1.0
+        assert row["max_distance"] <= row["epsilon"] * (1 + 1e-5) + 1e-6
+    strongest = max((r for r in d["sweeps"] if r["group"] == "linf"), key=lambda r: r["epsilon"])
+    assert strongest["accuracy"] <= d["clean"]["accuracy"]
+    reference, adaptive = d["checks"][0], d["checks"][3]
+    assert adaptive["mean_p_fake"] < reference["mean_p_fake"]  # the adaptive attack also fools the detector
+    assert set(d["risk_coverage"]) == {"max_softmax_clean", "p_fake_clean", "max_softmax_clean_and_adversarial",
+                                       "p_fake_clean_and_adversarial"}
+    saved = json.loads((tmp_path / "robustness.json").read_text())
+    assert saved["models"]["D"]["clean"] == d["clean"]
+    assert "| transfer from cracks_tiny_classifier/classifier |" in (tmp_path / "robustness.md").read_text()
+    assert (tmp_path / "robustness.png").stat().st_size > 0 and (tmp_path / "risk_coverage.png").stat().st_size > 0
+
+
+def test_the_attacked_readouts_of_each_run_kind(runs):
+    gan, gan_dir, classifier, classifier_dir = runs
+    from cfjax.data import pipeline
+    from cfjax.restore import load_run
+
+    run = load_run(gan, gan_dir)
+    d, g_head = attacked_models(run)
+    assert (d.name, d.num_classes, d.has_detector) == ("D", 2, True)
+    assert (g_head.name, g_head.has_detector) == ("G_head", False)
+    images = pipeline.evaluation_arrays(gan, "test")["image"][:8]
+    generator, _ = run.networks
+    _, head_logits = generator.apply({"params": run.params[0]}, images, np.ones(8, np.int32))
+    np.testing.assert_allclose(g_head.apply_fn(g_head.params, images), head_logits, atol=1e-5)
+    assert d.apply_fn(d.params, images).shape == (8, 3)
+    assert [m.name for m in attacked_models(load_run(classifier, classifier_dir))] == ["classifier"]
+    adversarial = baselines.get_config("adversarial,tiny")
+    assert [m.name for m in attacked_models(LoadedRun(adversarial, "classifier", None, None, 0, None))] == [
+        "adversarial_classifier"]
+    with pytest.raises(ConfigError, match="a segmentation run has no classifier to attack"):
+        attacked_models(LoadedRun(baselines.get_config("unet,tiny"), "segmenter", None, None, 0, None))
+
+
+def test_attack_errors_name_the_workdir_or_field(runs, tmp_path):
+    gan, gan_dir, _, classifier_dir = runs
+    with pytest.raises(CheckpointError, match="--transfer_from=.*: no checkpoint in"):
+        attack(gan, gan_dir, transfer_from=str(tmp_path / "nowhere"))
+    assert not (tmp_path / "nowhere").exists()
+    three = cracks.get_config("tiny")
+    three.num_classes = 3
+    with pytest.raises(ConfigError, match="config.num_classes=2 differs from this run's 3"):
+        attack(three, gan_dir, transfer_from=classifier_dir)
+    gan = gan.copy_and_resolve_references()
+    gan.attack.models = ("classifier",)
+    with pytest.raises(ConfigError, match="this run has no 'classifier'; it holds \\('D', 'G_head'\\)"):
+        attack(gan, gan_dir)

@@ -52,7 +52,7 @@ def _resumable(field: str, current: dict) -> bool:
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Fields (other than the resumable ones) whose values differ between a saved config and this one."""
     old = {**ADDED_FIELDS, **{k: _normalise(v) for k, v in flatten_dict(saved).items()}}
-    new = {k: _normalise(v) for k, v in flatten_dict(current).items()}
+    new = {**ADDED_FIELDS, **{k: _normalise(v) for k, v in flatten_dict(current).items()}}
     diffs = []
     for field in sorted(set(old) | set(new)):
         if old.get(field, "<absent>") != new.get(field, "<absent>") and not _resumable(field, current):

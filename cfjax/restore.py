@@ -24,15 +24,29 @@ class LoadedRun:
     mesh: Any
 
 
-def load_run(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> LoadedRun:
-    """Restore the newest (or the given) checkpoint of `workdir`, which `config` must have written
-    (fields that only steer evaluation and explanation may differ); CheckpointError otherwise."""
-    validate_config(config)
+def _require_checkpoints(workdir: str) -> None:
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory) or not os.listdir(directory):
         raise checkpoint.CheckpointError(
             f"no checkpoint in {os.path.abspath(directory)}: train the run first, e.g. "
             f"python -m cfjax.main --config=... --workdir={workdir}")
+
+
+def saved_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
+    """The config a run was trained with, as saved beside its newest (or the given) checkpoint."""
+    _require_checkpoints(workdir)
+    checkpointer = checkpoint.Checkpointer(workdir)
+    try:
+        return ml_collections.ConfigDict(checkpointer.saved_config(step))
+    finally:
+        checkpointer.close()
+
+
+def load_run(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> LoadedRun:
+    """Restore the newest (or the given) checkpoint of `workdir`, which `config` must have written
+    (fields that only steer evaluation and explanation may differ); CheckpointError otherwise."""
+    validate_config(config)
+    _require_checkpoints(workdir)
     mesh = parallel.make_mesh()
     task = tasks.make_task(config, mesh)
     checkpointer = checkpoint.Checkpointer(workdir)

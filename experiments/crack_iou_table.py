@@ -77,7 +77,7 @@ def run_one(model: str, seed: int, runs_dir: str, train: bool, extra: list[str])
     return results
 
 
-def _mean_std(values: list) -> tuple[float, float] | None:
+def mean_std(values: list) -> tuple[float, float] | None:
     values = [v for v in values if v is not None and not np.isnan(v)]
     if not values:
         return None
@@ -92,14 +92,14 @@ def tabulate(per_model: dict) -> tuple[dict, str]:
             entries = [r["methods"][method] for r in results]
             row = {"seeds": len(entries)}
             for t in THRESHOLDINGS:
-                row[f"iou_{t}"] = _mean_std([e["thresholdings"].get(t, {}).get("iou_mean") for e in entries])
-            row["dice_tuned"] = _mean_std([e["thresholdings"].get("tuned", {}).get("dice_mean") for e in entries])
-            row["iou_dataset_tuned"] = _mean_std([e["thresholdings"].get("tuned", {}).get("iou_dataset")
+                row[f"iou_{t}"] = mean_std([e["thresholdings"].get(t, {}).get("iou_mean") for e in entries])
+            row["dice_tuned"] = mean_std([e["thresholdings"].get("tuned", {}).get("dice_mean") for e in entries])
+            row["iou_dataset_tuned"] = mean_std([e["thresholdings"].get("tuned", {}).get("iou_dataset")
                                                   for e in entries])
-            row["fp_area_tuned"] = _mean_std([e["thresholdings"].get("tuned", {}).get("fp_area_empty")
+            row["fp_area_tuned"] = mean_std([e["thresholdings"].get("tuned", {}).get("fp_area_empty")
                                               for e in entries])
-            row["auroc"] = _mean_std([e["auroc"] for e in entries])
-            row["ap"] = _mean_std([e["ap"] for e in entries])
+            row["auroc"] = mean_std([e["auroc"] for e in entries])
+            row["ap"] = mean_std([e["ap"] for e in entries])
             rows[method] = row
     def fmt(value, seeds):
         if value is None:

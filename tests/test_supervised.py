@@ -80,6 +80,7 @@ def test_runs_saved_before_the_model_field_still_count_as_gans(tiny_config):
     saved = tiny_config.to_dict()
     del saved["model"]
     assert checkpoint.config_differences(saved, tiny_config.to_dict()) == []
+    assert checkpoint.config_differences(tiny_config.to_dict(), saved) == []  # an old saved config, reused
     tiny_config.model = "classifier"
     assert checkpoint.config_differences(saved, tiny_config.to_dict()) == [
         "model: checkpoint has 'gan', config has 'classifier'"]

@@ -13,7 +13,7 @@ import cfjax
 from cfjax import checkpoint
 from cfjax.config_validation import ConfigError
 from cfjax.data import pipeline
-from cfjax.restore import load_run
+from cfjax.restore import load_run, saved_config
 from cfjax.robustness import protocols, report
 from cfjax.robustness.models import AttackedModel, attacked_models
 from cfjax.robustness.sweep import ModelSweep, clean_scores
@@ -74,14 +74,10 @@ def _chosen(models: list[AttackedModel], names) -> list[AttackedModel]:
 
 def _transfer_config(workdir: str, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The config saved with another run's checkpoint, checked to see the same images and classes."""
-    directory = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(directory) or not os.listdir(directory):
-        raise checkpoint.CheckpointError(f"--transfer_from={workdir}: no checkpoint in {os.path.abspath(directory)}")
-    checkpointer = checkpoint.Checkpointer(workdir)
     try:
-        saved = ml_collections.ConfigDict(checkpointer.saved_config())
-    finally:
-        checkpointer.close()
+        saved = saved_config(workdir)
+    except checkpoint.CheckpointError as error:
+        raise checkpoint.CheckpointError(f"--transfer_from={workdir}: {error}") from None
     for field in ("num_classes", "data.image_size", "data.name"):
         mine, theirs = config, saved
         for part in field.split("."):

@@ -14,13 +14,10 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
-import time
 
-import numpy as np
+import common
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = common.REPO
 # model -> (config, workdir pattern, methods it contributes to the table)
 RUNS = {
     "gan": ("configs/cracks.py:sut", "sut_s{seed}",
@@ -43,45 +40,16 @@ LABELS = {
 THRESHOLDINGS = ("tuned", "otsu", "fixed", "top_k")
 
 
-def _cfjax(args: list[str], log_path: str) -> float:
-    start = time.time()
-    with open(log_path, "a") as log:
-        proc = subprocess.run([sys.executable, "-m", "cfjax.main", *args], cwd=REPO, stdout=log, stderr=log,
-                              check=False)
-    if proc.returncode:
-        raise SystemExit(f"failed ({proc.returncode}): python -m cfjax.main {' '.join(args)}; see {log_path}")
-    return time.time() - start
-
-
 def run_one(model: str, seed: int, runs_dir: str, train: bool, extra: list[str]) -> dict | None:
     """Train (if asked and missing) and explain one run; its explain.json, or None if it is not trained."""
     config, pattern, _ = RUNS[model]
     workdir = os.path.join(runs_dir, pattern.format(seed=seed))
-    args = [f"--config={config}", f"--config.seed={seed}", f"--workdir={workdir}", *extra]
-    finished = os.path.exists(os.path.join(workdir, "results.json"))
-    if not finished and not train:
-        print(f"skipping {workdir}: not trained (pass --train)")
-        return None
-    os.makedirs(workdir, exist_ok=True)
-    if not finished:
-        print(f"training {workdir} ...", flush=True)
-        _cfjax(args, os.path.join(workdir, "train.log"))
-    explained = os.path.join(workdir, "explain", "explain.json")
-    if not os.path.exists(explained):
-        print(f"explaining {workdir} ...", flush=True)
-        _cfjax([*args, "--mode=explain"], os.path.join(workdir, "explain.log"))
-    with open(explained) as f:
-        results = json.load(f)
-    with open(os.path.join(workdir, "results.json")) as f:
-        results["train_wall_time_s"] = json.load(f).get("wall_time_s")
+    results = common.trained_and_analysed([f"--config={config}", f"--config.seed={seed}", *extra], workdir,
+                                          "explain", train=train)
+    if results is not None:
+        with open(os.path.join(workdir, "results.json")) as f:
+            results["train_wall_time_s"] = json.load(f).get("wall_time_s")
     return results
-
-
-def mean_std(values: list) -> tuple[float, float] | None:
-    values = [v for v in values if v is not None and not np.isnan(v)]
-    if not values:
-        return None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
 def tabulate(per_model: dict) -> tuple[dict, str]:
@@ -92,14 +60,14 @@ def tabulate(per_model: dict) -> tuple[dict, str]:
             entries = [r["methods"][method] for r in results]
             row = {"seeds": len(entries)}
             for t in THRESHOLDINGS:
-                row[f"iou_{t}"] = mean_std([e["thresholdings"].get(t, {}).get("iou_mean") for e in entries])
-            row["dice_tuned"] = mean_std([e["thresholdings"].get("tuned", {}).get("dice_mean") for e in entries])
-            row["iou_dataset_tuned"] = mean_std([e["thresholdings"].get("tuned", {}).get("iou_dataset")
+                row[f"iou_{t}"] = common.mean_std([e["thresholdings"].get(t, {}).get("iou_mean") for e in entries])
+            row["dice_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("dice_mean") for e in entries])
+            row["iou_dataset_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("iou_dataset")
                                                   for e in entries])
-            row["fp_area_tuned"] = mean_std([e["thresholdings"].get("tuned", {}).get("fp_area_empty")
+            row["fp_area_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("fp_area_empty")
                                               for e in entries])
-            row["auroc"] = mean_std([e["auroc"] for e in entries])
-            row["ap"] = mean_std([e["ap"] for e in entries])
+            row["auroc"] = common.mean_std([e["auroc"] for e in entries])
+            row["ap"] = common.mean_std([e["ap"] for e in entries])
             rows[method] = row
     def fmt(value, seeds):
         if value is None:

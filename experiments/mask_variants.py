@@ -21,12 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from crack_iou_table import REPO, mean_std  # noqa: E402
+from common import REPO, mean_std
 
-from cfjax import evaluate  # noqa: E402
-from cfjax.data import pipeline  # noqa: E402
-from cfjax.explain import metrics, saliency  # noqa: E402
-from cfjax.restore import load_run, saved_config  # noqa: E402
+from cfjax import evaluate
+from cfjax.data import pipeline
+from cfjax.explain import metrics, saliency
+from cfjax.restore import load_run, saved_config
 
 VARIANTS = list(itertools.product(saliency.REDUCTIONS, (0, 1, 2)))
 

@@ -70,13 +70,13 @@ def plot_sweeps(models: dict, path: str) -> str:
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
     for ax, (group, field) in zip(axes, panels):
         label_x, scale = _AXES[group]
-        for label, model in models.items():
+        for index, (label, model) in enumerate(models.items()):  # one colour per model across panels
             rows = [r for r in model["sweeps"] if r["group"] == group and field in r]
             if not rows:
                 continue
             x = [0.0] + [(r["step_size"] if group == "paper" else r["epsilon"]) * scale for r in rows]
             y = [model["clean"][field]] + [r[field] for r in rows]
-            ax.plot(x, y, marker="o", label=label)
+            ax.plot(x, y, marker="o", label=label, color=f"C{index % 10}")
         ax.set_xlabel(label_x)
         ax.set_ylabel(field.replace("_", " "))
         ax.set_ylim(0, 1.02)

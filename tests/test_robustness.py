@@ -114,6 +114,30 @@ def test_the_attacked_readouts_of_each_run_kind(runs):
         attacked_models(LoadedRun(baselines.get_config("unet,tiny"), "segmenter", None, None, 0, None))
 
 
+def test_attacked_models_run_in_inference_mode():
+    """With dropout in D and G's head, the attacked logits are deterministic and equal train=False outputs
+    (train=True would need a dropout key and differ from call to call)."""
+    import jax
+
+    from cfjax import tasks
+
+    config = cracks.get_config("tiny")
+    config.discriminator.dropout = 0.5
+    models = tasks.build_gan_models(config)
+    images = jax.random.uniform(jax.random.PRNGKey(0), (4, 32, 32, 3))
+    d_params = models.discriminator.init(jax.random.PRNGKey(1), images)["params"]
+    g_params = models.generator.init(jax.random.PRNGKey(2), images, np.zeros(4, np.int32))["params"]
+    run = LoadedRun(config, "gan", (models.generator, models.discriminator), (g_params, d_params), 0, None)
+    d, g_head = attacked_models(run)
+    np.testing.assert_array_equal(d.apply_fn(d.params, images), d.apply_fn(d.params, images))
+    np.testing.assert_array_equal(d.apply_fn(d.params, images),
+                                  models.discriminator.apply({"params": d_params}, images, train=False))
+    dropped = models.discriminator.apply({"params": d_params}, images, train=True,
+                                         rngs={"dropout": jax.random.PRNGKey(3)})
+    assert not np.allclose(dropped, d.apply_fn(d.params, images))
+    np.testing.assert_array_equal(g_head.apply_fn(g_head.params, images), g_head.apply_fn(g_head.params, images))
+
+
 def test_attack_errors_name_the_workdir_or_field(runs, tmp_path):
     gan, gan_dir, _, classifier_dir = runs
     with pytest.raises(CheckpointError, match="--transfer_from=.*: no checkpoint in"):

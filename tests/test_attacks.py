@@ -14,6 +14,10 @@ from cfjax import attacks, parallel
 from cfjax.models import ResNetClassifier
 
 SHAPE = (4, 4, 3)
+# Tests of a network's attack that are not about the loop keep it rolled: compiling an unrolled loop costs
+# more than running these tiny models. The default (unrolled on CPU) runs in the golden, monotonicity and
+# rolled-vs-unrolled tests.
+ROLLED = {"unroll": False}
 
 
 def _linear(num_outputs=2, seed=0):
@@ -100,7 +104,7 @@ def cnn():
 
 def test_zero_budget_gives_exactly_the_clean_images_and_accuracy(cnn):
     apply_fn, params, images, labels = cnn
-    result = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3))(
+    result = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, **ROLLED))(
         params, images, labels, jax.random.PRNGKey(0), 0, 0.01, 5)
     np.testing.assert_array_equal(result.adversarial, images)
     np.testing.assert_array_equal(result.success, jnp.argmax(apply_fn(params, images), -1) != labels)
@@ -109,7 +113,7 @@ def test_zero_budget_gives_exactly_the_clean_images_and_accuracy(cnn):
 @pytest.mark.parametrize("norm,epsilon", [("linf", 8 / 255), ("l2", 0.5)])
 def test_adversarial_images_stay_in_the_ball_and_in_0_1(cnn, norm, epsilon):
     apply_fn, params, images, labels = cnn
-    spec = attacks.AttackSpec(num_classes=3, norm=norm, restarts=2)
+    spec = attacks.AttackSpec(num_classes=3, norm=norm, restarts=2, **ROLLED)
     result = attacks.make_attack(apply_fn, spec)(params, images, labels, jax.random.PRNGKey(3), epsilon,
                                                  epsilon / 4, 6)
     assert float(result.adversarial.min()) >= 0.0 and float(result.adversarial.max()) <= 1.0
@@ -120,18 +124,35 @@ def test_more_iterations_and_restarts_never_weaken_the_attack_and_a_sweep_compil
     apply_fn, params, images, labels = cnn
     key = jax.random.PRNGKey(4)
     objective = {}
+    steps_list, epsilons = (0, 2, 5), (0, 1 / 255, 2 / 255)
     for restarts in (1, 3):
-        chex.clear_trace_counter()  # chex counts traces per definition site; each attack may trace once
-        attack = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, restarts=restarts), max_traces=1)
-        for steps in (0, 2, 5):
-            for epsilon in (0, 1 / 255, 2 / 255):
+        chex.clear_trace_counter()  # chex counts traces per definition site; each attack is checked alone
+        spec = attacks.AttackSpec(num_classes=3, restarts=restarts)
+        # One compilation per iteration count where the loop is unrolled (CPU), one in all where it is not.
+        attack = attacks.make_attack(apply_fn, spec, max_traces=len(steps_list) if spec.unrolled else 1)
+        for steps in steps_list:
+            for epsilon in epsilons:
                 objective[restarts, steps, epsilon] = attack(params, images, labels, key, epsilon, epsilon / 4,
                                                              steps).objective
-    for epsilon in (0, 1 / 255, 2 / 255):
+        attack(params, images, labels, key, 3 / 255, 1 / 255, steps_list[0])  # cached: no new trace
+    for epsilon in epsilons:
         for restarts in (1, 3):
-            assert (np.diff([objective[restarts, s, epsilon] for s in (0, 2, 5)], axis=0) >= 0).all()
-        for steps in (0, 2, 5):  # restart 0 of three is restart 0 of one, up to batched-convolution rounding
+            assert (np.diff([objective[restarts, s, epsilon] for s in steps_list], axis=0) >= 0).all()
+        for steps in steps_list:  # restart 0 of three is restart 0 of one, up to batched-convolution rounding
             assert (objective[3, steps, epsilon] >= objective[1, steps, epsilon] - 1e-5).all()
+
+
+def test_a_rolled_loop_traces_once_for_every_budget_and_matches_the_unrolled_one(cnn):
+    apply_fn, params, images, labels = cnn
+    chex.clear_trace_counter()
+    rolled = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, unroll=False), max_traces=1)
+    unrolled = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, unroll=True))
+    for steps in (1, 3):
+        for epsilon in (1 / 255, 4 / 255):
+            args = (params, images, labels, jax.random.PRNGKey(8), epsilon, epsilon / 4, steps)
+            a, b = rolled(*args), unrolled(*args)
+            np.testing.assert_allclose(a.adversarial, b.adversarial, atol=1e-5)
+            np.testing.assert_array_equal(a.success, b.success)
 
 
 def test_accuracy_never_rises_with_the_budget_on_a_linear_model():
@@ -139,7 +160,7 @@ def test_accuracy_never_rises_with_the_budget_on_a_linear_model():
     images = jax.random.uniform(jax.random.PRNGKey(5), (64,) + SHAPE)
     labels = jnp.argmax(apply_fn(params, images), -1)
     chex.clear_trace_counter()
-    attack = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, loss="margin"), max_traces=1)
+    attack = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, loss="margin"), max_traces=1)  # 10 steps
     accuracy = [float(1 - attack(params, images, labels, jax.random.PRNGKey(0), eps, eps / 4, 10).success.mean())
                 for eps in np.linspace(0, 0.3, 7)]
     assert accuracy[0] == 1.0
@@ -149,14 +170,14 @@ def test_accuracy_never_rises_with_the_budget_on_a_linear_model():
 def test_a_large_budget_drives_an_undefended_network_to_zero(cnn):
     apply_fn, params, images, _ = cnn
     labels = jnp.argmax(apply_fn(params, images), -1)  # clean accuracy 100% by construction
-    result = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3))(
+    result = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, **ROLLED))(
         params, images, labels, jax.random.PRNGKey(0), 0.5, 0.05, 20)
     assert float(result.success.mean()) == 1.0
 
 
 def test_data_parallel_attack_matches_one_device(cnn):
     apply_fn, params, images, labels = cnn
-    spec = attacks.AttackSpec(num_classes=3, restarts=2)
+    spec = attacks.AttackSpec(num_classes=3, restarts=2, **ROLLED)
     args = (params, images, labels, jax.random.PRNGKey(6), 4 / 255, 1 / 255, 4)
     single = attacks.make_attack(apply_fn, spec)(*args)
     mesh = parallel.make_mesh()
@@ -170,12 +191,12 @@ def test_adaptive_attack_lowers_p_fake_and_needs_the_fake_logit(cnn):
     apply_fn, params, images, labels = cnn  # 3 outputs: read as K = 2 classes + fake
     labels = labels % 2
     args = (params, images, labels, jax.random.PRNGKey(7), 8 / 255, 2 / 255, 10)
-    plain = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=2))(*args)
-    adaptive = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=2, detector_weight=10.0))(*args)
+    plain = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=2, **ROLLED))(*args)
+    adaptive = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=2, detector_weight=10.0, **ROLLED))(*args)
     p_fake = lambda x: jax.nn.softmax(apply_fn(params, x), -1)[:, -1]
     assert float(p_fake(adaptive.adversarial).mean()) < float(p_fake(plain.adversarial).mean())
     with pytest.raises(ValueError, match="K\\+1 = 4 logits"):
-        attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, detector_weight=1.0))(*args)
+        attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, detector_weight=1.0, **ROLLED))(*args)
 
 
 @pytest.mark.parametrize("fields,message", [

@@ -2,7 +2,8 @@
 per-example outputs into scores.
 
 The budget travels in the (replicated) parameter pytree of `evaluate.SplitEvaluator`, so every setting
-that shares an `AttackSpec` reuses one compiled program. Each batch uses the same restart key; random
+that shares an `AttackSpec` (and, where the loop is unrolled, an iteration count) reuses one compiled
+program. Each batch uses the same restart key; random
 starts still differ per example.
 """
 
@@ -24,12 +25,12 @@ def _clean_batch(params, batch, *, apply_fn):
     return {"logits": apply_fn(params, batch["image"])}
 
 
-def _attack_batch(params, batch, *, source_apply, target_apply, spec):
+def _attack_batch(params, batch, *, source_apply, target_apply, spec, static_steps):
     """PGD against the source model; the target (the same model, or another for a transfer attack) is scored."""
     images = batch["image"]
     result = attacks.pgd(lambda x: source_apply(params["source"], x), images, batch["label"], params["key"],
                          spec=spec, epsilon=params["epsilon"], step_size=params["step_size"],
-                         num_steps=params["num_steps"])
+                         num_steps=static_steps if spec.unrolled else params["num_steps"])
     return {"logits": target_apply(params["target"], result.adversarial),
             "distance": attacks.distance(images, result.adversarial, spec.norm)}
 
@@ -54,13 +55,15 @@ class ModelSweep:
         identity = dataclasses.replace(setting, group="")
         if identity not in self._done:
             spec = setting.spec(self.source.num_classes, self.adaptive_weight)
-            if spec not in self._evaluators:
-                self._evaluators[spec] = self._evaluator(functools.partial(
-                    _attack_batch, source_apply=self.source.apply_fn, target_apply=self.target.apply_fn, spec=spec))
+            program = (spec, setting.iterations if spec.unrolled else None)  # see attacks.pgd on unrolling
+            if program not in self._evaluators:
+                self._evaluators[program] = self._evaluator(functools.partial(
+                    _attack_batch, source_apply=self.source.apply_fn, target_apply=self.target.apply_fn, spec=spec,
+                    static_steps=setting.iterations))
             params = {"source": self.source.params, "target": self.target.params, "key": self.key,
                       "epsilon": np.float32(setting.epsilon), "step_size": np.float32(setting.step_size),
                       "num_steps": np.int32(setting.iterations)}
-            self._done[identity] = self._evaluators[spec].run(params)
+            self._done[identity] = self._evaluators[program].run(params)
         return self._done[identity]
 
     def score(self, setting: AttackSetting) -> dict:

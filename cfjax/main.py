@@ -47,7 +47,7 @@ def _fail(message: str) -> None:
     sys.exit(USAGE_ERROR)
 
 
-def _cpu_defaults(batch_size: int) -> None:
+def cpu_defaults(batch_size: int) -> None:
     """Before JAX starts: one XLA device per CPU core (up to 8, dividing the batch) and a persistent
     compilation cache, unless the user set either. On a 2-core CPU two devices ran a GAN step ~1.4x
     faster than one; devices of a GPU or TPU are unaffected."""
@@ -63,8 +63,8 @@ def _cpu_defaults(batch_size: int) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    _cpu_defaults(_CONFIG.value.get("batch_size", 1))
-    import jax  # after flag parsing and _cpu_defaults, which must precede JAX's start
+    cpu_defaults(_CONFIG.value.get("batch_size", 1))
+    import jax  # after flag parsing and cpu_defaults, which must precede JAX's start
 
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
@@ -98,7 +98,8 @@ def _explain(config, workdir: str) -> None:
     from cfjax.explain.run import explain
 
     if "explain" not in config:  # a config file written before explain settings existed
-        config.explain = explain_config()
+        with config.unlocked():
+            config.explain = explain_config()
     results = explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
                       crack_value=_CRACK_VALUE.value, out_dir=_OUT.value)
     out = results["out_dir"]
@@ -112,8 +113,11 @@ def _attack(config, workdir: str) -> None:
     from cfjax.robustness.run import attack
 
     if "attack" not in config:  # a config file written before attack settings existed
-        config.attack = attack_config()
+        with config.unlocked():
+            config.attack = attack_config()
     results = attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value)
+    if "files" not in results:  # another host of a multi-host run: host 0 wrote the report
+        return
     with open(results["files"]["table"]) as f:
         print(f.read())
     print(f"cfjax: wrote {os.path.join(results['out_dir'], 'robustness.json')}, robustness.md and plots in "

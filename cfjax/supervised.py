@@ -70,11 +70,12 @@ def _adversary(config: ml_collections.ConfigDict) -> AdversarialTraining | None:
 
 def adversarial_examples(model: SupervisedModel, params, images: jnp.ndarray, labels: jnp.ndarray,
                          key: jax.Array) -> jnp.ndarray:
-    """PGD examples against the classifier in inference mode, treated as constants by the update."""
+    """PGD examples against the classifier in inference mode (constants for the update, which
+    differentiates the loss on them with respect to the parameters only)."""
     adversary = model.adversary
     result = attacks.pgd(lambda x: apply_model(model, params, x), images, labels, key, spec=adversary.spec,
                          epsilon=adversary.epsilon, step_size=adversary.step_size, num_steps=adversary.num_steps)
-    return jax.lax.stop_gradient(result.adversarial)
+    return result.adversarial
 
 
 def apply_model(model: SupervisedModel, params, images: jnp.ndarray, *, train: bool = False, rngs=None):

@@ -15,12 +15,9 @@ import functools
 import itertools
 import json
 import os
-import sys
 
 import jax.numpy as jnp
 import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import REPO, mean_std
 
 from cfjax import evaluate
@@ -63,8 +60,8 @@ def score_run(workdir: str) -> dict:
         val_i, val_u = counts["validation"][f"{name}_intersection"], counts["validation"][f"{name}_union"]
         index = metrics.best_threshold_index(val_i, val_u)
         test_i, test_u = counts["test"][f"{name}_intersection"], counts["test"][f"{name}_union"]
-        scores[name] = {"validation": float(metrics.per_image_iou(val_i[:, index], val_u[:, index]).mean()),
-                        "test": float(metrics.per_image_iou(test_i[:, index], test_u[:, index]).mean()),
+        scores[name] = {"validation": metrics.iou_summary(val_i, val_u, index, grid)["iou_mean"],
+                        "test": metrics.iou_summary(test_i, test_u, index, grid)["iou_mean"],
                         "threshold": float(grid[index])}
     return scores
 

@@ -17,7 +17,7 @@ from cfjax.attacks import AttackSpec
 
 @dataclasses.dataclass(frozen=True)
 class AttackSetting:
-    """One point of a sweep; `x` is where it sits on its group's plot axis (alpha for "paper", else epsilon)."""
+    """One point of a sweep (plotted against alpha for "paper", against epsilon otherwise)."""
 
     group: str
     norm: str
@@ -27,10 +27,6 @@ class AttackSetting:
     loss: str = "ce"
     restarts: int = 1
     adaptive: bool = False
-
-    @property
-    def x(self) -> float:
-        return self.step_size if self.group == "paper" else self.epsilon
 
     def spec(self, num_classes: int, adaptive_weight: float) -> AttackSpec:
         return AttackSpec(num_classes=num_classes, norm=self.norm, loss=self.loss, start="uniform",

@@ -92,7 +92,7 @@ def plot_risk_coverage(models: dict, path: str) -> str:
     for ax, mix in zip(axes, ("clean", "clean_and_adversarial")):
         for label, model in models.items():
             for name, curve in model["risk_coverage"].items():
-                if name.endswith(mix) and (mix != "clean" or not name.endswith("adversarial")):
+                if name.endswith("_" + mix):
                     ax.plot(curve["coverage"], curve["risk"], label=f"{label}: {name.removesuffix('_' + mix)}")
         ax.set_title(mix.replace("_", " ") + " examples", fontsize=10)
         ax.set_xlabel("coverage")

@@ -35,8 +35,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     key = jax.random.PRNGKey(config.seed)
     common = dict(batch_size=config.eval.batch_size, mesh=run.mesh, key=key,
                   adaptive_weight=config.attack.adaptive_weight)
-    checks = protocols.check_settings(config.attack, has_detector=False)
-    reference = checks[0]
+    reference = protocols.check_settings(config.attack, has_detector=False)[0]  # PGD-10 CE at the check budget
     results = {"workdir": workdir, "step": run.step, "model": run.kind, "config_name": config.name,
                "data": {"source": f"the {split} split of {config.data.name}", "num_images": len(data["label"])},
                "settings": config.attack.to_dict(), "models": {}}
@@ -45,7 +44,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
         rows = [sweep.score(s) for s in protocols.sweep_settings(config.attack)]
         check_rows = [sweep.score(s) for s in protocols.check_settings(config.attack, model.has_detector)]
         for source in sources:
-            row = ModelSweep(model, data, source=source, **common).score(reference)
+            row = ModelSweep(model, data, source=source, clean=sweep.clean, **common).score(reference)
             check_rows.append({**row, "group": "transfer"})
         clean = clean_scores(sweep.clean["logits"], data["label"], model.num_classes, model.has_detector,
                              mixed_logits=sweep.outputs(reference)["logits"])

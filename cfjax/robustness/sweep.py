@@ -16,6 +16,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from cfjax import attacks, evaluate
+from cfjax.models import p_fake, predict_class
 from cfjax.robustness import metrics
 from cfjax.robustness.models import AttackedModel
 from cfjax.robustness.protocols import AttackSetting
@@ -39,12 +40,13 @@ class ModelSweep:
     """Attacks one model (or transfers from a source model onto it) over `data`."""
 
     def __init__(self, target: AttackedModel, data: dict, *, batch_size: int, mesh: Mesh, key: jax.Array,
-                 adaptive_weight: float, source: AttackedModel | None = None):
+                 adaptive_weight: float, source: AttackedModel | None = None, clean: dict | None = None):
         self.target, self.source = target, source or target
         self.data, self.batch_size, self.mesh, self.key = data, batch_size, mesh, key
         self.adaptive_weight = adaptive_weight
         self._evaluators, self._done = {}, {}
-        self.clean = self._evaluator(functools.partial(_clean_batch, apply_fn=target.apply_fn)).run(target.params)
+        self.clean = clean if clean is not None else self._evaluator(
+            functools.partial(_clean_batch, apply_fn=target.apply_fn)).run(target.params)
 
     def _evaluator(self, batch_fn):
         return evaluate.SplitEvaluator(self.data, batch_fn, batch_size=self.batch_size, mesh=self.mesh,
@@ -77,13 +79,13 @@ class ModelSweep:
 
 
 def _p_fake(logits: np.ndarray) -> np.ndarray:
-    return np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1)[:, -1])
+    return np.asarray(p_fake(jnp.asarray(logits)))
 
 
 def scores(clean_logits: np.ndarray, adversarial_logits: np.ndarray, labels: np.ndarray, num_classes: int,
            has_detector: bool) -> dict:
     """Robust accuracy and F1, and how well uncertainty separates adversarial from clean inputs."""
-    predicted = adversarial_logits[:, :num_classes].argmax(-1)
+    predicted = np.asarray(predict_class(adversarial_logits, num_classes))
     row = {"accuracy": metrics.accuracy(predicted, labels), "f1": metrics.f1(predicted, labels, num_classes),
            "auroc_max_softmax_clean_vs_adversarial": metrics.auroc(
                metrics.max_softmax_uncertainty(adversarial_logits[:, :num_classes]),
@@ -100,7 +102,7 @@ def clean_scores(clean_logits: np.ndarray, labels: np.ndarray, num_classes: int,
     """Clean accuracy and F1; uncertainty (p_fake for D, 1 - max softmax for all) as a detector of wrong
     predictions, with risk-coverage curves on the clean split and on clean + adversarial examples."""
     class_logits = clean_logits[:, :num_classes]
-    predicted = class_logits.argmax(-1)
+    predicted = np.asarray(predict_class(clean_logits, num_classes))
     correct = predicted == labels
     row = {"accuracy": metrics.accuracy(predicted, labels), "f1": metrics.f1(predicted, labels, num_classes)}
     uncertainties = {"max_softmax": metrics.max_softmax_uncertainty}
@@ -114,7 +116,7 @@ def clean_scores(clean_logits: np.ndarray, labels: np.ndarray, num_classes: int,
         curves[f"{name}_clean"] = metrics.risk_coverage(u, correct)
         if mixed_logits is not None:
             both = np.concatenate([clean_logits, mixed_logits])
-            both_correct = np.concatenate([correct, mixed_logits[:, :num_classes].argmax(-1) == labels])
+            both_correct = np.concatenate([correct, np.asarray(predict_class(mixed_logits, num_classes)) == labels])
             curves[f"{name}_clean_and_adversarial"] = metrics.risk_coverage(
                 uncertainty(both if name == "p_fake" else both[:, :num_classes]), both_correct)
     row["aurc"] = {name: curve["aurc"] for name, curve in curves.items()}

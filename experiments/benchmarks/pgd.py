@@ -24,13 +24,18 @@ def main() -> None:
     parser.add_argument("--config", default="fruits", choices=("fruits", "cracks"))
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--devices", type=int, default=min(os.cpu_count() or 1, 8),
-                        help="forced XLA host devices on a CPU (default: one per core, as the CLI does)")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="forced XLA host devices on a CPU (default: as the CLI, up to one per core dividing "
+                             "the batch)")
     parser.add_argument("--out", default=os.path.join(REPO, "experiments", "benchmarks", "results"))
     args = parser.parse_args()
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags:
+    if args.devices:
+        flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
+    else:
+        from cfjax.main import cpu_defaults
+
+        cpu_defaults(args.batch)
 
     import jax
     import jax.numpy as jnp

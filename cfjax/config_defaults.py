@@ -109,6 +109,16 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     return config
 
 
+def add_missing_sections(config: ml_collections.ConfigDict) -> None:
+    """Config files written before `explain`, `attack` or `adversarial_training` existed get the defaults
+    (the last one off), so older runs can be explained and attacked."""
+    with config.unlocked():
+        for field, default in (("explain", explain_config), ("attack", attack_config),
+                               ("adversarial_training", adversarial_training_config)):
+            if field not in config:
+                config[field] = default()
+
+
 def adversarial_training_config() -> ml_collections.ConfigDict:
     """Madry-style PGD training of the plain classifier (`model="classifier"`): off while epsilon is 0.
 

@@ -4,6 +4,7 @@ import ml_collections
 
 from cfjax.attacks.geometry import NORMS as ATTACK_NORMS
 from cfjax.data.transforms import FIT_MODES
+from cfjax.errors import ConfigError  # also imported from here by callers
 from cfjax.explain.saliency import REDUCTIONS
 from cfjax.models.generator import OUTPUT_MODES, STEMS
 from cfjax.models.layers import NORMS
@@ -16,8 +17,6 @@ VIEWS = ("patches", "full")
 MODELS = ("gan", "classifier", "segmenter")
 
 
-class ConfigError(ValueError):
-    """A config field has a value cfjax cannot run with."""
 
 
 def _require(condition: bool, field: str, message: str, config) -> None:

@@ -80,6 +80,10 @@ def main(argv: list[str]) -> None:
     print(f"cfjax: config {config.get('name', '?')} on {jax.device_count()} {jax.default_backend()} device(s); "
           f"workdir {workdir}", flush=True)
     try:
+        if _MODE.value != "train":
+            from cfjax.config_defaults import add_missing_sections
+
+            add_missing_sections(config)  # config files older than the analysis settings
         if _MODE.value == "explain":
             _explain(config, workdir)
         elif _MODE.value == "attack":
@@ -94,12 +98,8 @@ def main(argv: list[str]) -> None:
 
 
 def _explain(config, workdir: str) -> None:
-    from cfjax.config_defaults import explain_config
     from cfjax.explain.run import explain
 
-    if "explain" not in config:  # a config file written before explain settings existed
-        with config.unlocked():
-            config.explain = explain_config()
     results = explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
                       crack_value=_CRACK_VALUE.value, out_dir=_OUT.value)
     out = results["out_dir"]
@@ -109,12 +109,8 @@ def _explain(config, workdir: str) -> None:
 
 
 def _attack(config, workdir: str) -> None:
-    from cfjax.config_defaults import attack_config
     from cfjax.robustness.run import attack
 
-    if "attack" not in config:  # a config file written before attack settings existed
-        with config.unlocked():
-            config.attack = attack_config()
     results = attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value)
     if "files" not in results:  # another host of a multi-host run: host 0 wrote the report
         return

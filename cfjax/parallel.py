@@ -9,7 +9,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cfjax.config_validation import ConfigError
+from cfjax.errors import ConfigError
 
 
 def make_mesh(devices=None) -> Mesh:

@@ -76,3 +76,14 @@ def test_the_segmentation_baseline_needs_masks(tiny_config):
     tiny_config.data.name = "fruit_defects/apples"
     with pytest.raises(ConfigError, match="fruit_defects has none"):
         validate_config(tiny_config)
+
+
+def test_older_config_files_get_the_analysis_sections_even_when_locked(tiny_config):
+    from cfjax.config_defaults import add_missing_sections
+
+    for field in ("explain", "attack", "adversarial_training"):
+        del tiny_config[field]
+    tiny_config.lock()
+    add_missing_sections(tiny_config)
+    assert tiny_config.adversarial_training.epsilon == 0.0 and tiny_config.attack.iterations == 10
+    validate_config(tiny_config)

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from cfjax import parallel
 from cfjax.attacks import geometry, objectives
 
 STARTS = ("zero", "uniform")
@@ -155,8 +156,6 @@ def make_attack(apply_fn: Callable[[Any, jnp.ndarray], jnp.ndarray], spec: Attac
     if mesh is None:
         jitted = jax.jit(attack, static_argnums=static)
     else:
-        from cfjax import parallel  # here, not at the top: config validation imports this package's norms
-
         batch, replicated = parallel.batch_sharding(mesh), parallel.replicated(mesh)
         jitted = jax.jit(attack, in_shardings=(replicated, batch, batch) + (replicated,) * (4 - len(static)),
                          out_shardings=AttackResult(batch, batch, batch), static_argnums=static)

@@ -138,6 +138,20 @@ class Checkpointer:
             ) from error
         return restored["state"]
 
+    def restore_fields(self, abstract_fields: dict, step: int | None = None) -> dict:
+        """Restore only some top-level fields of the saved state ({name: abstract subtree}), reading
+        nothing else from disk: inference needs the parameters, not the optimizer states."""
+        step = self._step_or_latest(step)
+        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_fields)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=abstract_fields, restore_args=restore_args, partial_restore=True)))
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} does not match this run's state: {error}"
+            ) from error
+        return restored["state"]
+
     def wait(self) -> None:
         self._manager.wait_until_finished()
 

@@ -66,7 +66,7 @@ class SplitEvaluator:
         chunks = []
         mine = parallel.host_slice(self.batch_size)
         for start in range(0, num, self.batch_size):
-            batch = {name: _padded(self.data[name][start:start + self.batch_size], self.batch_size)[mine]
+            batch = {name: pad_batch(self.data[name][start:start + self.batch_size], self.batch_size)[mine]
                      for name in self.fields}
             out = self._evaluate_batch(params, parallel.shard_batch(batch, self.mesh))
             valid = min(self.batch_size, num - start)
@@ -93,7 +93,7 @@ class CounterfactualEvaluator(SplitEvaluator):
         return super().run((g_params, d_params))
 
 
-def _padded(array: np.ndarray, size: int) -> np.ndarray:
+def pad_batch(array: np.ndarray, size: int) -> np.ndarray:
     """Repeat the last row so every batch has the compiled shape; padding is dropped afterwards."""
     missing = size - len(array)
     if missing <= 0:

@@ -23,7 +23,7 @@ from common import REPO, mean_std
 from cfjax import evaluate
 from cfjax.data import pipeline
 from cfjax.explain import metrics, saliency
-from cfjax.restore import load_run, saved_config
+from cfjax.saved_runs import load_run, saved_config
 
 VARIANTS = list(itertools.product(saliency.REDUCTIONS, (0, 1, 2)))
 

@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from cfjax import attacks, parallel
+from cfjax.attacks import objectives
 from cfjax.models import ResNetClassifier
 
 SHAPE = (4, 4, 3)
@@ -197,6 +198,21 @@ def test_adaptive_attack_lowers_p_fake_and_needs_the_fake_logit(cnn):
     assert float(p_fake(adaptive.adversarial).mean()) < float(p_fake(plain.adversarial).mean())
     with pytest.raises(ValueError, match="K\\+1 = 4 logits"):
         attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, detector_weight=1.0, **ROLLED))(*args)
+    # The joint margin: every success also beats "fake", so p_fake falls below the plain attack's.
+    joint = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=2, loss="joint_margin", **ROLLED))(*args)
+    winner = jnp.argmax(apply_fn(params, joint.adversarial), -1)  # over all K+1 logits
+    wins = joint.objective > 0
+    assert bool(wins.any()) and bool(jnp.all(jnp.where(wins, (winner < 2) & (winner != labels), True)))
+    assert float(p_fake(joint.adversarial).mean()) < float(p_fake(plain.adversarial).mean())
+
+
+def test_joint_margin_counts_fake_with_the_true_class():
+    logits = jnp.array([[2.0, 1.0, 3.0], [0.0, 4.0, 1.0], [1.0, 0.0, 2.0]])  # K = 2 real classes + fake
+    labels = jnp.array([0, 0, 1])
+    np.testing.assert_allclose(objectives.joint_margin(logits, labels, 2, targeted=False), [1 - 3, 4 - 1, 1 - 2])
+    np.testing.assert_allclose(objectives.joint_margin(logits, labels, 2, targeted=True), [2 - 3, 0 - 4, 0 - 2])
+    with pytest.raises(ValueError, match="class_loss takes 'ce' or 'margin'"):
+        objectives.class_loss(logits[:, :2], labels, "joint_margin", targeted=False)
 
 
 @pytest.mark.parametrize("fields,message", [

@@ -11,7 +11,7 @@ import pytest
 from cfjax import train
 from cfjax.checkpoint import CheckpointError
 from cfjax.config_validation import ConfigError
-from cfjax.restore import LoadedRun
+from cfjax.saved_runs import LoadedRun
 from cfjax.robustness import metrics, protocols
 from cfjax.robustness.models import attacked_models
 from cfjax.robustness.run import attack
@@ -56,6 +56,7 @@ def test_the_papers_protocol_and_the_checks():
     checks = protocols.check_settings(attack_config, has_detector=True)
     adaptive = next(s for s in checks if s.group == "adaptive")
     assert adaptive.spec(2, 1.0).detector_weight == 1.0 and checks[0].spec(2, 1.0).detector_weight == 0.0
+    assert adaptive.spec(2, 0.0).loss == "joint_margin" and checks[0].spec(2, 0.0).loss == "ce"
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +96,7 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
 def test_the_attacked_readouts_of_each_run_kind(runs):
     gan, gan_dir, classifier, classifier_dir = runs
     from cfjax.data import pipeline
-    from cfjax.restore import load_run
+    from cfjax.saved_runs import load_run
 
     run = load_run(gan, gan_dir)
     d, g_head = attacked_models(run)

@@ -1,15 +1,17 @@
 """What an attack maximises, per sample, from a model's logits.
 
 The attacked decision is the argmax over the first `num_classes` logits: for D (K+1 outputs) that is
-its hybrid class readout, and the extra "fake" logit is only used by the adaptive term, which also
-pushes D's p_fake down so that the detector is attacked together with the classifier.
+its hybrid class readout. The extra "fake" logit is used by the adaptive attack on D, which must beat
+the detector too: its "joint_margin" loss asks a wrong real class to outscore both the true class and
+"fake" (Carlini & Wagner's attack on a detector folded into the classifier), and an optional term
+adds weight x D's "real" log-odds.
 """
 
 import jax
 import jax.numpy as jnp
 import optax
 
-LOSSES = ("ce", "margin")
+LOSSES = ("ce", "margin", "joint_margin")  # joint_margin: D only (needs the fake logit)
 
 
 def _margin(class_logits: jnp.ndarray, classes: jnp.ndarray) -> jnp.ndarray:
@@ -25,8 +27,8 @@ def class_loss(class_logits: jnp.ndarray, labels: jnp.ndarray, loss: str, target
     "ce" is softmax cross-entropy; "margin" is the Carlini-Wagner logit margin, which does not saturate
     when the softmax does (a standard check against gradient masking).
     """
-    if loss not in LOSSES:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if loss not in ("ce", "margin"):
+        raise ValueError(f"class_loss takes 'ce' or 'margin', got {loss!r}")
     if loss == "ce":
         value = optax.softmax_cross_entropy_with_integer_labels(class_logits, labels)
     else:
@@ -39,13 +41,33 @@ def real_log_odds(logits: jnp.ndarray, num_classes: int) -> jnp.ndarray:
     return jax.nn.logsumexp(logits[..., :num_classes], axis=-1) - logits[..., num_classes]
 
 
+def joint_margin(logits: jnp.ndarray, labels: jnp.ndarray, num_classes: int, targeted: bool) -> jnp.ndarray:
+    """Over D's K+1 logits, positive iff the attacker wins outright. Untargeted: the best wrong real class
+    minus max(true class, fake); targeted: the target minus every other logit, fake included."""
+    if targeted:
+        return _margin(logits, labels)
+    real = logits[..., :num_classes]
+    true_or_fake = jnp.maximum(jnp.take_along_axis(real, labels[:, None], axis=-1)[:, 0], logits[..., num_classes])
+    wrong = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, real)
+    return jnp.max(wrong, axis=-1) - true_or_fake
+
+
+def _require_fake_logit(logits: jnp.ndarray, num_classes: int) -> None:
+    if logits.shape[-1] != num_classes + 1:
+        raise ValueError(f"an adaptive attack needs K+1 = {num_classes + 1} logits (D's), got {logits.shape[-1]}")
+
+
 def objective(logits: jnp.ndarray, labels: jnp.ndarray, *, num_classes: int, loss: str, targeted: bool,
               detector_weight: float) -> jnp.ndarray:
-    """The per-sample value an attack raises: the class loss, plus (adaptive) weight x real log-odds."""
-    value = class_loss(logits[..., :num_classes], labels, loss, targeted)
+    """The per-sample value an attack raises: the class loss (or D's joint margin), plus weight x D's
+    real log-odds when `detector_weight` > 0."""
+    if loss == "joint_margin":
+        _require_fake_logit(logits, num_classes)
+        value = joint_margin(logits, labels, num_classes, targeted)
+    else:
+        value = class_loss(logits[..., :num_classes], labels, loss, targeted)
     if detector_weight:
-        if logits.shape[-1] != num_classes + 1:
-            raise ValueError(f"an adaptive attack needs K+1 = {num_classes + 1} logits (D's), got {logits.shape[-1]}")
+        _require_fake_logit(logits, num_classes)
         value = value + detector_weight * real_log_odds(logits, num_classes)
     return value
 

@@ -49,7 +49,7 @@ def _attributions(prefix: str, classifier, params, images, classes, num_classes:
 
 
 def saliency_methods(kind: str, networks: Any, config: ml_collections.ConfigDict) -> SaliencyMethods:
-    """The methods of a run of `config.model == kind`; `networks` as returned by `restore.load_run`."""
+    """The methods of a run of `config.model == kind`; `networks` as returned by `saved_runs.load_run`."""
     explain = config.explain
     k = config.num_classes
     if kind == "gan":
@@ -61,9 +61,7 @@ def saliency_methods(kind: str, networks: Any, config: ml_collections.ConfigDict
             counterfactual, _ = generator.apply({"params": g_params}, images, normal)
             d_logits = discriminator.apply({"params": d_params}, images)
             classes = explained_classes(class_logits(d_logits, k), labels)
-            out = {"counterfactual": saliency.smooth(
-                saliency.counterfactual_saliency(images, counterfactual, config.eval.saliency_reduce),
-                explain.blur_radius)}
+            out = {"counterfactual": saliency.counterfactual_map(images, counterfactual, config)}
             out.update(_attributions("d_", discriminator, d_params, images, classes, k, explain.ig_steps))
             out["dark_pixels"] = saliency.darkness_saliency(images)
             out["local_contrast"] = saliency.local_contrast_saliency(images, config.eval.contrast_radius)

@@ -20,7 +20,7 @@ from cfjax.data.errors import DataError
 from cfjax.explain import folder as folders
 from cfjax.explain import metrics, multiclass, report, scoring, thresholds
 from cfjax.explain.methods import saliency_methods
-from cfjax.restore import LoadedRun, load_run
+from cfjax.saved_runs import LoadedRun, load_run
 
 DEFAULT_TOP_K_PERCENT = 2.0  # when neither the config nor a validation split gives one
 

@@ -46,3 +46,10 @@ def smooth(maps: jnp.ndarray, radius: int) -> jnp.ndarray:
     """Optional box blur of a saliency map (radius 0: unchanged): joins the thin, speckled edits
     G makes along a crack into one region before thresholding."""
     return maps if radius <= 0 else box_blur(maps, radius)
+
+
+def counterfactual_map(images: jnp.ndarray, counterfactual: jnp.ndarray, config) -> jnp.ndarray:
+    """The run's counterfactual saliency map: its channel reduction (`eval.saliency_reduce`), then its
+    blur (`explain.blur_radius`); what `--mode=explain` scores and `cfjax.restore(...).saliency` returns."""
+    return smooth(counterfactual_saliency(images, counterfactual, config.eval.saliency_reduce),
+                  config.explain.blur_radius)

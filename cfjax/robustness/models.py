@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from cfjax import supervised
 from cfjax.config_validation import ConfigError
-from cfjax.restore import LoadedRun
+from cfjax.saved_runs import LoadedRun
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,8 @@
 * "paper": the paper's protocol, L-inf PGD with 10 iterations of step alpha and budget 10 alpha;
 * "linf" / "l2": fixed budgets, step 2.5 epsilon / iterations (Madry et al.);
 * gradient-masking checks at one L-inf budget: "margin" (CW loss instead of CE), "strong" (more
-  iterations and restarts) and, for D, "adaptive" (also pushes p_fake down).
+  iterations and restarts) and, for D, "adaptive" (a wrong real class must outscore the true class
+  and "fake": the detector is attacked with the classifier).
 
 All start at a uniform random point of the ball; the budget is traced, so each group compiles once.
 """
@@ -29,8 +30,9 @@ class AttackSetting:
     adaptive: bool = False
 
     def spec(self, num_classes: int, adaptive_weight: float) -> AttackSpec:
-        return AttackSpec(num_classes=num_classes, norm=self.norm, loss=self.loss, start="uniform",
-                          restarts=self.restarts, detector_weight=adaptive_weight if self.adaptive else 0.0)
+        return AttackSpec(num_classes=num_classes, norm=self.norm, loss="joint_margin" if self.adaptive else self.loss,
+                          start="uniform", restarts=self.restarts,
+                          detector_weight=adaptive_weight if self.adaptive else 0.0)
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)

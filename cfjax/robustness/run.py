@@ -13,7 +13,7 @@ import cfjax
 from cfjax import checkpoint
 from cfjax.config_validation import ConfigError
 from cfjax.data import pipeline
-from cfjax.restore import load_run, saved_config
+from cfjax.saved_runs import load_run, saved_config
 from cfjax.robustness import protocols, report
 from cfjax.robustness.models import AttackedModel, attacked_models
 from cfjax.robustness.sweep import ModelSweep, clean_scores

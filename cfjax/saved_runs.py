@@ -1,4 +1,5 @@
-"""Loading a trained run back for analysis: its networks and parameters, onto the devices present."""
+"""Loading a trained run back for analysis: its networks and inference parameters only (no optimizer
+state), onto whatever devices are present. A run saved on 8 TPU cores loads on one CPU and back."""
 
 import dataclasses
 import os
@@ -9,6 +10,11 @@ import ml_collections
 
 from cfjax import checkpoint, parallel, tasks
 from cfjax.config_validation import validate_config
+
+# The fields of each kind of training state that inference needs; the rest (optimizer states, the raw
+# generator next to its EMA, the training key) stays on disk.
+INFERENCE_FIELDS = {"gan": ("step", "g_ema_params", "d_params"), "classifier": ("step", "params"),
+                    "segmenter": ("step", "params")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +30,8 @@ class LoadedRun:
     mesh: Any
 
 
-def _require_checkpoints(workdir: str) -> None:
+def require_checkpoints(workdir: str) -> None:
+    """CheckpointError, with the command that makes one, when `workdir` holds no checkpoint."""
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory) or not os.listdir(directory):
         raise checkpoint.CheckpointError(
@@ -34,7 +41,7 @@ def _require_checkpoints(workdir: str) -> None:
 
 def saved_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
     """The config a run was trained with, as saved beside its newest (or the given) checkpoint."""
-    _require_checkpoints(workdir)
+    require_checkpoints(workdir)
     checkpointer = checkpoint.Checkpointer(workdir)
     try:
         return ml_collections.ConfigDict(checkpointer.saved_config(step))
@@ -42,24 +49,30 @@ def saved_config(workdir: str, step: int | None = None) -> ml_collections.Config
         checkpointer.close()
 
 
+def inference_target(task, config: ml_collections.ConfigDict) -> dict:
+    """{field: abstract subtree} of the training state's inference fields: shapes, dtypes and replicated
+    shardings on the current mesh, from `eval_shape` (nothing is computed or allocated)."""
+    abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(config.seed))
+    return {name: getattr(abstract, name) for name in INFERENCE_FIELDS[tasks.model_kind(config)]}
+
+
 def load_run(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> LoadedRun:
     """Restore the newest (or the given) checkpoint of `workdir`, which `config` must have written
     (fields that only steer evaluation and explanation may differ); CheckpointError otherwise."""
     validate_config(config)
-    _require_checkpoints(workdir)
+    require_checkpoints(workdir)
     mesh = parallel.make_mesh()
     task = tasks.make_task(config, mesh)
     checkpointer = checkpoint.Checkpointer(workdir)
     try:
         checkpointer.check_compatible(config, step)
-        abstract = checkpoint.abstract_like(task.init_state(jax.random.PRNGKey(config.seed)))
-        state = checkpointer.restore(abstract, step)
+        fields = checkpointer.restore_fields(inference_target(task, config), step)
     finally:
         checkpointer.close()
     kind = tasks.model_kind(config)
     if kind == "gan":
         networks = (task.models.generator, task.models.discriminator)
-        params = (state.g_ema_params, state.d_params)
+        params = (fields["g_ema_params"], fields["d_params"])
     else:
-        networks, params = task.model, state.params
-    return LoadedRun(config, kind, networks, params, int(state.step), mesh)
+        networks, params = task.model, fields["params"]
+    return LoadedRun(config, kind, networks, params, int(fields["step"]), mesh)

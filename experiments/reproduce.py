@@ -1,0 +1,221 @@
+"""Regenerate every table and figure in README.md from scratch, one step after another:
+
+    python experiments/reproduce.py                     # full: README's configs and seeds (hours on a CPU)
+    python experiments/reproduce.py --quick             # minutes: the same steps at tiny sizes, one seed
+    python experiments/reproduce.py --only=robustness   # some steps only (comma-separated)
+
+Steps (each is the plain command a user would type, logged to OUT/logs/STEP.log):
+  prepare      the real datasets from ../shared/data into TFDS's data folder (skipped when prepared)
+  embedded     the main command on the embedded crack data, per seed    -> OUT/embedded.{json,md}
+  multiclass   K=3 on the embedded crack types, then --mode=explain     -> OUT/multiclass.{json,md,png}
+  crack_iou    experiments/crack_iou_table.py --train (SUT-Crack)       -> OUT/crack_iou.{json,md}
+  robustness   experiments/robustness_table.py --train (fruit)          -> OUT/robustness.{json,md,png}
+  benchmarks   experiments/benchmarks/{pgd,input_pipeline}.py           -> OUT/benchmarks/
+
+Runs go to --runs (a fresh folder by default, so nothing is reused unless you point it at one). Every
+step also writes OUT/STEP.reproduce.json: its commands, config flags, seeds, versions and wall time.
+`--quick` writes to runs/reproduce_quick/ so it never overwrites the README's figures in
+experiments/results/.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+import common
+
+REPO = common.REPO
+SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
+DATASETS = {"crack_segmentation/sut": "sut_crack_seg", "fruit_defects/apples": "fruits_fresh_rotten_224"}
+STEPS = ("prepare", "embedded", "multiclass", "crack_iou", "robustness", "benchmarks")
+FULL_SEEDS = {"embedded": "0,1,2,3", "crack_iou": "0,1,2", "robustness": "0,1,2"}
+
+
+def quick_flags() -> list[str]:
+    """The `:tiny` variant as --config flags (sizes, steps, attack budgets), for configs that have no
+    tiny variant of their own (SUT-Crack, fruit): the difference tiny makes to the default config."""
+    sys.path.insert(0, os.path.join(REPO, "configs"))
+    import cracks
+
+    from cfjax.nested import flatten_dict
+
+    default, tiny = (flatten_dict(cracks.get_config(v).to_dict()) for v in ("default", "tiny"))
+    skip = ("name", "data.num_train", "data.num_validation", "data.num_test")  # prepared data: whole splits
+    flags = [f"--config.{field}={value}" for field, value in sorted(tiny.items())
+             if default.get(field) != value and field not in skip]
+    return flags + ["--config.attack.max_examples=16"]
+
+
+class Reproduction:
+    """Runs the steps; `run(step, commands)` logs each command and records the step's provenance."""
+
+    def __init__(self, out: str, runs: str, quick: bool):
+        self.out, self.runs, self.quick = out, runs, quick
+        self.flags = quick_flags() if quick else []
+        os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+        os.makedirs(runs, exist_ok=True)
+
+    def seeds(self, step: str) -> str:
+        return "0" if self.quick else FULL_SEEDS[step]
+
+    def run(self, step: str, commands: list[list[str]], **provenance) -> None:
+        start = time.time()
+        log_path = os.path.join(self.out, "logs", f"{step}.log")
+        with open(log_path, "a") as log:
+            for command in commands:
+                print(f"[{step}] {' '.join(command)}", flush=True)
+                log.write(f"$ {' '.join(command)}\n")
+                log.flush()
+                proc = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, check=False)
+                if proc.returncode:
+                    raise SystemExit(f"[{step}] failed ({proc.returncode}): {' '.join(command)}; see {log_path}")
+        record = {"step": step, "quick": self.quick, "commands": [" ".join(c) for c in commands],
+                  "wall_time_s": round(time.time() - start, 1), "versions": _versions(),
+                  "machine": f"{platform.machine()}, {os.cpu_count()} cores", **provenance}
+        with open(os.path.join(self.out, f"{step}.reproduce.json"), "w") as f:
+            json.dump(record, f, indent=2)
+        print(f"[{step}] done in {record['wall_time_s'] / 60:.1f} min", flush=True)
+
+
+def _versions() -> dict:
+    import jax
+
+    import cfjax
+
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                            check=False).stdout.strip()
+    return {"cfjax": cfjax.__version__, "jax": jax.__version__, "python": platform.python_version(),
+            "commit": commit or None}
+
+
+def _main_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cfjax.main", *args]
+
+
+def prepare(r: Reproduction) -> None:
+    commands = []
+    for dataset, folder in DATASETS.items():
+        if _prepared(dataset):
+            print(f"[prepare] {dataset} is already prepared")
+            continue
+        source = os.path.join(SHARED_DATA, folder)
+        if not os.path.isdir(source):
+            raise SystemExit(f"[prepare] {source} is missing: {dataset} needs it (see its SOURCE.md)")
+        commands.append([sys.executable, "-m", "cfjax.data.prepare", f"--dataset={dataset}", f"--manual_dir={source}"])
+    r.run("prepare", commands, datasets=list(DATASETS))
+
+
+def _prepared(dataset: str) -> bool:
+    data_dir = os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+    return os.path.isdir(os.path.join(data_dir, *dataset.split("/")))
+
+
+def embedded(r: Reproduction) -> None:
+    """The README's first table: the main command on the embedded data, per seed, summarised."""
+    config = "configs/cracks.py:tiny" if r.quick else "configs/cracks.py"
+    seeds = [int(s) for s in r.seeds("embedded").split(",")]
+    workdirs = [os.path.join(r.runs, f"cracks_s{seed}") for seed in seeds]
+    r.run("embedded", [_main_command(f"--config={config}", f"--config.seed={seed}", f"--workdir={workdir}")
+                       for seed, workdir in zip(seeds, workdirs)], config=config, seeds=seeds)
+    results = [_read_json(os.path.join(w, "results.json")) for w in workdirs]
+    fields = {"counterfactual mask IoU (per image)": ("iou_counterfactual", "iou_mean"),
+              "counterfactual mask IoU (dataset)": ("iou_counterfactual", "iou_dataset"),
+              "dark pixels IoU (per image)": ("iou_dark_pixels", "iou_mean"),
+              "local contrast IoU (per image)": ("iou_local_contrast", "iou_mean")}
+    lines = [f"Embedded crack data, {config}, seeds {seeds}: test split, mean ± std over seeds.", "",
+             "| measure | mean ± std | per seed |", "|---|---|---|"]
+    for label, (field, key) in fields.items():
+        values = [res["test"][field][key] for res in results]
+        lines.append(_row(label, values))
+    for label, field in (("D accuracy", "d_accuracy"), ("G head accuracy", "g_head_accuracy"),
+                         ("flip rate", "flip_rate")):
+        lines.append(_row(label, [res["test"][field] for res in results]))
+    lines.append(_row("wall time (s)", [res["wall_time_s"] for res in results]))
+    _write(r.out, "embedded", "\n".join(lines) + "\n", {"seeds": seeds, "config": config, "results": results})
+
+
+def _row(label: str, values: list) -> str:
+    mean, std = common.mean_std(values)
+    return f"| {label} | {mean:.3f} ± {std:.3f} | {', '.join(f'{v:.3f}' for v in values)} |"
+
+
+def _read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write(out: str, name: str, markdown: str, data: dict) -> None:
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(markdown)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(data, f, indent=2)
+    print(markdown)
+
+
+def multiclass(r: Reproduction) -> None:
+    """K=3 counterfactual masks on the embedded crack types (README figure)."""
+    config = "configs/cracks.py:tiny" if r.quick else "configs/cracks.py"
+    workdir = os.path.join(r.runs, "cracks_types3")
+    args = [f"--config={config}", "--config.num_classes=3", "--config.name=cracks_types3", f"--workdir={workdir}"]
+    r.run("multiclass", [_main_command(*args), _main_command(*args, "--mode=explain")], config=config, seeds=[0])
+    shutil.copy(os.path.join(workdir, "explain", "multiclass.png"), os.path.join(r.out, "multiclass.png"))
+    report = _read_json(os.path.join(workdir, "explain", "explain.json"))
+    results = _read_json(os.path.join(workdir, "results.json"))
+    markdown = (f"K=3 on the embedded crack types ({config}): D accuracy {results['test']['d_accuracy']:.3f}, "
+                f"G head accuracy {results['test']['g_head_accuracy']:.3f}, flip rate {results['test']['flip_rate']:.3f}; "
+                f"figure multiclass.png.\n")
+    _write(r.out, "multiclass", markdown, {"results": results, "explain": report})
+
+
+def table_script(r: Reproduction, step: str, script: str) -> None:
+    """crack_iou_table.py or robustness_table.py: trains what is missing, then tabulates into OUT."""
+    seeds = r.seeds(step)
+    command = [sys.executable, os.path.join("experiments", script), "--train", f"--seeds={seeds}",
+               f"--runs={r.runs}", f"--out={r.out}", *(["--", *r.flags] if r.flags else [])]
+    r.run(step, [command], seeds=seeds, extra_flags=r.flags)
+
+
+def benchmarks(r: Reproduction) -> None:
+    out = os.path.join(r.out, "benchmarks")
+    pgd = [sys.executable, "experiments/benchmarks/pgd.py", f"--out={out}"]
+    pipeline = [sys.executable, "experiments/benchmarks/input_pipeline.py", f"--out={out}"]
+    if r.quick:
+        pgd += ["--batch=8", "--repeats=1"]
+        pipeline += ["--steps=5", "--datasets=synthetic"]
+    r.run("benchmarks", [pgd, pipeline])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and one seed: a smoke run in minutes")
+    parser.add_argument("--only", default=",".join(STEPS), help=f"comma-separated steps of {STEPS}")
+    parser.add_argument("--out", default=None, help="results folder (default experiments/results, or "
+                                                    "runs/reproduce_quick/results with --quick)")
+    parser.add_argument("--runs", default=None, help="run folders (default runs/reproduce[_quick]; point it at "
+                                                     "runs/ to reuse finished runs)")
+    args = parser.parse_args()
+    steps = args.only.split(",")
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown:
+        parser.error(f"unknown steps {unknown}; choose from {STEPS}")
+    base = os.path.join(REPO, "runs", "reproduce_quick" if args.quick else "reproduce")
+    out = args.out or (os.path.join(base, "results") if args.quick else os.path.join(REPO, "experiments", "results"))
+    r = Reproduction(out, args.runs or base, args.quick)
+    actions = {"prepare": prepare, "embedded": embedded, "multiclass": multiclass,
+               "crack_iou": lambda r: table_script(r, "crack_iou", "crack_iou_table.py"),
+               "robustness": lambda r: table_script(r, "robustness", "robustness_table.py"),
+               "benchmarks": benchmarks}
+    start = time.time()
+    for step in STEPS:
+        if step in steps:
+            actions[step](r)
+    print(f"all done in {(time.time() - start) / 60:.1f} min; results in {out}")
+
+
+if __name__ == "__main__":
+    main()

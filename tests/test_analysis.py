@@ -1,0 +1,196 @@
+"""`cfjax.restore`: a run trained on 2 devices, restored (parameters only) on 1 device in a fresh process,
+computes bit-identical outputs to the live model the training loop held; bad workdirs and bad inputs
+are refused with the message the user needs."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import cfjax
+from cfjax import checkpoint, parallel, tasks, train
+from cfjax.analysis import PER_DEVICE_BATCH
+from cfjax.checkpoint import CheckpointError
+from cfjax.data import pipeline
+from cfjax.explain import saliency
+from cfjax.models import p_fake, predict_class
+
+NUM_IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny GAN run trained on the 2 forced devices, and the final state the training loop saved."""
+    import cracks
+
+    config = cracks.get_config("tiny")
+    workdir = tmp_path_factory.mktemp("run")
+    saved = {}
+    original_save = checkpoint.Checkpointer.save
+
+    def spy(self, step, state, config, **kwargs):
+        saved["state"] = jax.device_get(state)  # the live state, as the loop held it
+        return original_save(self, step, state, config, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(checkpoint.Checkpointer, "save", spy)
+        train.train_and_evaluate(config, str(workdir))
+    return config, str(workdir), saved["state"]
+
+
+def _live_outputs(config, state, images: np.ndarray) -> dict:
+    """The trained networks applied directly, batch split over both devices as in evaluation, at
+    `PER_DEVICE_BATCH` images per device (XLA:CPU's kernels round differently at other batch shapes)."""
+    mesh = parallel.make_mesh()
+    assert mesh.devices.size == 2
+    task_models = tasks.build_gan_models(config)
+    generator, discriminator = task_models.generator, task_models.discriminator
+    rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
+
+    @jax.jit
+    def outputs(g_params, d_params, x):
+        normal = np.zeros(x.shape[:1], np.int32)
+        x_hat, head = generator.apply({"params": g_params}, x, normal, train=False)
+        logits = discriminator.apply({"params": d_params}, x, train=False)
+        return {"counterfactual": x_hat, "generator_classify": head.argmax(-1),
+                "classify": predict_class(logits, config.num_classes), "p_fake": p_fake(logits),
+                "saliency": saliency.counterfactual_map(x, x_hat, config)}
+
+    params = jax.device_put((state.g_ema_params, state.d_params), rep)
+    chunk = PER_DEVICE_BATCH * mesh.devices.size
+    padded = np.concatenate([images, images[:(-len(images)) % chunk]])
+    results = [jax.device_get(outputs(*params, jax.device_put(padded[i:i + chunk], batch)))
+               for i in range(0, len(padded), chunk)]
+    return {name: np.concatenate([r[name] for r in results])[:len(images)] for name in results[0]}
+
+
+def _analysis_outputs(run, images: np.ndarray) -> dict:
+    return {"counterfactual": run.counterfactual(images, 0), "generator_classify": run.generator_classify(images),
+            "classify": run.classify(images), "p_fake": run.p_fake(images), "saliency": run.saliency(images)}
+
+
+RESTORE_ON_ONE_DEVICE = """
+import sys, numpy as np, jax, cfjax
+assert jax.device_count() == 1, jax.devices()
+run = cfjax.restore(sys.argv[1])
+images = np.load(sys.argv[2])
+np.savez(sys.argv[3], step=run.step, counterfactual=run.counterfactual(images, 0),
+         generator_classify=run.generator_classify(images), classify=run.classify(images),
+         p_fake=run.p_fake(images), saliency=run.saliency(images))
+"""
+
+
+def test_restore_on_one_device_is_bit_identical_to_the_live_model(trained, tmp_path):
+    config, workdir, state = trained
+    images = pipeline.evaluation_arrays(config, "test")["image"][:NUM_IMAGES]
+    live = _live_outputs(config, state, images)
+    np.save(tmp_path / "images.npy", images)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", RESTORE_ON_ONE_DEVICE, workdir, str(tmp_path / "images.npy"),
+                    str(tmp_path / "restored.npz")], env=env, check=True, cwd=tmp_path)
+    restored = np.load(tmp_path / "restored.npz")
+    assert int(restored["step"]) == config.num_steps
+    for name, expected in live.items():
+        np.testing.assert_array_equal(restored[name], expected, err_msg=name)
+    assert not np.array_equal(live["counterfactual"], images)  # a trained G edits its input
+
+
+def test_restore_here_matches_the_live_model_for_any_batch_size(trained):
+    config, workdir, state = trained
+    run = cfjax.restore(workdir)
+    assert run.kind == "gan" and run.step == config.num_steps
+    assert "step 6" in repr(run) and "2 cpu device(s)" in repr(run)
+    images = pipeline.evaluation_arrays(config, "test")["image"][:NUM_IMAGES]
+    live = _live_outputs(config, state, images)
+    whole = _analysis_outputs(run, images)
+    for name in live:
+        np.testing.assert_array_equal(whole[name], live[name], err_msg=name)
+    # One image, an odd batch: the same chunk shape, the padding dropped, the same bits.
+    assert run.p_fake(images[3]) == live["p_fake"][3]
+    np.testing.assert_array_equal(run.saliency(images[:5]), live["saliency"][:5])
+    assert run._compiled("p_fake")._cache_size() == 1  # any batch size, one compile
+    # Restored parameters only: no optimizer state was read, and these are G's EMA weights.
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params), (state.g_ema_params, state.d_params))
+
+
+def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
+    config, workdir, _ = trained
+    run = cfjax.restore(workdir)
+    images = pipeline.evaluation_arrays(config, "test")["image"][:NUM_IMAGES]
+    maps = run.saliency(images)
+    assert run.mask_threshold is None and "Otsu" in run.mask_rule
+    otsu = run.mask(images)
+    assert otsu.dtype == bool and otsu.shape == maps.shape and otsu.any() and not otsu.all()
+    np.testing.assert_array_equal(run.mask(images, threshold=0.05), maps > 0.05)
+    # A tuned threshold from --mode=explain on the same map becomes the default.
+    explain_dir = os.path.join(workdir, "explain")
+    os.makedirs(explain_dir, exist_ok=True)
+    report = {"settings": {"saliency_reduce": config.eval.saliency_reduce, "blur_radius": config.explain.blur_radius},
+              "methods": {"counterfactual": {"thresholdings": {"tuned": {"threshold": 0.04}}}}}
+    try:
+        with open(os.path.join(explain_dir, "explain.json"), "w") as f:
+            json.dump(report, f)
+        tuned = cfjax.restore(workdir)
+        assert tuned.mask_threshold == pytest.approx(0.04) and "validation" in tuned.mask_rule
+        np.testing.assert_array_equal(tuned.mask(images), maps > np.float32(0.04))
+    finally:
+        os.remove(os.path.join(explain_dir, "explain.json"))
+
+
+def test_readme_analysis_example_runs_as_shown(trained, repo_root, tmp_path, monkeypatch):
+    """The README's five-line example, with runs/cracks pointing at the tiny run."""
+    _, workdir, _ = trained
+    readme = (repo_root / "README.md").read_text()
+    section = readme[readme.index("## Analysis"):]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    assert len(code.strip().splitlines()) == 5
+    (tmp_path / "runs").mkdir()
+    os.symlink(workdir, tmp_path / "runs" / "cracks")
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    exec(compile(code, "README.md#analysis", "exec"), namespace)  # noqa: S102 (the README example, as shown)
+    assert namespace["masks"].shape[0] == namespace["p_fake"].shape[0] > 0
+
+
+def test_restore_refuses_a_workdir_without_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match=r"no checkpoint in .*checkpoints: train the run first"):
+        cfjax.restore(str(tmp_path / "never_trained"))
+
+
+def test_restore_refuses_a_config_that_did_not_write_the_run(trained):
+    config, workdir, _ = trained
+    other = config.copy_and_resolve_references()
+    other.generator.width = config.generator.width * 2
+    with pytest.raises(CheckpointError, match=r"incompatible config:\n  generator.width: checkpoint has"):
+        cfjax.restore(workdir, config=other)
+
+
+def test_bad_images_and_methods_the_run_lacks_are_named(trained, repo_root):
+    config, workdir, _ = trained
+    run = cfjax.restore(workdir)
+    size = config.data.image_size
+    with pytest.raises(ValueError, match=rf"images must be \(B, {size}, {size}, 3\).*got shape \(2, 8, 8, 3\)"):
+        run.classify(np.zeros((2, 8, 8, 3)))
+    with pytest.raises(ValueError, match=r"in \[0, 1\] \(divide 8-bit images by 255\)"):
+        run.classify(np.full((1, size, size, 3), 255, np.uint8))
+    with pytest.raises(ValueError, match=r"target must be a class in 0..1"):
+        run.counterfactual(np.zeros((1, size, size, 3)), target=2)
+    with pytest.raises(ValueError, match="empty batch"):
+        run.p_fake(np.zeros((0, size, size, 3)))
+
+
+def test_a_classifier_run_offers_classify_only(tmp_path):
+    import baselines
+
+    config = baselines.get_config("classifier,tiny")
+    train.train_and_evaluate(config, str(tmp_path))
+    run = cfjax.restore(str(tmp_path))
+    images = pipeline.evaluation_arrays(config, "test")["image"][:4]
+    assert run.kind == "classifier" and run.classify(images).shape == (4,)
+    with pytest.raises(ValueError, match=r"counterfactual\(\) needs a gan run; .* holds a classifier run"):
+        run.counterfactual(images, 0)

@@ -6,7 +6,7 @@
     run.classify(images), run.p_fake(images)         # D's decision and its uncertainty
 
 Images are numpy or jax arrays in [0, 1], (B, H, W, 3) or one (H, W, 3), at the run's resolution.
-Every method returns numpy arrays. Each call is cut into chunks of `per_device_batch` images per device
+Every method returns numpy arrays. One host (a notebook, a script); multi-host jobs use the evaluators. Each call is cut into chunks of `per_device_batch` images per device
 (the last one padded), so any batch size compiles once and 1 or N devices give the same bits.
 """
 
@@ -30,7 +30,7 @@ from cfjax.saved_runs import LoadedRun, load_run, saved_config
 PER_DEVICE_BATCH = 8
 
 # What each kind of run can do; the other methods say which kind of run they need.
-METHODS = {
+METHODS = {  # (a GAN's masks by per-image Otsu run as the internal "otsu_mask")
     "gan": ("classify", "p_fake", "generator_classify", "counterfactual", "saliency", "mask"),
     "classifier": ("classify",),
     "segmenter": ("saliency", "mask"),
@@ -81,20 +81,23 @@ class Analysis:
 
     def mask(self, images, threshold: float | None = None, target=0) -> np.ndarray:
         """Binary masks (B, H, W): the saliency above `threshold`, by default `self.mask_threshold`
-        (tuned on validation by `--mode=explain`), or per-image Otsu when there is none."""
+        (tuned on validation by `--mode=explain` at this step), or per-image Otsu when there is none."""
+        self._require("mask")
         threshold = self.mask_threshold if threshold is None else float(threshold)
-        maps = self.saliency(images, target)
         if threshold is None:
-            return np.asarray(_otsu(maps[None] if maps.ndim == 2 else maps)).reshape(maps.shape)
-        return maps > threshold
+            return self._apply("otsu_mask", images, target)
+        return self.saliency(images, target) > threshold
 
     # --- batching over the devices ----------------------------------------------------------------
 
-    def _apply(self, method: str, images, target=None) -> np.ndarray:
+    def _require(self, method: str) -> None:
         if method not in METHODS[self.kind]:
             needs = [kind for kind, methods in METHODS.items() if method in methods]
             raise ValueError(f"{method}() needs a {' or '.join(needs)} run; {self.workdir} holds a {self.kind} run "
                              f"(config.model={self.kind!r}), which offers {', '.join(METHODS[self.kind])}")
+
+    def _apply(self, method: str, images, target=None) -> np.ndarray:
+        self._require(method.removeprefix("otsu_"))
         batch, single = self._images(images)
         targets = self._targets(target, len(batch))
         result = np.concatenate([self._chunk(method, batch[start:start + count], targets[start:start + count])
@@ -117,11 +120,14 @@ class Analysis:
         return batch, single
 
     def _targets(self, target, count: int) -> np.ndarray:
-        targets = np.broadcast_to(np.asarray(0 if target is None else target, np.int32), (count,))
+        """One integer class per image: `target` is one int for all, or one per image."""
+        values = np.asarray(0 if target is None else target)
         k = self.config.num_classes
-        if targets.size and (targets.min() < 0 or targets.max() >= k):
-            raise ValueError(f"target must be a class in 0..{k - 1} (config.num_classes={k}); got {target!r}")
-        return targets
+        if values.ndim > 1 or (values.ndim == 1 and len(values) != count):
+            raise ValueError(f"target must be one class or one per image ({count}); got shape {values.shape}")
+        if not np.issubdtype(values.dtype, np.integer) or values.min() < 0 or values.max() >= k:
+            raise ValueError(f"target must be an integer class in 0..{k - 1} (config.num_classes={k}); got {target!r}")
+        return np.broadcast_to(values.astype(np.int32), (count,))
 
     def _chunks(self, count: int):
         """(start, images) pairs, one fixed-size chunk per call: every device always computes the same
@@ -144,7 +150,6 @@ class Analysis:
         return self._jitted[method]
 
 
-_otsu = jax.jit(thresholds.otsu)
 
 
 def _inference_functions(run: LoadedRun) -> dict[str, Callable]:
@@ -159,12 +164,16 @@ def _inference_functions(run: LoadedRun) -> dict[str, Callable]:
         def g_outputs(params, x, targets):
             return generator.apply({"params": params[0]}, x, targets, train=False)
 
+        def saliency_map(params, x, t):
+            return saliency.counterfactual_map(x, g_outputs(params, x, t)[0], config)
+
         return {
             "classify": lambda params, x, t: predict_class(d_logits(params, x), k),
             "p_fake": lambda params, x, t: p_fake(d_logits(params, x)),
             "generator_classify": lambda params, x, t: jnp.argmax(g_outputs(params, x, t)[1], -1),
             "counterfactual": lambda params, x, t: g_outputs(params, x, t)[0],
-            "saliency": lambda params, x, t: saliency.counterfactual_map(x, g_outputs(params, x, t)[0], config),
+            "saliency": saliency_map,
+            "otsu_mask": lambda params, x, t: thresholds.otsu(saliency_map(params, x, t)),
         }
     model = run.networks
     if run.kind == "classifier":
@@ -184,11 +193,13 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
         with open(path) as f:
             report = json.load(f)
         tuned = report["methods"]["counterfactual"]["thresholdings"]["tuned"]["threshold"]
-        settings = report["settings"]
+        settings, step = report["settings"], report["step"]
         same_map = (settings.get("saliency_reduce") == run.config.eval.saliency_reduce
                     and settings.get("blur_radius") == run.config.explain.blur_radius)
     except (OSError, KeyError, TypeError, ValueError):
         return None, "per-image Otsu (no tuned threshold: run --mode=explain to tune one on validation)"
+    if step != run.step:
+        return None, f"per-image Otsu ({path} was tuned at step {step}, not {run.step})"
     if not same_map:
         return None, f"per-image Otsu ({path} was tuned on a different saliency map)"
     return float(tuned), f"{tuned:.3g}, tuned on the validation split by --mode=explain ({path})"

@@ -160,9 +160,13 @@ class Checkpointer:
         self._manager.close()
 
     def _step_or_latest(self, step: int | None) -> int:
-        step = self.latest_step() if step is None else step
         if step is None:
-            raise CheckpointError(f"no checkpoint in {self.directory}")
+            step = self.latest_step()
+            if step is None:
+                raise CheckpointError(f"no checkpoint in {self.directory}")
+        elif step not in self.all_steps():
+            raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; it holds steps "
+                                  f"{self.all_steps() or 'none'}")
         return step
 
 

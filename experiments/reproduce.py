@@ -9,13 +9,15 @@ Steps (each is the plain command a user would type, logged to OUT/logs/STEP.log)
   embedded     the main command on the embedded crack data, per seed    -> OUT/embedded.{json,md}
   multiclass   K=3 on the embedded crack types, then --mode=explain     -> OUT/multiclass.{json,md,png}
   crack_iou    experiments/crack_iou_table.py --train (SUT-Crack)       -> OUT/crack_iou.{json,md}
+  mask_variants experiments/mask_variants.py on those GAN runs          -> OUT/mask_variants.{json,md}
   robustness   experiments/robustness_table.py --train (fruit)          -> OUT/robustness.{json,md,png}
-  benchmarks   experiments/benchmarks/{pgd,input_pipeline}.py           -> OUT/benchmarks/
+  benchmarks   experiments/benchmarks/{pgd,input_pipeline}.py           -> experiments/benchmarks/results/
+                                                                           (OUT/benchmarks/ with --quick)
 
-Runs go to --runs (a fresh folder by default, so nothing is reused unless you point it at one). Every
-step also writes OUT/STEP.reproduce.json: its commands, config flags, seeds, versions and wall time.
-`--quick` writes to runs/reproduce_quick/ so it never overwrites the README's figures in
-experiments/results/.
+Runs go to --runs (default runs/reproduce/, a folder of their own). Finished runs and analyses there
+are reused, so a second call resumes an interrupted one; delete the folder to start over. Every step
+also writes OUT/STEP.reproduce.{json,md}: its commands, config flags, seeds, versions and wall time.
+`--quick` writes to runs/reproduce_quick/ so it never overwrites the README's figures.
 """
 
 import argparse
@@ -32,13 +34,13 @@ import common
 REPO = common.REPO
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 DATASETS = {"crack_segmentation/sut": "sut_crack_seg", "fruit_defects/apples": "fruits_fresh_rotten_224"}
-STEPS = ("prepare", "embedded", "multiclass", "crack_iou", "robustness", "benchmarks")
+STEPS = ("prepare", "embedded", "multiclass", "crack_iou", "mask_variants", "robustness", "benchmarks")
 FULL_SEEDS = {"embedded": "0,1,2,3", "crack_iou": "0,1,2", "robustness": "0,1,2"}
 
 
 def quick_flags() -> list[str]:
-    """The `:tiny` variant as --config flags (sizes, steps, attack budgets), for configs that have no
-    tiny variant of their own (SUT-Crack, fruit): the difference tiny makes to the default config."""
+    """The `:tiny` variant as --config flags (sizes, steps, attack budgets), for the table scripts, whose
+    configs are fixed (cracks.py:sut, fruits.py, baselines): the difference tiny makes to the default."""
     sys.path.insert(0, os.path.join(REPO, "configs"))
     import cracks
 
@@ -79,6 +81,10 @@ class Reproduction:
                   "machine": f"{platform.machine()}, {os.cpu_count()} cores", **provenance}
         with open(os.path.join(self.out, f"{step}.reproduce.json"), "w") as f:
             json.dump(record, f, indent=2)
+        with open(os.path.join(self.out, f"{step}.reproduce.md"), "w") as f:
+            f.write(f"# {step}{' (quick)' if self.quick else ''}\n\n"
+                    + "".join(f"- {field}: `{value}`\n" for field, value in record.items() if field != "commands")
+                    + "\n```bash\n" + "\n".join(record["commands"]) + "\n```\n")
         print(f"[{step}] done in {record['wall_time_s'] / 60:.1f} min", flush=True)
 
 
@@ -180,8 +186,16 @@ def table_script(r: Reproduction, step: str, script: str) -> None:
     r.run(step, [command], seeds=seeds, extra_flags=r.flags)
 
 
+def mask_variants(r: Reproduction) -> None:
+    """The saliency-map ablation on the crack_iou step's GAN runs (README: the `sut` variant's masks)."""
+    seeds = [int(s) for s in r.seeds("crack_iou").split(",")]
+    workdirs = [os.path.join(r.runs, f"sut_s{seed}") for seed in seeds]
+    r.run("mask_variants", [[sys.executable, "experiments/mask_variants.py", *workdirs, f"--out={r.out}"]],
+          seeds=seeds)
+
+
 def benchmarks(r: Reproduction) -> None:
-    out = os.path.join(r.out, "benchmarks")
+    out = os.path.join(r.out, "benchmarks") if r.quick else os.path.join(REPO, "experiments", "benchmarks", "results")
     pgd = [sys.executable, "experiments/benchmarks/pgd.py", f"--out={out}"]
     pipeline = [sys.executable, "experiments/benchmarks/input_pipeline.py", f"--out={out}"]
     if r.quick:
@@ -205,9 +219,10 @@ def main() -> None:
         parser.error(f"unknown steps {unknown}; choose from {STEPS}")
     base = os.path.join(REPO, "runs", "reproduce_quick" if args.quick else "reproduce")
     out = args.out or (os.path.join(base, "results") if args.quick else os.path.join(REPO, "experiments", "results"))
-    r = Reproduction(out, args.runs or base, args.quick)
+    r = Reproduction(os.path.abspath(out), os.path.abspath(args.runs or base), args.quick)
     actions = {"prepare": prepare, "embedded": embedded, "multiclass": multiclass,
                "crack_iou": lambda r: table_script(r, "crack_iou", "crack_iou_table.py"),
+               "mask_variants": mask_variants,
                "robustness": lambda r: table_script(r, "robustness", "robustness_table.py"),
                "benchmarks": benchmarks}
     start = time.time()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cfjax
-from cfjax import checkpoint, parallel, tasks, train
+from cfjax import checkpoint, parallel, saved_runs, tasks, train
 from cfjax.analysis import PER_DEVICE_BATCH
 from cfjax.checkpoint import CheckpointError
 from cfjax.data import pipeline
@@ -97,7 +97,6 @@ def test_restore_on_one_device_is_bit_identical_to_the_live_model(trained, tmp_p
     assert int(restored["step"]) == config.num_steps
     for name, expected in live.items():
         np.testing.assert_array_equal(restored[name], expected, err_msg=name)
-    assert not np.array_equal(live["counterfactual"], images)  # a trained G edits its input
 
 
 def test_restore_here_matches_the_live_model_for_any_batch_size(trained):
@@ -114,8 +113,10 @@ def test_restore_here_matches_the_live_model_for_any_batch_size(trained):
     assert run.p_fake(images[3]) == live["p_fake"][3]
     np.testing.assert_array_equal(run.saliency(images[:5]), live["saliency"][:5])
     assert run._compiled("p_fake")._cache_size() == 1  # any batch size, one compile
-    # Restored parameters only: no optimizer state was read, and these are G's EMA weights.
+    # G's EMA weights and D, restored alone: the optimizer states are not among the fields read.
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params), (state.g_ema_params, state.d_params))
+    task = tasks.make_task(config, parallel.make_mesh())
+    assert set(saved_runs.inference_target(task, config)) == {"step", "g_ema_params", "d_params"}
 
 
 def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
@@ -130,7 +131,8 @@ def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
     # A tuned threshold from --mode=explain on the same map becomes the default.
     explain_dir = os.path.join(workdir, "explain")
     os.makedirs(explain_dir, exist_ok=True)
-    report = {"settings": {"saliency_reduce": config.eval.saliency_reduce, "blur_radius": config.explain.blur_radius},
+    report = {"step": config.num_steps,
+              "settings": {"saliency_reduce": config.eval.saliency_reduce, "blur_radius": config.explain.blur_radius},
               "methods": {"counterfactual": {"thresholdings": {"tuned": {"threshold": 0.04}}}}}
     try:
         with open(os.path.join(explain_dir, "explain.json"), "w") as f:
@@ -138,6 +140,9 @@ def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
         tuned = cfjax.restore(workdir)
         assert tuned.mask_threshold == pytest.approx(0.04) and "validation" in tuned.mask_rule
         np.testing.assert_array_equal(tuned.mask(images), maps > np.float32(0.04))
+        # ... but not for another checkpoint of the run, whose maps differ.
+        earlier = cfjax.restore(workdir, step=3)
+        assert earlier.step == 3 and earlier.mask_threshold is None and "tuned at step 6, not 3" in earlier.mask_rule
     finally:
         os.remove(os.path.join(explain_dir, "explain.json"))
 
@@ -157,9 +162,11 @@ def test_readme_analysis_example_runs_as_shown(trained, repo_root, tmp_path, mon
     assert namespace["masks"].shape[0] == namespace["p_fake"].shape[0] > 0
 
 
-def test_restore_refuses_a_workdir_without_checkpoints(tmp_path):
+def test_restore_refuses_a_workdir_without_checkpoints_or_the_step(tmp_path, trained):
     with pytest.raises(CheckpointError, match=r"no checkpoint in .*checkpoints: train the run first"):
         cfjax.restore(str(tmp_path / "never_trained"))
+    with pytest.raises(CheckpointError, match=r"no checkpoint of step 5 in .*; it holds steps \[3, 6\]"):
+        cfjax.restore(trained[1], step=5)
 
 
 def test_restore_refuses_a_config_that_did_not_write_the_run(trained):
@@ -178,8 +185,12 @@ def test_bad_images_and_methods_the_run_lacks_are_named(trained, repo_root):
         run.classify(np.zeros((2, 8, 8, 3)))
     with pytest.raises(ValueError, match=r"in \[0, 1\] \(divide 8-bit images by 255\)"):
         run.classify(np.full((1, size, size, 3), 255, np.uint8))
-    with pytest.raises(ValueError, match=r"target must be a class in 0..1"):
+    with pytest.raises(ValueError, match=r"target must be an integer class in 0..1"):
         run.counterfactual(np.zeros((1, size, size, 3)), target=2)
+    with pytest.raises(ValueError, match=r"target must be an integer class in 0..1 .*got 0.7"):
+        run.counterfactual(np.zeros((1, size, size, 3)), target=0.7)
+    with pytest.raises(ValueError, match=r"target must be one class or one per image \(2\); got shape \(3,\)"):
+        run.counterfactual(np.zeros((2, size, size, 3)), target=[0, 1, 1])
     with pytest.raises(ValueError, match="empty batch"):
         run.p_fake(np.zeros((0, size, size, 3)))
 
@@ -194,3 +205,5 @@ def test_a_classifier_run_offers_classify_only(tmp_path):
     assert run.kind == "classifier" and run.classify(images).shape == (4,)
     with pytest.raises(ValueError, match=r"counterfactual\(\) needs a gan run; .* holds a classifier run"):
         run.counterfactual(images, 0)
+    with pytest.raises(ValueError, match=r"mask\(\) needs a gan or segmenter run"):
+        run.mask(images)

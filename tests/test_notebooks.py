@@ -41,7 +41,7 @@ def test_training_then_analysis_notebook_run_top_to_bottom(repo_root, tmp_path, 
     monkeypatch.setenv("CFJAX_NOTEBOOK_SAVE_TO", str(saved))
     trained = _execute(repo_root / "experiments" / "colab_train.ipynb", repo_root)
     text = _text(trained)
-    assert "cracks_tiny: batch 8 over 2 device(s)" in text and f"saved to {saved / 'cracks_tiny'}" in text
+    assert "cracks_tiny: batch 4 over 2 device(s)" in text and f"saved to {saved / 'cracks_tiny'}" in text
     assert (saved / "cracks_tiny" / "results.json").is_file() and any((saved / "cracks_tiny" / "checkpoints").iterdir())
 
     # The analysis notebook restores the saved copy, as it would from Drive on another machine.

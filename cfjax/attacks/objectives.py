@@ -72,7 +72,12 @@ def objective(logits: jnp.ndarray, labels: jnp.ndarray, *, num_classes: int, los
     return value
 
 
-def succeeded(logits: jnp.ndarray, labels: jnp.ndarray, *, num_classes: int, targeted: bool) -> jnp.ndarray:
-    """Whether the decision is wrong (untargeted) or equals the target (targeted), per sample."""
-    predicted = jnp.argmax(logits[..., :num_classes], axis=-1)
-    return predicted == labels if targeted else predicted != labels
+def succeeded(logits: jnp.ndarray, labels: jnp.ndarray, *, num_classes: int, targeted: bool,
+              joint: bool = False) -> jnp.ndarray:
+    """Whether the decision is wrong (untargeted) or equals the target (targeted), per sample. With
+    `joint` (the adaptive attack on D) the decision is the argmax over all K+1 logits, so an example
+    that D flags as fake has not succeeded."""
+    predicted = jnp.argmax(logits if joint else logits[..., :num_classes], axis=-1)
+    if targeted:
+        return predicted == labels
+    return (predicted != labels) & (predicted < num_classes)

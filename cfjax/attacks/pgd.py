@@ -1,7 +1,7 @@
 """Projected gradient descent (Madry et al. 2018), composed of a start (zero or uniform in the ball), a
 step (steepest ascent for the norm, or any optax optimiser), a projection (ball and [0, 1]) and an
-objective on logits (cross-entropy or margin; untargeted or targeted; optionally adaptive against D's
-fake output). The iterations run in `lax.fori_loop` under one jit.
+objective on logits (cross-entropy or margin, untargeted or targeted; for D, the adaptive joint margin
+that must also beat its "fake" output). The iterations run in `lax.fori_loop` under one jit.
 
 Two choices make the figures trustworthy:
 * `epsilon` and `step_size` are traced arguments, so a sweep over budgets compiles once; so is
@@ -35,8 +35,9 @@ STARTS = ("zero", "uniform")
 class AttackSpec:
     """The static part of an attack (one compilation each); the budget is passed at call time.
 
-    `num_classes` is K: the decision attacked is the argmax over the first K logits. `detector_weight`
-    > 0 makes the attack adaptive (also lowers p_fake; needs D's K+1 logits). `optimizer` None means
+    `num_classes` is K: the decision attacked is the argmax over the first K logits. The adaptive attack
+    on D (K+1 logits) uses `loss="joint_margin"`, which also counts success over all K+1 logits (a wrong
+    real class must beat "fake"); `detector_weight` > 0 adds weight x D's real log-odds to any loss. `optimizer` None means
     steepest ascent (signed gradient for L-inf, normalised gradient for L2); an optax transformation
     with learning rate 1 is scaled by the step size instead.
     """
@@ -94,7 +95,8 @@ def _single_run(logits_fn: Callable, images, labels, key, epsilon, step_size, nu
     def evaluate(x):
         logits = logits_fn(x)
         values = objectives.objective(logits, labels, loss=spec.loss, detector_weight=spec.detector_weight, **scoring)
-        return values.sum(), AttackResult(x, objectives.succeeded(logits, labels, **scoring), values)
+        success = objectives.succeeded(logits, labels, joint=spec.loss == "joint_margin", **scoring)
+        return values.sum(), AttackResult(x, success, values)
 
     start = images
     if spec.start == "uniform":

@@ -30,9 +30,8 @@ class AttackSetting:
     adaptive: bool = False
 
     def spec(self, num_classes: int, adaptive_weight: float) -> AttackSpec:
-        return AttackSpec(num_classes=num_classes, norm=self.norm, loss="joint_margin" if self.adaptive else self.loss,
-                          start="uniform", restarts=self.restarts,
-                          detector_weight=adaptive_weight if self.adaptive else 0.0)
+        return AttackSpec(num_classes=num_classes, norm=self.norm, loss=self.loss, start="uniform",
+                          restarts=self.restarts, detector_weight=adaptive_weight if self.adaptive else 0.0)
 
     def describe(self) -> dict:
         return dataclasses.asdict(self)
@@ -61,5 +60,6 @@ def check_settings(attack: ml_collections.ConfigDict, has_detector: bool) -> lis
         _madry("strong", "linf", eps, attack.strong_iterations, restarts=attack.strong_restarts),
     ]
     if has_detector:
-        settings.append(_madry("adaptive", "linf", eps, attack.iterations, restarts=attack.restarts, adaptive=True))
+        settings.append(_madry("adaptive", "linf", eps, attack.iterations, loss="joint_margin", restarts=attack.restarts,
+                               adaptive=True))
     return settings

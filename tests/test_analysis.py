@@ -1,6 +1,7 @@
 """`cfjax.restore`: a run trained on 2 devices, restored (parameters only) on 1 device in a fresh process,
-computes bit-identical outputs to the live model the training loop held; bad workdirs and bad inputs
-are refused with the message the user needs."""
+computes bit-identical outputs to the live model the training loop held, and a run trained on 1 device
+restores on 2 with the same bits; bad workdirs and bad inputs are refused with the message the user
+needs."""
 
 import json
 import os
@@ -74,29 +75,48 @@ def _analysis_outputs(run, images: np.ndarray) -> dict:
             "classify": run.classify(images), "p_fake": run.p_fake(images), "saliency": run.saliency(images)}
 
 
-RESTORE_ON_ONE_DEVICE = """
+ONE_DEVICE = """
 import sys, numpy as np, jax, cfjax
+sys.path.insert(0, sys.argv[4])
+import cracks
+from cfjax.train import train_and_evaluate
 assert jax.device_count() == 1, jax.devices()
-run = cfjax.restore(sys.argv[1])
 images = np.load(sys.argv[2])
-np.savez(sys.argv[3], step=run.step, counterfactual=run.counterfactual(images, 0),
-         generator_classify=run.generator_classify(images), classify=run.classify(images),
-         p_fake=run.p_fake(images), saliency=run.saliency(images))
+
+def outputs(run):
+    return dict(step=run.step, counterfactual=run.counterfactual(images, 0),
+                generator_classify=run.generator_classify(images), classify=run.classify(images),
+                p_fake=run.p_fake(images), saliency=run.saliency(images))
+
+np.savez(sys.argv[3] + "/restored.npz", **outputs(cfjax.restore(sys.argv[1])))
+# The reverse: a run trained here, on one device, for the parent to restore on two.
+config = cracks.get_config("tiny")
+config.num_steps = 2
+train_and_evaluate(config, sys.argv[3] + "/one_device_run")
+np.savez(sys.argv[3] + "/one_device.npz", **outputs(cfjax.restore(sys.argv[3] + "/one_device_run")))
 """
 
 
-def test_restore_on_one_device_is_bit_identical_to_the_live_model(trained, tmp_path):
+def test_runs_move_between_one_and_two_devices_bit_identically(trained, tmp_path, repo_root):
+    """Trained on 2 devices, restored on 1 in a fresh process: the live model's bits. And back: trained
+    on 1 device there, restored on 2 here: the bits the 1-device process computed."""
     config, workdir, state = trained
     images = pipeline.evaluation_arrays(config, "test")["image"][:NUM_IMAGES]
     live = _live_outputs(config, state, images)
     np.save(tmp_path / "images.npy", images)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAX_PLATFORMS": "cpu"}
-    subprocess.run([sys.executable, "-c", RESTORE_ON_ONE_DEVICE, workdir, str(tmp_path / "images.npy"),
-                    str(tmp_path / "restored.npz")], env=env, check=True, cwd=tmp_path)
+    subprocess.run([sys.executable, "-c", ONE_DEVICE, workdir, str(tmp_path / "images.npy"), str(tmp_path),
+                    str(repo_root / "configs")], env=env, check=True, cwd=tmp_path, capture_output=True)
     restored = np.load(tmp_path / "restored.npz")
     assert int(restored["step"]) == config.num_steps
     for name, expected in live.items():
         np.testing.assert_array_equal(restored[name], expected, err_msg=name)
+
+    one_device = np.load(tmp_path / "one_device.npz")
+    back = cfjax.restore(str(tmp_path / "one_device_run"))
+    assert back.step == 2 and "2 cpu device(s)" in repr(back)
+    for name, expected in _analysis_outputs(back, images).items():
+        np.testing.assert_array_equal(expected, one_device[name], err_msg=name)
 
 
 def test_restore_here_matches_the_live_model_for_any_batch_size(trained):

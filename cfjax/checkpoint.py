@@ -66,7 +66,9 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, max_to_keep: int = 3):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        # A save cut short (SIGKILL, a full disk) leaves a temporary folder that never counts as a step;
+        # cleaning those up at start keeps the folder tidy.
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:

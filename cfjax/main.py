@@ -95,6 +95,9 @@ def main(argv: list[str]) -> None:
     except train.NonFiniteError as error:
         print(f"cfjax: training stopped: {error}", file=sys.stderr)
         sys.exit(1)
+    except train.Preempted as error:
+        print(f"cfjax: {error}", file=sys.stderr, flush=True)
+        sys.exit(128 + error.signum)  # the shell's convention for "ended by signal N"
 
 
 def _explain(config, workdir: str) -> None:

@@ -1,7 +1,10 @@
 """`train_and_evaluate(config, workdir)`: the one training loop, called by the CLI, tests and notebooks."""
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 
 import jax
@@ -19,6 +22,34 @@ from cfjax.nested import flatten_dict
 
 class NonFiniteError(FloatingPointError):
     """A loss, gradient or parameter norm became NaN/Inf; the run stopped without applying it."""
+
+
+class Preempted(RuntimeError):
+    """SIGTERM or SIGINT arrived during training: the step in progress finished, was checkpointed, and
+    the run stopped; the same command resumes it. `signum` is the signal received."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_requests():
+    """Within the block, SIGTERM (a preemptible VM's notice) and SIGINT (Ctrl-C) are recorded instead of
+    killing the process, so the loop can finish its step and save first. Signal handlers can only be
+    installed from the main thread; elsewhere (a notebook's worker thread) nothing changes."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # The GAN's networks and optimizers (kept here for callers that build them directly).
@@ -110,8 +141,8 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches) -> di
     task.attach(data, workdir, writer)
 
     last_log_time, last_log_step = time.time(), start_step
-    with tqdm(total=config.num_steps, initial=start_step, desc="train", disable=not is_main,
-              dynamic_ncols=True, mininterval=2.0) as bar:
+    with _stop_requests() as stop_requests, tqdm(total=config.num_steps, initial=start_step, desc="train",
+                                                  disable=not is_main, dynamic_ncols=True, mininterval=2.0) as bar:
         for step in range(start_step, config.num_steps):
             state, metrics = task.train_step(state, next(batches))
             # One scalar read per step: a non-finite step stops the run before anything else uses or
@@ -133,8 +164,14 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches) -> di
                 val = task.evaluate(state, "validation")
                 writer.scalars(done, flatten_dict(evaluate.summarize(val, task.thresholds), "/"),
                                prefix="validation/")
-            if done % config.checkpoint_every == 0 or done == config.num_steps:
+            if done % config.checkpoint_every == 0 or done == config.num_steps or stop_requests:
                 checkpointer.save(done, state, config, data_state=batches.get_state())
+            if stop_requests:
+                checkpointer.wait()
+                writer.close()
+                name = signal.Signals(stop_requests[0]).name
+                raise Preempted(f"{name} received: stopped after step {done} and saved it in {checkpointer.directory}; "
+                                "run the same command to resume", stop_requests[0])
     checkpointer.wait()
     if checkpointer.latest_step() != int(state.step):
         checkpointer.save(int(state.step), state, config, data_state=batches.get_state())

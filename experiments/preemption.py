@@ -9,6 +9,7 @@ and results must equal, bit for bit, those of an uninterrupted run of the same c
 """
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -116,7 +117,7 @@ def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int) -> list
 def checkpoints_lost(events: list[dict]) -> int:
     """Restarts that did not resume from the newest checkpoint committed when the run before was killed."""
     lost = 0
-    for killed, restart in zip(events, events[1:]):
+    for killed, restart in itertools.pairwise(events):
         if killed.get("killed"):
             newest = killed["committed_after"][-1] if killed["committed_after"] else None
             lost += restart["resumed_from"] != newest

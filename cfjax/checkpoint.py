@@ -19,7 +19,7 @@ from cfjax.nested import flatten_dict
 # Every other field shapes the arrays or the computation, so a workdir refuses any change to it.
 RESUMABLE_FIELDS = frozenset(
     {"name", "num_steps", "log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval",
-     "explain", "attack",
+     "explain", "attack", "on_non_finite",
      "data.data_dir", "data.num_workers", "data.prefetch"}
 )
 
@@ -87,9 +87,10 @@ class Checkpointer:
             items["data"] = ocp.args.JsonSave(data_state)
         self._manager.save(step, args=ocp.args.Composite(**items))
 
-    def restore_position(self, step: int, batches) -> None:
+    def restore_position(self, step: int, batches) -> list[int]:
         """Move `batches` (a `pipeline.TrainBatches`) to the input position saved at `step`, checking
-        that it is step's batch over the same dataset."""
+        that it is step's batch (after the batches skipped as non-finite) over the same dataset; returns
+        the indices of the skipped batches."""
         from cfjax.data.errors import DataError
 
         try:
@@ -105,11 +106,13 @@ class Checkpointer:
         except (DataError, KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"checkpoint {step} in {self.directory}: cannot restore its input position: "
                                   f"{error}") from error
-        if batches.next_index() != step:
+        skipped = list(position.get("skipped_batches", []))
+        if batches.next_index() != step + len(skipped):
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} stores the input position of batch "
-                f"{batches.next_index()}, not {step}"
+                f"{batches.next_index()}, not {step + len(skipped)} ({step} steps and {len(skipped)} skipped batches)"
             )
+        return skipped
 
     def saved_config(self, step: int | None = None) -> dict:
         """The config stored beside a checkpoint (the newest by default)."""

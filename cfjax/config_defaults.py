@@ -95,6 +95,10 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.eval_every = 600
     config.checkpoint_every = 500
     config.keep_checkpoints = 3
+    # A step whose loss, gradients or parameters are NaN/Inf is never applied. "stop" ends the run naming
+    # the term and the last good checkpoint; "skip_batch" keeps the last good state and goes on with the
+    # next batch (what rolling back to the last checkpoint and replaying would reach: replay is exact).
+    config.on_non_finite = "stop"
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 64

@@ -15,6 +15,7 @@ DATASET_BUILDERS = ("crack_segmentation", "fruit_defects", "class_folders")
 VIEWS = ("patches", "full")
 # What train_and_evaluate trains: the counterfactual GAN or one of its baselines (cfjax.tasks).
 MODELS = ("gan", "classifier", "segmenter")
+NON_FINITE_POLICIES = ("stop", "skip_batch")
 
 
 
@@ -71,6 +72,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)", config)
     for field in ("log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
         _require(_is_int(config[field]) and config[field] > 0, field, "must be a positive integer", config)
+    _require(config.get("on_non_finite", "stop") in NON_FINITE_POLICIES, "on_non_finite",
+             f"must be one of {NON_FINITE_POLICIES}", config)
 
     gen, disc = config.generator, config.discriminator
     _require(gen.norm in NORMS, "generator.norm", f"must be one of {NORMS}", config)

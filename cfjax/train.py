@@ -52,20 +52,23 @@ def _stop_requests():
             signal.signal(sig, handler)
 
 
+# With on_non_finite="skip_batch", this many non-finite batches in a row mean the state itself diverged.
+MAX_SKIPPED_IN_A_ROW = 10
+
 # The GAN's networks and optimizers (kept here for callers that build them directly).
 build_models = tasks.build_gan_models
 
 
-def _check_finite(metrics: dict, step: int, checkpointer: checkpoint.Checkpointer) -> None:
-    if bool(metrics["finite"]):
-        return
+def _non_finite_error(metrics: dict, step: int, checkpointer: checkpoint.Checkpointer) -> NonFiniteError:
+    """The error naming the step, the terms that went non-finite and the last good checkpoint."""
     bad = sorted(name for name, value in metrics.items() if name != "finite" and not np.isfinite(np.asarray(value)))
     checkpointer.wait()  # the newest save may still be in flight: name only a finished one
     last = checkpointer.latest_step()
     where = (f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None
              else "no checkpoint was written yet")
-    raise NonFiniteError(
-        f"non-finite values at step {step + 1} in: {', '.join(bad)}. The update was not applied; {where}."
+    return NonFiniteError(
+        f"non-finite values at step {step + 1} in: {', '.join(bad)}. The update was not applied; {where}. "
+        "To skip such batches instead, set --config.on_non_finite=skip_batch."
     )
 
 
@@ -122,15 +125,15 @@ def _train(config, workdir, task, state, checkpointer) -> dict:
     batches = pipeline.train_batches(pipeline.training_source(config), config, task.mesh,
                                      with_masks=task.needs_masks)
     try:
-        if int(state.step) > 0:
-            checkpointer.restore_position(int(state.step), batches)
-        return _train_loop(config, workdir, task, state, checkpointer, data, batches)
+        skipped = checkpointer.restore_position(int(state.step), batches) if int(state.step) > 0 else []
+        return _train_loop(config, workdir, task, state, checkpointer, data, batches, skipped)
     finally:
         batches.close()
 
 
-def _train_loop(config, workdir, task, state, checkpointer, data, batches) -> dict:
-    """The loop from the state's step to config.num_steps, then the final evaluation."""
+def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipped: list[int]) -> dict:
+    """The loop from the state's step to config.num_steps, then the final evaluation. `skipped` lists
+    the batches passed over as non-finite (saved with the input position, so resuming stays exact)."""
     start_step = int(state.step)
     is_main = jax.process_index() == 0
     writer = MetricWriter(workdir, resume_step=start_step, enabled=is_main)
@@ -143,13 +146,27 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches) -> di
     last_log_time, last_log_step = time.time(), start_step
     with _stop_requests() as stop_requests, tqdm(total=config.num_steps, initial=start_step, desc="train",
                                                   disable=not is_main, dynamic_ncols=True, mininterval=2.0) as bar:
-        for step in range(start_step, config.num_steps):
+        step, skipped_in_a_row = start_step, 0
+        while step < config.num_steps:
+            batch_index = batches.next_index()
             state, metrics = task.train_step(state, next(batches))
-            # One scalar read per step: a non-finite step stops the run before anything else uses or
-            # saves its state (a deliberate sync: grain threads and the device prefetch in `batches`
-            # already hold the next batch, so the sync costs the loop little).
-            _check_finite(metrics, step, checkpointer)
-            done = step + 1
+            # One scalar read per step: a non-finite step (never applied) is handled before anything
+            # else uses or saves the state (a deliberate sync: grain threads and the device prefetch in
+            # `batches` already hold the next batch, so the sync costs the loop little).
+            if not bool(metrics["finite"]):
+                error = _non_finite_error(metrics, step, checkpointer)
+                skipped_in_a_row += 1
+                if config.get("on_non_finite", "stop") == "stop":
+                    raise error
+                if skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+                    raise NonFiniteError(f"{error} {skipped_in_a_row} batches in a row were non-finite: the model "
+                                         "itself diverged (lower the learning rate?)")
+                skipped.append(batch_index)
+                writer.scalars(step, {"skipped_batch": batch_index, "skipped_batches": len(skipped)}, prefix="train/")
+                print(f"cfjax: skipped batch {batch_index}: {str(error).split('. The update')[0]}", flush=True)
+                continue
+            step, skipped_in_a_row = step + 1, 0
+            done = step
             bar.update(1)
             if done % config.log_every == 0 or done == config.num_steps:
                 now = time.time()
@@ -165,7 +182,7 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches) -> di
                 writer.scalars(done, flatten_dict(evaluate.summarize(val, task.thresholds), "/"),
                                prefix="validation/")
             if done % config.checkpoint_every == 0 or done == config.num_steps or stop_requests:
-                checkpointer.save(done, state, config, data_state=batches.get_state())
+                checkpointer.save(done, state, config, data_state={**batches.get_state(), "skipped_batches": skipped})
             if stop_requests:
                 checkpointer.wait()
                 writer.close()
@@ -174,7 +191,8 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches) -> di
                                 "run the same command to resume", stop_requests[0])
     checkpointer.wait()
     if checkpointer.latest_step() != int(state.step):
-        checkpointer.save(int(state.step), state, config, data_state=batches.get_state())
+        checkpointer.save(int(state.step), state, config,
+                          data_state={**batches.get_state(), "skipped_batches": skipped})
         checkpointer.wait()
 
     results = _final_evaluation(state, task, config, writer)

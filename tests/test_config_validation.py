@@ -41,6 +41,7 @@ def test_unknown_variant_is_named():
         ("num_classes", 1, "config.num_classes=1: must be an integer >= 2"),
         ("num_classes", 5, "config.num_classes=5: the synthetic dataset has 2"),
         ("ema_decay", 1.0, "config.ema_decay=1.0: must be in [0, 1)"),
+        ("on_non_finite", "retry", "config.on_non_finite='retry': must be one of"),
         ("loss.cycle_weight", -1.0, "config.loss.cycle_weight=-1.0: must be >= 0"),
         ("loss.num_cycles", -1, "config.loss.num_cycles=-1"),
         ("optimizer.generator.schedule", "step", "config.optimizer.generator.schedule='step'"),

@@ -3,6 +3,7 @@
 import json
 import os
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -75,3 +76,33 @@ def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, tiny_config,
     step, state = _restore(tmp_path, tiny_config)
     assert step == 4
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
+
+
+def test_skip_batch_passes_over_a_nan_batch_and_resumes_exactly(tmp_path, tiny_config, monkeypatch):
+    """on_non_finite=skip_batch: the poisoned batch 3 is skipped, the run still makes num_steps updates,
+    and the skip survives a resume (the saved input position counts it)."""
+    tiny_config.on_non_finite = "skip_batch"
+    tiny_config.checkpoint_every = 2
+    original = pipeline.TrainBatches.__next__
+
+    def poisoned(batches):
+        index = batches.next_index()
+        batch = original(batches)
+        if index == 3:
+            batch["image"] = batch["image"] * np.nan
+        return batch
+
+    monkeypatch.setattr(pipeline.TrainBatches, "__next__", poisoned)
+    results = train.train_and_evaluate(tiny_config, str(tmp_path / "skipping"))
+    assert results["step"] == tiny_config.num_steps
+    lines = [json.loads(line) for line in (tmp_path / "skipping" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["train/skipped_batch"] for line in lines if "train/skipped_batch" in line] == [3]
+    step, state = _restore(tmp_path / "skipping", tiny_config)
+    assert step == tiny_config.num_steps and all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
+
+    # Interrupted after step 4 (checkpoint 4 holds 4 steps over 5 batches), then resumed: the same state.
+    tiny_config.num_steps = 4
+    train.train_and_evaluate(tiny_config, str(tmp_path / "resumed"))
+    tiny_config.num_steps = 6
+    train.train_and_evaluate(tiny_config, str(tmp_path / "resumed"))
+    chex.assert_trees_all_equal(_restore(tmp_path / "resumed", tiny_config)[1], state)

@@ -6,6 +6,7 @@ orbax sees it.
 """
 
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -80,12 +81,23 @@ class Checkpointer:
     def save(self, step: int, state: Any, config: ml_collections.ConfigDict, *, data_state: dict | None = None
              ) -> None:
         """Save the state, its config and the input pipeline's position asynchronously; `wait()` before
-        reading it back or exiting."""
+        reading it back or exiting. A failed write (a full disk, a read-only folder) raises
+        CheckpointError and leaves the checkpoints already there as they were."""
         payload = {"config": config.to_dict(), "cfjax_version": cfjax.__version__}
         items = {"state": ocp.args.StandardSave(state), "metadata": ocp.args.JsonSave(payload)}
         if data_state is not None:
             items["data"] = ocp.args.JsonSave(data_state)
-        self._manager.save(step, args=ocp.args.Composite(**items))
+        try:
+            self._manager.save(step, args=ocp.args.Composite(**items))
+        except Exception as error:  # noqa: BLE001 (orbax and the OS raise many kinds)
+            raise self._write_failed(step, error) from error
+
+    def _write_failed(self, step: int | None, error: Exception) -> "CheckpointError":
+        kept = [s for s in self.all_steps() if s != step]
+        what = f"writing checkpoint {step}" if step is not None else "finishing a checkpoint write"
+        return CheckpointError(f"{what} in {self.directory} failed ({type(error).__name__}: {error}); the "
+                               f"checkpoints already there ({kept or 'none'}) are untouched, and the same "
+                               "command resumes from the newest once the cause is fixed")
 
     def restore_position(self, step: int, batches) -> list[int]:
         """Move `batches` (a `pipeline.TrainBatches`) to the input position saved at `step`, checking
@@ -122,13 +134,7 @@ class Checkpointer:
 
     def check_compatible(self, config: ml_collections.ConfigDict, step: int | None = None) -> None:
         """Raise `CheckpointError` naming every structural field that differs from the saved run."""
-        diffs = config_differences(self.saved_config(step), config.to_dict())
-        if diffs:
-            raise CheckpointError(
-                f"the checkpoints in {self.directory} were written by an incompatible config:\n  "
-                + "\n  ".join(diffs)
-                + "\nUse another --workdir, or the saved config (checkpoints/<step>/metadata)."
-            )
+        _refuse_differences(self.directory, self.saved_config(step), config)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
         """Restore onto the shardings of `abstract_state` (a tree of `jax.ShapeDtypeStruct`)."""
@@ -157,11 +163,43 @@ class Checkpointer:
             ) from error
         return restored["state"]
 
+    def restore_newest_readable(self, abstract_state: Any, config: ml_collections.ConfigDict) -> tuple[Any, list]:
+        """Restore the newest checkpoint that reads back whole, after checking it was written by
+        `config`. A damaged one (a truncated copy, a disk error) is moved to checkpoints_damaged/ (never
+        deleted) and the next older one tried; returns the state and a note per damaged checkpoint."""
+        notes = []
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                saved = self.saved_config(step)
+            except Exception as error:  # noqa: BLE001 (unreadable metadata)
+                notes.append(self._set_aside(step, error))
+                continue
+            _refuse_differences(self.directory, saved, config)  # a real mismatch, not damage: stop here
+            try:
+                state = self._manager.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state)))["state"]
+            except Exception as error:  # noqa: BLE001 (tensorstore raises a plain Exception on bad data)
+                notes.append(self._set_aside(step, error))
+                continue
+            return state, notes
+        raise CheckpointError(f"no readable checkpoint in {self.directory}: " + "; ".join(notes))
+
+    def _set_aside(self, step: int, error: Exception) -> str:
+        damaged = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
+        os.makedirs(damaged, exist_ok=True)
+        target = os.path.join(damaged, str(step))
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        self._manager.reload()
+        return f"checkpoint {step} could not be read ({type(error).__name__}: {str(error)[:160]}); moved to {target}"
+
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        try:
+            self._manager.wait_until_finished()
+        except Exception as error:  # noqa: BLE001 (an asynchronous write failed)
+            raise self._write_failed(None, error) from error
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
+        self.wait()
         self._manager.close()
 
     def _step_or_latest(self, step: int | None) -> int:
@@ -173,6 +211,15 @@ class Checkpointer:
             raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; it holds steps "
                                   f"{self.all_steps() or 'none'}")
         return step
+
+
+def _refuse_differences(directory: str, saved: dict, config: ml_collections.ConfigDict) -> None:
+    diffs = config_differences(saved, config.to_dict())
+    if diffs:
+        raise CheckpointError(
+            f"the checkpoints in {directory} were written by an incompatible config:\n  " + "\n  ".join(diffs)
+            + "\nUse another --workdir, or the saved config (checkpoints/<step>/metadata)."
+        )
 
 
 def abstract_like(state: Any) -> Any:

@@ -90,8 +90,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     try:
         if checkpointer.latest_step() is not None:
-            checkpointer.check_compatible(config)
-            state = checkpointer.restore(checkpoint.abstract_like(state))
+            state, damaged = checkpointer.restore_newest_readable(checkpoint.abstract_like(state), config)
+            for note in damaged:
+                print(f"cfjax: warning: {note}", flush=True)
             print(f"cfjax: resuming from step {int(state.step)} in {checkpointer.directory}", flush=True)
         finished = _saved_results(workdir, int(state.step), config.num_steps)
         if finished is not None:

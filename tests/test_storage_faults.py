@@ -1,0 +1,112 @@
+"""Storage faults: a failed checkpoint write (full disk, read-only folder, an asynchronous commit that
+fails) raises a CheckpointError that says what happened and never touches the checkpoints already
+there; a damaged checkpoint (a truncated copy) is set aside and the newest readable one resumed."""
+
+import errno
+import shutil
+
+import chex
+import jax
+import orbax.checkpoint as ocp
+import pytest
+
+from cfjax import checkpoint, parallel, tasks, train
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """An uninterrupted tiny run: checkpoints 3 and 6."""
+    import cracks
+
+    config = cracks.get_config("tiny")
+    workdir = tmp_path_factory.mktemp("straight")
+    train.train_and_evaluate(config, str(workdir))
+    return config, workdir
+
+
+def _state(workdir, config):
+    task = tasks.make_task(config, parallel.make_mesh())
+    saved = checkpoint.Checkpointer(str(workdir))
+    try:
+        return saved.all_steps(), jax.device_get(saved.restore(checkpoint.abstract_like(task.init_state(
+            jax.random.PRNGKey(config.seed)))))
+    finally:
+        saved.close()
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   OSError(errno.EROFS, "Read-only file system")])
+def test_a_failed_write_says_so_and_keeps_the_previous_checkpoint(straight, tmp_path, monkeypatch, error):
+    config, reference = straight
+    original = ocp.CheckpointManager.save
+
+    def failing(manager, step, *args, **kwargs):
+        if step == 6:
+            raise error
+        return original(manager, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", failing)
+    with pytest.raises(checkpoint.CheckpointError, match=rf"writing checkpoint 6 in .* failed \(OSError: .*"
+                                                         rf"{error.strerror}\); the checkpoints already there "
+                                                         rf"\(\[3\]\) are untouched"):
+        train.train_and_evaluate(config, str(tmp_path))
+    assert _state(tmp_path, config)[0] == [3]
+    if error.errno == errno.EROFS:
+        return  # the resume below is the same for both causes
+    monkeypatch.setattr(ocp.CheckpointManager, "save", original)
+    train.train_and_evaluate(config, str(tmp_path))  # the same command, once there is room again
+    steps, state = _state(tmp_path, config)
+    assert steps == [3, 6]
+    chex.assert_trees_all_equal(state, _state(reference, config)[1])
+
+
+def test_a_failed_asynchronous_commit_is_reported(straight, tmp_path, monkeypatch):
+    config, _ = straight
+    original = ocp.CheckpointManager.wait_until_finished
+    calls = []
+
+    def failing(manager):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.EIO, "Input/output error")
+        return original(manager)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", failing)
+    # Orbax waits for the previous write inside the next save, so either call may report it.
+    with pytest.raises(checkpoint.CheckpointError, match=r"(writing checkpoint \d+|finishing a checkpoint write) in "
+                                                         r".* failed \(OSError: .*Input/output error\)"):
+        train.train_and_evaluate(config, str(tmp_path))
+    monkeypatch.setattr(ocp.CheckpointManager, "wait_until_finished", original)
+    assert train.train_and_evaluate(config, str(tmp_path))["step"] == config.num_steps
+
+
+def _damage(workdir, step):
+    for data_file in (workdir / "checkpoints" / str(step) / "state").rglob("d/*"):
+        data_file.write_bytes(data_file.read_bytes()[:10])
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_resumed(straight, tmp_path, capsys):
+    config, reference = straight
+    workdir = tmp_path / "copy"
+    shutil.copytree(reference, workdir)
+    (workdir / "results.json").unlink()
+    _damage(workdir, 6)  # as a copy cut short would leave it
+    train.train_and_evaluate(config, str(workdir))
+    out = capsys.readouterr().out
+    assert "cfjax: warning: checkpoint 6 could not be read" in out and "resuming from step 3" in out
+    assert (workdir / "checkpoints_damaged" / "6" / "state").is_dir()  # kept, not deleted
+    steps, state = _state(workdir, config)
+    assert steps == [3, 6]
+    chex.assert_trees_all_equal(state, _state(reference, config)[1])
+
+
+def test_no_readable_checkpoint_is_one_clear_error(straight, tmp_path):
+    config, reference = straight
+    workdir = tmp_path / "copy"
+    shutil.copytree(reference, workdir)
+    (workdir / "results.json").unlink()
+    for step in (3, 6):
+        _damage(workdir, step)
+    with pytest.raises(checkpoint.CheckpointError, match=r"no readable checkpoint in .*checkpoint 6 could not be "
+                                                         r"read .*; checkpoint 3 could not be read"):
+        train.train_and_evaluate(config, str(workdir))

@@ -89,7 +89,7 @@ class Checkpointer:
             items["data"] = ocp.args.JsonSave(data_state)
         try:
             self._manager.save(step, args=ocp.args.Composite(**items))
-        except Exception as error:  # noqa: BLE001 (orbax and the OS raise many kinds)
+        except Exception as error:  # (orbax and the OS raise many kinds)
             raise self._write_failed(step, error) from error
 
     def _write_failed(self, step: int | None, error: Exception) -> "CheckpointError":
@@ -171,14 +171,14 @@ class Checkpointer:
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 saved = self.saved_config(step)
-            except Exception as error:  # noqa: BLE001 (unreadable metadata)
+            except Exception as error:  # (unreadable metadata)
                 notes.append(self._set_aside(step, error))
                 continue
             _refuse_differences(self.directory, saved, config)  # a real mismatch, not damage: stop here
             try:
                 state = self._manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state)))["state"]
-            except Exception as error:  # noqa: BLE001 (tensorstore raises a plain Exception on bad data)
+            except Exception as error:  # (tensorstore raises a plain Exception on bad data)
                 notes.append(self._set_aside(step, error))
                 continue
             return state, notes
@@ -195,7 +195,7 @@ class Checkpointer:
     def wait(self) -> None:
         try:
             self._manager.wait_until_finished()
-        except Exception as error:  # noqa: BLE001 (an asynchronous write failed)
+        except Exception as error:  # (an asynchronous write failed)
             raise self._write_failed(None, error) from error
 
     def close(self) -> None:

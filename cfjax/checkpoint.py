@@ -171,14 +171,14 @@ class Checkpointer:
         for step in sorted(self.all_steps(), reverse=True):
             try:
                 saved = self.saved_config(step)
-            except Exception as error:  # (unreadable metadata)  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 (unreadable metadata)
                 notes.append(self._set_aside(step, error))
                 continue
             _refuse_differences(self.directory, saved, config)  # a real mismatch, not damage: stop here
             try:
                 state = self._manager.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state)))["state"]
-            except Exception as error:  # (tensorstore raises a plain Exception on bad data)  # noqa: BLE001
+            except Exception as error:  # noqa: BLE001 (tensorstore raises a plain Exception on bad data)
                 notes.append(self._set_aside(step, error))
                 continue
             return state, notes

@@ -24,6 +24,8 @@ def harness(repo_root):
 
 
 def test_five_sigkills_resume_bit_identically(harness, tmp_path):
+    """Also the determinism check: two runs of one config and seed, in separate processes, give the
+    same bits (the straight run and the killed-and-restarted one)."""
     straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
     harness.subprocess.run(harness.command(straight, 12), cwd=harness.REPO, check=True, capture_output=True)
     events = harness.interrupted_run(interrupted, num_steps=12, kills=5, seed=0)

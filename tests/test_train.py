@@ -58,18 +58,23 @@ def test_resuming_with_an_incompatible_config_fails_clearly(tmp_path, tiny_confi
         train.train_and_evaluate(tiny_config, str(tmp_path))
 
 
-def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, tiny_config, monkeypatch):
-    tiny_config.checkpoint_every = 2
+def _poison_batch(monkeypatch, index: int) -> None:
+    """Training batch `index` (0-based) comes out as NaN images."""
     original = pipeline.TrainBatches.__next__
 
     def poisoned(batches):
-        step = batches.next_index()
+        current = batches.next_index()
         batch = original(batches)
-        if step == 4:
+        if current == index:
             batch["image"] = batch["image"] * np.nan  # keeps the batch's sharding
         return batch
 
     monkeypatch.setattr(pipeline.TrainBatches, "__next__", poisoned)
+
+
+def test_nan_stops_training_and_keeps_the_last_checkpoint(tmp_path, tiny_config, monkeypatch):
+    tiny_config.checkpoint_every = 2
+    _poison_batch(monkeypatch, 4)
     expected = r"non-finite values at step 5 in: .*d_loss.*last good checkpoint is step 4"
     with pytest.raises(train.NonFiniteError, match=expected):
         train.train_and_evaluate(tiny_config, str(tmp_path))
@@ -83,16 +88,7 @@ def test_skip_batch_passes_over_a_nan_batch_and_resumes_exactly(tmp_path, tiny_c
     and the skip survives a resume (the saved input position counts it)."""
     tiny_config.on_non_finite = "skip_batch"
     tiny_config.checkpoint_every = 2
-    original = pipeline.TrainBatches.__next__
-
-    def poisoned(batches):
-        index = batches.next_index()
-        batch = original(batches)
-        if index == 3:
-            batch["image"] = batch["image"] * np.nan
-        return batch
-
-    monkeypatch.setattr(pipeline.TrainBatches, "__next__", poisoned)
+    _poison_batch(monkeypatch, 3)
     results = train.train_and_evaluate(tiny_config, str(tmp_path / "skipping"))
     assert results["step"] == tiny_config.num_steps
     lines = [json.loads(line) for line in (tmp_path / "skipping" / "metrics.jsonl").read_text().splitlines()]

@@ -34,12 +34,24 @@ USAGE_ERROR = 2
 def parse_flags(argv: list[str]) -> list[str]:
     """absl parsing, with a one-line error (exit code 2) for bad config fields instead of a traceback."""
     try:
-        return flags.FLAGS(argv)
+        argv = flags.FLAGS(argv)
+        _CONFIG.value.get("name")  # reads the config now: a missing file is a usage error too
+        return argv
     except flags.Error as error:
-        _fail(f"{error}\nPass --helpshort to see the flags.")
+        _fail(f"{_without_traceback(str(error))}\nPass --helpshort to see the flags.")
+    except OSError as error:  # the config file could not be read
+        _fail(f"--config: {str(error).strip().splitlines()[-1].strip()}")
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         message = str(error).strip("'\"").replace("\\n", " ").replace("\\'", "'").replace('\\"', '"')
         _fail(f"bad --config: {message}")
+
+
+def _without_traceback(message: str) -> str:
+    """ml_collections embeds the traceback of a failing get_config(); keep its first and last lines."""
+    if "Traceback (most recent call last)" not in message:
+        return message
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return f"{lines[0]} {lines[-1]}"
 
 
 def _fail(message: str) -> None:

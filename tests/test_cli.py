@@ -56,6 +56,10 @@ def test_cli_trains_end_to_end(tmp_path, repo_root):
         (["--config.batch_size=3"], "config.batch_size=3 is not divisible by the 2 devices"),
         (["--config.data.image_size=30"], "config.data.image_size=30: must be divisible by 8"),
         (["--config.generator.norm=batch"], "config.generator.norm='batch': must be one of"),
+        (["--config.batch_size=eight"], "flag --config.batch_size=eight: invalid literal for int()"),
+        (["--config=configs/nope.py"], "--config: [Errno 2] No such file or directory: 'configs/nope.py'"),
+        (["--config=configs/cracks.py:huge"], "unknown config variant 'huge'; choose one of"),
+        (["--mode=predict"], "flag --mode=predict: value should be one of <train|explain|attack>"),
     ],
 )
 def test_cli_bad_config_fails_with_a_clear_message(tmp_path, repo_root, args, message):

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 import cfjax
 from cfjax import checkpoint, evaluate, parallel, tasks
 from cfjax.config_validation import validate_config
-from cfjax.data import pipeline
+from cfjax.data import pipeline, sources
 from cfjax.metric_writer import MetricWriter
 from cfjax.nested import flatten_dict
 
@@ -83,6 +83,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start_time = time.time()
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
+    sources.check_prepared(config)  # refuse before the workdir is created
     os.makedirs(workdir, exist_ok=True)
 
     task = tasks.make_task(config, mesh)

@@ -1,8 +1,6 @@
 """Every bad input of the data path gets one clear error naming the file, folder or field."""
 
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -74,16 +72,6 @@ def test_unknown_builder_config_lists_the_choices(tmp_path, sut_files):
         prepare("crack_segmentation/nope", sut_files, tmp_path / "data")
     with pytest.raises(DataError, match="unknown dataset 'cracks'"):
         prepare("cracks/sut", sut_files, tmp_path / "data")
-
-
-def test_prepare_cli_exits_2_with_one_line_and_no_traceback(tmp_path, repo_root):
-    result = subprocess.run(
-        [sys.executable, "-m", "cfjax.data.prepare", "--dataset=crack_segmentation/nope",
-         f"--manual_dir={tmp_path}", f"--data_dir={tmp_path / 'data'}"],
-        capture_output=True, text=True, cwd=repo_root, timeout=300,
-    )
-    assert result.returncode == 2
-    assert "has no config 'nope'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_failed_rebuild_keeps_the_prepared_dataset(tmp_path, sut_files):

@@ -143,9 +143,28 @@ def open_builder(name: str, data_dir: str | None):
         raise DataError(
             f"config.data.name={name!r}: no prepared dataset {name} in {where}; prepare it once with\n"
             f"  python -m cfjax.data.prepare --dataset={name} --manual_dir=PATH_TO_FILES"
-            + (f" --data_dir={data_dir}" if data_dir else "")
+            + (f" --data_dir={data_dir}" if data_dir else "") + _known_configs_hint(name)
         )
     return tfds.builder_from_directory(path)
+
+
+def _known_configs_hint(name: str) -> str:
+    """For a config name the builder does not define: its own configs (customised ones are named by
+    --custom_name when prepared, so an unknown name may still be one of those)."""
+    from cfjax.data.builders import BUILDERS
+
+    builder, _, config_name = name.partition("/")
+    known = [c.name for c in BUILDERS[builder].BUILDER_CONFIGS] if builder in BUILDERS else []
+    if not known or config_name in known:
+        return ""
+    return f"\n  ({builder} defines the configs {known}; {config_name!r} is none of them)"
+
+
+def check_prepared(config: ml_collections.ConfigDict) -> None:
+    """DataError, saying how to prepare it, when the config's dataset is not prepared: checked before a
+    run writes anything."""
+    if config.data.name != SYNTHETIC:
+        open_builder(config.data.name, config.data.get("data_dir"))
 
 
 def open_split(config: ml_collections.ConfigDict, split: str) -> SplitSource:

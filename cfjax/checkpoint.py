@@ -126,15 +126,18 @@ class Checkpointer:
             )
         return skipped
 
+    def saved_metadata(self, step: int | None = None) -> dict:
+        """{"config": ..., "cfjax_version": ...} stored beside a checkpoint (the newest by default)."""
+        step = self._step_or_latest(step)
+        return self._manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
+
     def saved_config(self, step: int | None = None) -> dict:
         """The config stored beside a checkpoint (the newest by default)."""
-        step = self._step_or_latest(step)
-        restored = self._manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))
-        return restored["metadata"]["config"]
+        return self.saved_metadata(step)["config"]
 
     def check_compatible(self, config: ml_collections.ConfigDict, step: int | None = None) -> None:
         """Raise `CheckpointError` naming every structural field that differs from the saved run."""
-        _refuse_differences(self.directory, self.saved_config(step), config)
+        _refuse_differences(self.directory, self.saved_metadata(step), config)
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
         """Restore onto the shardings of `abstract_state` (a tree of `jax.ShapeDtypeStruct`)."""
@@ -170,7 +173,7 @@ class Checkpointer:
         notes = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
-                saved = self.saved_config(step)
+                saved = self.saved_metadata(step)
             except Exception as error:  # noqa: BLE001 (unreadable metadata)
                 notes.append(self._set_aside(step, error))
                 continue
@@ -214,10 +217,14 @@ class Checkpointer:
 
 
 def _refuse_differences(directory: str, saved: dict, config: ml_collections.ConfigDict) -> None:
-    diffs = config_differences(saved, config.to_dict())
+    """CheckpointError naming every structural field where `config` differs from the saved metadata's,
+    and the cfjax version that wrote them when it is not this one."""
+    diffs = config_differences(saved["config"], config.to_dict())
     if diffs:
+        version = saved.get("cfjax_version", "unknown")
+        writer = f" (written by cfjax {version}; this is {cfjax.__version__})" if version != cfjax.__version__ else ""
         raise CheckpointError(
-            f"the checkpoints in {directory} were written by an incompatible config:\n  " + "\n  ".join(diffs)
+            f"the checkpoints in {directory} were written by an incompatible config{writer}:\n  " + "\n  ".join(diffs)
             + "\nUse another --workdir, or the saved config (checkpoints/<step>/metadata)."
         )
 

@@ -2,9 +2,11 @@
 message on stderr, no traceback, and nothing written into the fresh workdir."""
 
 import io
+import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 
@@ -50,6 +52,12 @@ def places(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("bad_input")
     train.train_and_evaluate(cracks.get_config("tiny"), str(root / "trained"))
+    # A run written by an older cfjax whose networks were shaped differently.
+    shutil.copytree(root / "trained", root / "old")
+    for metadata in (root / "old" / "checkpoints").glob("*/metadata/metadata"):
+        saved = json.loads(metadata.read_text())
+        saved["cfjax_version"], saved["config"]["generator"]["width"] = "0.1.0", 4
+        metadata.write_text(json.dumps(saved))
     _png(root / "corrupt" / "masks" / "a.png", (32, 32))
     (root / "corrupt" / "images").mkdir()
     (root / "corrupt" / "images" / "a.png").write_bytes(b"not an image")
@@ -63,7 +71,7 @@ def places(tmp_path_factory):
                 data = _png(root / name / cls / f"{i}.png", (64, 64, 3))
     (root / "broken" / "bad" / "broken.png").write_bytes(b"garbage")
     (root / "truncated" / "bad" / "cut.png").write_bytes(data[: len(data) // 2])
-    return {"RUN": root / "trained", "CORRUPT_FOLDER": root / "corrupt", "BAD_MASK_FOLDER": root / "bad_mask",
+    return {"RUN": root / "trained", "OLD_RUN": root / "old", "CORRUPT_FOLDER": root / "corrupt", "BAD_MASK_FOLDER": root / "bad_mask",
             "EMPTY_CLASS": root / "empty_class", "BROKEN_IMAGE": root / "broken",
             "TRUNCATED_IMAGE": root / "truncated"}
 
@@ -90,6 +98,6 @@ def test_bad_input_is_one_clear_line(places, tmp_path, repo_root, case, command,
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run(argv, cwd=repo_root, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 2, (case, proc.returncode, proc.stderr[-2000:])
-    assert _substitute(message, where) in proc.stderr, proc.stderr[-2000:]
+    assert _substitute(message, where).replace("\\n", "\n") in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "run").exists()  # nothing written for the refused command

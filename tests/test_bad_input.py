@@ -63,6 +63,9 @@ def places(tmp_path_factory):
     (root / "corrupt" / "images" / "a.png").write_bytes(b"not an image")
     _png(root / "bad_mask" / "images" / "a.png", (32, 32, 3))
     _png(root / "bad_mask" / "masks" / "a.png", (16, 16))
+    _png(root / "zero_one" / "images" / "a.png", (32, 32, 3))
+    (root / "zero_one" / "masks").mkdir()
+    Image.fromarray(np.eye(32, dtype=np.uint8)).save(root / "zero_one" / "masks" / "a.png")  # 0/1, not 0/255
     _png(root / "empty_class" / "good" / "a.png", (8, 8, 3))
     (root / "empty_class" / "bad").mkdir()
     for name in ("broken", "truncated"):
@@ -72,6 +75,7 @@ def places(tmp_path_factory):
     (root / "broken" / "bad" / "broken.png").write_bytes(b"garbage")
     (root / "truncated" / "bad" / "cut.png").write_bytes(data[: len(data) // 2])
     return {"RUN": root / "trained", "OLD_RUN": root / "old", "CORRUPT_FOLDER": root / "corrupt", "BAD_MASK_FOLDER": root / "bad_mask",
+            "ZERO_ONE_MASKS": root / "zero_one",
             "EMPTY_CLASS": root / "empty_class", "BROKEN_IMAGE": root / "broken",
             "TRUNCATED_IMAGE": root / "truncated"}
 

@@ -142,29 +142,27 @@ class Checkpointer:
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
         """Restore onto the shardings of `abstract_state` (a tree of `jax.ShapeDtypeStruct`)."""
         step = self._step_or_latest(step)
-        try:
-            restored = self._manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state))
-            )
-        except (ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(
-                f"checkpoint {step} in {self.directory} does not match this run's state: {error}"
-            ) from error
-        return restored["state"]
+        return self._read_state(step, ocp.args.StandardRestore(abstract_state))
 
     def restore_fields(self, abstract_fields: dict, step: int | None = None) -> dict:
         """Restore only some top-level fields of the saved state ({name: abstract subtree}), reading
         nothing else from disk: inference needs the parameters, not the optimizer states."""
         step = self._step_or_latest(step)
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_fields)
+        return self._read_state(step, ocp.args.PyTreeRestore(item=abstract_fields, restore_args=restore_args,
+                                                             partial_restore=True))
+
+    def _read_state(self, step: int, args, *, damaged_ok: bool = False) -> Any:
+        """The saved state of `step` as `args` describe it; a structural mismatch is a CheckpointError
+        (with `damaged_ok`, every failure propagates as is, for the caller to set the step aside)."""
         try:
-            restored = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-                item=abstract_fields, restore_args=restore_args, partial_restore=True)))
+            return self._manager.restore(step, args=ocp.args.Composite(state=args))["state"]
         except (ValueError, KeyError, TypeError) as error:
+            if damaged_ok:
+                raise
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} does not match this run's state: {error}"
             ) from error
-        return restored["state"]
 
     def restore_newest_readable(self, abstract_state: Any, config: ml_collections.ConfigDict) -> tuple[Any, list]:
         """Restore the newest checkpoint that reads back whole, after checking it was written by
@@ -179,8 +177,7 @@ class Checkpointer:
                 continue
             _refuse_differences(self.directory, saved, config)  # a real mismatch, not damage: stop here
             try:
-                state = self._manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state)))["state"]
+                state = self._read_state(step, ocp.args.StandardRestore(abstract_state), damaged_ok=True)
             except Exception as error:  # noqa: BLE001 (tensorstore raises a plain Exception on bad data)
                 notes.append(self._set_aside(step, error))
                 continue

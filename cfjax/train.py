@@ -59,9 +59,12 @@ MAX_SKIPPED_IN_A_ROW = 10
 build_models = tasks.build_gan_models
 
 
-def _non_finite_error(metrics: dict, step: int, checkpointer: checkpoint.Checkpointer) -> NonFiniteError:
+def _non_finite_terms(metrics: dict) -> list[str]:
+    return sorted(name for name, value in metrics.items() if name != "finite" and not np.isfinite(np.asarray(value)))
+
+
+def _non_finite_error(bad: list[str], step: int, checkpointer: checkpoint.Checkpointer) -> NonFiniteError:
     """The error naming the step, the terms that went non-finite and the last good checkpoint."""
-    bad = sorted(name for name, value in metrics.items() if name != "finite" and not np.isfinite(np.asarray(value)))
     checkpointer.wait()  # the newest save may still be in flight: name only a finished one
     last = checkpointer.latest_step()
     where = (f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None
@@ -70,6 +73,11 @@ def _non_finite_error(metrics: dict, step: int, checkpointer: checkpoint.Checkpo
         f"non-finite values at step {step + 1} in: {', '.join(bad)}. The update was not applied; {where}. "
         "To skip such batches instead, set --config.on_non_finite=skip_batch."
     )
+
+
+def _position(batches, skipped: list[int]) -> dict:
+    """What a checkpoint stores of the input: the pipeline's position and the batches skipped as non-finite."""
+    return {**batches.get_state(), "skipped_batches": skipped}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -156,45 +164,44 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipp
             # else uses or saves the state (a deliberate sync: grain threads and the device prefetch in
             # `batches` already hold the next batch, so the sync costs the loop little).
             if not bool(metrics["finite"]):
-                error = _non_finite_error(metrics, step, checkpointer)
-                skipped_in_a_row += 1
+                bad, skipped_in_a_row = _non_finite_terms(metrics), skipped_in_a_row + 1
                 if config.get("on_non_finite", "stop") == "stop":
-                    raise error
+                    raise _non_finite_error(bad, step, checkpointer)
                 if skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
-                    raise NonFiniteError(f"{error} {skipped_in_a_row} batches in a row were non-finite: the model "
-                                         "itself diverged (lower the learning rate?)")
+                    raise NonFiniteError(f"{_non_finite_error(bad, step, checkpointer)} {skipped_in_a_row} batches in "
+                                         "a row were non-finite: the model itself diverged (lower the learning rate?)")
                 skipped.append(batch_index)
                 writer.scalars(step, {"skipped_batch": batch_index, "skipped_batches": len(skipped)}, prefix="train/")
-                print(f"cfjax: skipped batch {batch_index}: {str(error).split('. The update')[0]}", flush=True)
+                print(f"cfjax: skipped batch {batch_index}: non-finite values at step {step + 1} in: {', '.join(bad)}",
+                      flush=True)
                 continue
             step, skipped_in_a_row = step + 1, 0
-            done = step
             bar.update(1)
-            if done % config.log_every == 0 or done == config.num_steps:
+            if step % config.log_every == 0 or step == config.num_steps:
                 now = time.time()
                 scalars = {k: v for k, v in jax.device_get(metrics).items() if k != "finite"}
-                scalars["steps_per_sec"] = (done - last_log_step) / max(now - last_log_time, 1e-9)
-                last_log_time, last_log_step = now, done
-                writer.scalars(done, scalars, prefix="train/")
+                scalars["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
+                last_log_time, last_log_step = now, step
+                writer.scalars(step, scalars, prefix="train/")
                 bar.set_postfix({short: f"{scalars[name]:.3f}" for short, name in task.progress_fields})
-            if done % config.image_every == 0:
-                task.write_images(done, state)
-            if done % config.eval_every == 0 and done != config.num_steps:
+            if step % config.image_every == 0:
+                task.write_images(step, state)
+            if step % config.eval_every == 0 and step != config.num_steps:
                 val = task.evaluate(state, "validation")
-                writer.scalars(done, flatten_dict(evaluate.summarize(val, task.thresholds), "/"),
+                writer.scalars(step, flatten_dict(evaluate.summarize(val, task.thresholds), "/"),
                                prefix="validation/")
-            if done % config.checkpoint_every == 0 or done == config.num_steps or stop_requests:
-                checkpointer.save(done, state, config, data_state={**batches.get_state(), "skipped_batches": skipped})
+            if step % config.checkpoint_every == 0 or step == config.num_steps or stop_requests:
+                checkpointer.save(step, state, config, data_state=_position(batches, skipped))
             if stop_requests:
                 checkpointer.wait()
                 writer.close()
                 name = signal.Signals(stop_requests[0]).name
-                raise Preempted(f"{name} received: stopped after step {done} and saved it in {checkpointer.directory}; "
+                raise Preempted(f"{name} received: stopped after step {step} and saved it in {checkpointer.directory}; "
                                 "run the same command to resume", stop_requests[0])
     checkpointer.wait()
     if checkpointer.latest_step() != int(state.step):
         checkpointer.save(int(state.step), state, config,
-                          data_state={**batches.get_state(), "skipped_batches": skipped})
+                          data_state=_position(batches, skipped))
         checkpointer.wait()
 
     results = _final_evaluation(state, task, config, writer)

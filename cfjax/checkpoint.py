@@ -20,7 +20,7 @@ from cfjax.nested import flatten_dict
 # Every other field shapes the arrays or the computation, so a workdir refuses any change to it.
 RESUMABLE_FIELDS = frozenset(
     {"name", "num_steps", "log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval",
-     "explain", "attack", "on_non_finite",
+     "explain", "attack", "on_non_finite", "remat", "compute_dtype",
      "data.data_dir", "data.num_workers", "data.prefetch"}
 )
 
@@ -31,7 +31,8 @@ class CheckpointError(RuntimeError):
 
 # Fields added after runs were already being saved, with the value those older runs implicitly had.
 ADDED_FIELDS = {"model": "gan", "adversarial_training.epsilon": 0.0, "adversarial_training.step_size": 2.0 / 255,
-                "adversarial_training.num_steps": 7, "adversarial_training.norm": "linf"}
+                "adversarial_training.num_steps": 7, "adversarial_training.norm": "linf",
+                "adversarial_training.warmup_steps": 0, "compute_dtype": "float32", "remat": False}
 
 
 def _normalise(value):

@@ -99,6 +99,11 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     # the term and the last good checkpoint; "skip_batch" keeps the last good state and goes on with the
     # next batch (what rolling back to the last checkpoint and replaying would reach: replay is exact).
     config.on_non_finite = "stop"
+    # How the networks run, not what they learn: both may change when a run resumes.
+    # "bfloat16" computes in bf16 on a GPU or TPU with float32 parameters and optimizer (slow on a CPU);
+    # `remat` recomputes residual blocks in the backward pass, trading compute for memory at large sizes.
+    config.compute_dtype = "float32"
+    config.remat = False
 
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 64
@@ -127,12 +132,14 @@ def adversarial_training_config() -> ml_collections.ConfigDict:
     """Madry-style PGD training of the plain classifier (`model="classifier"`): off while epsilon is 0.
 
     Budgets are on the [0, 1] image scale. The training attack starts at a uniform random point.
+    `warmup_steps` ramps epsilon and the step size linearly from 0 (0: full budget from the first step).
     """
     adversarial = ml_collections.ConfigDict()
     adversarial.epsilon = 0.0
     adversarial.step_size = 2.0 / 255
     adversarial.num_steps = 7
     adversarial.norm = "linf"
+    adversarial.warmup_steps = 0
     return adversarial
 
 

@@ -7,7 +7,7 @@ from cfjax.data.transforms import FIT_MODES
 from cfjax.errors import ConfigError  # also imported from here by callers
 from cfjax.explain.saliency import REDUCTIONS
 from cfjax.models.generator import OUTPUT_MODES, STEMS
-from cfjax.models.layers import NORMS
+from cfjax.models.layers import COMPUTE_DTYPES, NORMS
 from cfjax.optim import SCHEDULES
 
 # Builders of prepared datasets (cfjax.data.builders); listed here so validation needs no TFDS import.
@@ -74,6 +74,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _require(_is_int(config[field]) and config[field] > 0, field, "must be a positive integer", config)
     _require(config.get("on_non_finite", "stop") in NON_FINITE_POLICIES, "on_non_finite",
              f"must be one of {NON_FINITE_POLICIES}", config)
+    _require(config.get("compute_dtype", "float32") in COMPUTE_DTYPES, "compute_dtype",
+             f"must be one of {tuple(COMPUTE_DTYPES)}", config)
+    _require(isinstance(config.get("remat", False), bool), "remat", "must be True or False", config)
 
     gen, disc = config.generator, config.discriminator
     _require(gen.norm in NORMS, "generator.norm", f"must be one of {NORMS}", config)
@@ -132,6 +135,9 @@ def _validate_adversarial_training(config: ml_collections.ConfigDict) -> None:
     _require(_is_int(adversarial.num_steps) and adversarial.num_steps >= 1, "adversarial_training.num_steps",
              "must be an integer >= 1", config)
     _require(adversarial.norm in ATTACK_NORMS, "adversarial_training.norm", f"must be one of {ATTACK_NORMS}", config)
+    warmup = adversarial.get("warmup_steps", 0)
+    _require(_is_int(warmup) and 0 <= warmup <= config.num_steps, "adversarial_training.warmup_steps",
+             "must be an integer in [0, num_steps]", config)
 
 
 def _validate_attack(config: ml_collections.ConfigDict) -> None:

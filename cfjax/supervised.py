@@ -38,6 +38,13 @@ class AdversarialTraining:
     epsilon: float
     step_size: float
     num_steps: int
+    warmup_steps: int = 0
+
+    def budget(self, step: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(epsilon, step size) at `step`: both ramped linearly from 0 over `warmup_steps`. From scratch at
+        the full budget the classifier can stay at chance (it did on the fruit task at 8/255)."""
+        ramp = 1.0 if not self.warmup_steps else jnp.minimum(1.0, (step + 1) / self.warmup_steps)
+        return self.epsilon * ramp, self.step_size * ramp
 
 
 @flax.struct.dataclass
@@ -65,16 +72,18 @@ def _adversary(config: ml_collections.ConfigDict) -> AdversarialTraining | None:
     if settings is None or not settings.epsilon:
         return None
     spec = attacks.AttackSpec(num_classes=config.num_classes, norm=settings.norm, start="uniform")
-    return AdversarialTraining(spec, float(settings.epsilon), float(settings.step_size), int(settings.num_steps))
+    return AdversarialTraining(spec, float(settings.epsilon), float(settings.step_size), int(settings.num_steps),
+                               int(settings.get("warmup_steps", 0)))
 
 
 def adversarial_examples(model: SupervisedModel, params, images: jnp.ndarray, labels: jnp.ndarray,
-                         key: jax.Array) -> jnp.ndarray:
-    """PGD examples against the classifier in inference mode (constants for the update, which
-    differentiates the loss on them with respect to the parameters only)."""
+                         key: jax.Array, step: jnp.ndarray) -> jnp.ndarray:
+    """PGD examples against the classifier in inference mode at the budget of training step `step`
+    (constants for the update, which differentiates the loss on them with respect to the parameters only)."""
     adversary = model.adversary
+    epsilon, step_size = adversary.budget(step)
     result = attacks.pgd(lambda x: apply_model(model, params, x), images, labels, key, spec=adversary.spec,
-                         epsilon=adversary.epsilon, step_size=adversary.step_size, num_steps=adversary.num_steps)
+                         epsilon=epsilon, step_size=step_size, num_steps=adversary.num_steps)
     return result.adversarial
 
 
@@ -114,7 +123,8 @@ def supervised_step(state: SupervisedState, batch: dict, *, model: SupervisedMod
     dropout_key = jax.random.fold_in(state.key, state.step)
     images = batch["image"]
     if model.adversary is not None:
-        images = adversarial_examples(model, state.params, images, batch["label"], jax.random.fold_in(dropout_key, 1))
+        images = adversarial_examples(model, state.params, images, batch["label"], jax.random.fold_in(dropout_key, 1),
+                                      state.step)
 
     def objective(params):
         outputs = apply_model(model, params, images, train=True, rngs={"dropout": dropout_key})

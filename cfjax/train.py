@@ -75,6 +75,12 @@ def _non_finite_error(bad: list[str], step: int, checkpointer: checkpoint.Checkp
     )
 
 
+def _at_boundary(step: int, config: ml_collections.ConfigDict) -> bool:
+    """Whether the loop does anything but train after update number `step`."""
+    return step >= config.num_steps or any(step % config[every] == 0 for every in
+                                           ("log_every", "image_every", "eval_every", "checkpoint_every"))
+
+
 def _position(batches, skipped: list[int]) -> dict:
     """What a checkpoint stores of the input: the pipeline's position and the batches skipped as non-finite."""
     return {**batches.get_state(), "skipped_batches": skipped}
@@ -156,27 +162,44 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipp
     last_log_time, last_log_step = time.time(), start_step
     with _stop_requests() as stop_requests, tqdm(total=config.num_steps, initial=start_step, desc="train",
                                                   disable=not is_main, dynamic_ncols=True, mininterval=2.0) as bar:
-        step, skipped_in_a_row = start_step, 0
+        # `step` counts the updates known to be applied. A step's `finite` flag is read only after the next
+        # step is dispatched, so the host never stalls the device between steps; a step that may end at a
+        # boundary (log, images, evaluation, checkpoint, a stop request, the last step) is read at once.
+        # A non-finite step was never applied (`keep_if_finite`): the step dispatched after it ran on the last
+        # good state, which is what skipping the batch means.
+        step, skipped_in_a_row, pending = start_step, 0, None
+
+        def resolve(checked):
+            """Account for one dispatched step: True when it was applied."""
+            nonlocal step, skipped_in_a_row
+            metrics, batch_index = checked
+            if bool(metrics["finite"]):
+                step, skipped_in_a_row = step + 1, 0
+                bar.update(1)
+                return True
+            bad, skipped_in_a_row = _non_finite_terms(metrics), skipped_in_a_row + 1
+            if config.get("on_non_finite", "stop") == "stop":
+                raise _non_finite_error(bad, step, checkpointer)
+            if skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+                raise NonFiniteError(f"{_non_finite_error(bad, step, checkpointer)} {skipped_in_a_row} batches in "
+                                     "a row were non-finite: the model itself diverged (lower the learning rate?)")
+            skipped.append(batch_index)
+            writer.scalars(step, {"skipped_batch": batch_index, "skipped_batches": len(skipped)}, prefix="train/")
+            print(f"cfjax: skipped batch {batch_index}: non-finite values at step {step + 1} in: {', '.join(bad)}",
+                  flush=True)
+            return False
+
         while step < config.num_steps:
             batch_index = batches.next_index()
             state, metrics = task.train_step(state, next(batches))
-            # One scalar read per step: a non-finite step (never applied) is handled before anything
-            # else uses or saves the state (a deliberate sync: grain threads and the device prefetch in
-            # `batches` already hold the next batch, so the sync costs the loop little).
-            if not bool(metrics["finite"]):
-                bad, skipped_in_a_row = _non_finite_terms(metrics), skipped_in_a_row + 1
-                if config.get("on_non_finite", "stop") == "stop":
-                    raise _non_finite_error(bad, step, checkpointer)
-                if skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
-                    raise NonFiniteError(f"{_non_finite_error(bad, step, checkpointer)} {skipped_in_a_row} batches in "
-                                         "a row were non-finite: the model itself diverged (lower the learning rate?)")
-                skipped.append(batch_index)
-                writer.scalars(step, {"skipped_batch": batch_index, "skipped_batches": len(skipped)}, prefix="train/")
-                print(f"cfjax: skipped batch {batch_index}: non-finite values at step {step + 1} in: {', '.join(bad)}",
-                      flush=True)
+            if pending is not None:
+                resolve(pending)
+            pending = (metrics, batch_index)
+            if not (_at_boundary(step + 1, config) or stop_requests):
                 continue
-            step, skipped_in_a_row = step + 1, 0
-            bar.update(1)
+            applied, pending = resolve(pending), None
+            if not applied:
+                continue
             if step % config.log_every == 0 or step == config.num_steps:
                 now = time.time()
                 scalars = {k: v for k, v in jax.device_get(metrics).items() if k != "finite"}

@@ -38,6 +38,10 @@ def get_config(arg: str = "classifier") -> ml_collections.ConfigDict:
     config.model = BASELINES[baseline]
     config.name = f"{config.name}_{baseline}"
     if baseline == "adversarial":
-        # L-inf 8/255 with 7 steps of 2/255 from a random start: the usual recipe, at the budgets reported.
-        config.adversarial_training.epsilon = 8.0 / 255
+        # L-inf PGD-7 from a random start (Madry et al.) at the budget the robustness aim is read at, 4/255,
+        # step 2.5 epsilon / 7. Epsilon ramps up over the first third: at the full 8/255 from step 0 the
+        # fruit classifier stayed at chance for 800 steps (loss 0.69).
+        config.adversarial_training.epsilon = 4.0 / 255
+        config.adversarial_training.step_size = 2.5 * 4.0 / 255 / 7
+        config.adversarial_training.warmup_steps = config.num_steps // 3
     return config

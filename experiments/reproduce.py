@@ -11,7 +11,7 @@ Steps (each is the plain command a user would type, logged to OUT/logs/STEP.log)
   crack_iou    experiments/crack_iou_table.py --train (SUT-Crack)       -> OUT/crack_iou.{json,md}
   mask_variants experiments/mask_variants.py on those GAN runs          -> OUT/mask_variants.{json,md}
   robustness   experiments/robustness_table.py --train (fruit)          -> OUT/robustness.{json,md,png}
-  benchmarks   experiments/benchmarks/{pgd,input_pipeline}.py           -> experiments/benchmarks/results/
+  benchmarks   experiments/benchmarks/{pgd,input_pipeline,performance,conv_kernels}.py -> experiments/benchmarks/results/
                                                                            (OUT/benchmarks/ with --quick)
 
 Runs go to --runs (default runs/reproduce/, a folder of their own). Finished runs and analyses there
@@ -21,6 +21,7 @@ also writes OUT/STEP.reproduce.{json,md}: its commands, config flags, seeds, ver
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -198,10 +199,17 @@ def benchmarks(r: Reproduction) -> None:
     out = os.path.join(r.out, "benchmarks") if r.quick else os.path.join(REPO, "experiments", "benchmarks", "results")
     pgd = [sys.executable, "experiments/benchmarks/pgd.py", f"--out={out}"]
     pipeline = [sys.executable, "experiments/benchmarks/input_pipeline.py", f"--out={out}"]
+    performance = [sys.executable, "experiments/benchmarks/performance.py", f"--out={out}"]
+    kernels = [sys.executable, "experiments/benchmarks/conv_kernels.py", f"--out={out}"]
     if r.quick:
         pgd += ["--batch=8", "--repeats=1"]
         pipeline += ["--steps=5", "--datasets=synthetic"]
-    r.run("benchmarks", [pgd, pipeline])
+        performance += ["--tiny", "--sizes=16", "--repeats=1", "--no-torch-compile", "--memory-workloads=gan"]
+        kernels += ["--repeats=1"]
+    commands = [pgd, pipeline, performance]
+    if importlib.util.find_spec("torch") is not None:  # the kernel comparison needs the `bench` extra
+        commands.append(kernels)
+    r.run("benchmarks", commands)
 
 
 def main() -> None:

@@ -106,3 +106,52 @@ def test_resnet_classifier_widths():
     net = ResNetClassifier(3, widths=(8, 16, 32))
     x = _images(size=32)
     chex.assert_shape(net.apply(net.init(jax.random.PRNGKey(0), x), x), (3, 3))
+
+
+def _loss_and_grads(make, config, images, labels):
+    net = make(config)
+    args = (images, labels) if net.__class__ is Generator else (images,)
+    params = jax.jit(net.init)(jax.random.PRNGKey(0), *args)["params"]
+
+    def loss(p):
+        out = net.apply({"params": p}, *args)
+        return sum(jnp.sum(jnp.square(o)) for o in jax.tree.leaves(out))
+
+    return params, *jax.jit(jax.value_and_grad(loss))(params)
+
+
+@pytest.mark.parametrize("make", [make_generator, make_discriminator])
+def test_remat_keeps_parameters_outputs_and_gradients(tiny_config, make):
+    images, labels = _images(batch=2), jnp.array([0, 1])
+    params, loss, grads = _loss_and_grads(make, tiny_config, images, labels)
+    tiny_config.remat = True
+    remat_params, remat_loss, remat_grads = _loss_and_grads(make, tiny_config, images, labels)
+    # Same parameter names (checkpoints load either way), same function, same gradients.
+    chex.assert_trees_all_equal_structs(params, remat_params)
+    chex.assert_trees_all_equal(params, remat_params)
+    np.testing.assert_allclose(float(remat_loss), float(loss), rtol=1e-6)
+    chex.assert_trees_all_close(remat_grads, grads, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [make_generator, make_discriminator])
+def test_bfloat16_compute_keeps_float32_parameters_and_outputs(tiny_config, make):
+    images, labels = _images(batch=2), jnp.array([0, 1])
+    params, loss, grads = _loss_and_grads(make, tiny_config, images, labels)
+    tiny_config.compute_dtype = "bfloat16"
+    bf16_params, bf16_loss, bf16_grads = _loss_and_grads(make, tiny_config, images, labels)
+    assert {a.dtype for a in jax.tree.leaves((bf16_params, bf16_grads))} == {jnp.dtype(jnp.float32)}
+    net = make(tiny_config)
+    args = (images, labels) if isinstance(net, Generator) else (images,)
+    outputs = jax.eval_shape(lambda p: net.apply({"params": p}, *args), bf16_params)
+    assert {o.dtype for o in jax.tree.leaves(outputs)} == {jnp.dtype(jnp.float32)}
+    # The same function up to bf16 rounding (8 mantissa bits), not a different one. (G's residual head starts
+    # at zero, so its gradients reach only the head, where rounding weighs most: compare D's gradients.)
+    np.testing.assert_allclose(float(bf16_loss), float(loss), rtol=0.05)
+    if make is make_discriminator:
+        assert float(optax_cosine(bf16_grads, grads)) > 0.99
+
+
+def optax_cosine(a, b):
+    dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    norm = lambda t: jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree.leaves(t)))
+    return dot / (norm(a) * norm(b))

@@ -37,17 +37,24 @@ def test_a_baseline_fits_one_batch_without_recompiling(baseline, loss_name):
     chex.clear_trace_counter()
 
 
-def test_adversarial_training_fits_pgd_examples_that_stay_in_the_budget():
+def test_adversarial_training_fits_pgd_examples_that_stay_in_the_ramped_budget():
     config = baselines.get_config("adversarial,tiny")
     mesh = parallel.make_mesh()
     model = supervised.build_model(config)
-    assert model.adversary.epsilon == pytest.approx(8 / 255) and model.adversary.num_steps == 2
+    epsilon, warmup = 4 / 255, config.num_steps // 3
+    assert model.adversary.epsilon == pytest.approx(epsilon) and model.adversary.num_steps == 2
+    assert model.adversary.warmup_steps == warmup >= 1
     state = supervised.make_init_fn(model, config, mesh)(jax.random.PRNGKey(0))
     batch = _batch(config)
-    adversarial = supervised.adversarial_examples(model, state.params, batch["image"], batch["label"],
-                                                  jax.random.PRNGKey(1))
-    change = np.abs(np.asarray(adversarial) - batch["image"])
-    assert change.max() <= 8 / 255 + 1e-6 and change.max() > 4 / 255
+
+    def largest_change(step):
+        adversarial = supervised.adversarial_examples(model, state.params, batch["image"], batch["label"],
+                                                      jax.random.PRNGKey(1), jnp.asarray(step))
+        return np.abs(np.asarray(adversarial) - batch["image"]).max()
+
+    full = largest_change(warmup + 5)
+    assert epsilon / 2 < full <= epsilon + 1e-6
+    assert largest_change(0) <= epsilon / warmup + 1e-6  # the first step attacks at 1/warmup of the budget
     step = supervised.make_supervised_step(model, mesh)
     sharded = parallel.shard_batch(batch, mesh)
     state, first = step(state, sharded)

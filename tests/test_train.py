@@ -102,3 +102,23 @@ def test_skip_batch_passes_over_a_nan_batch_and_resumes_exactly(tmp_path, tiny_c
     tiny_config.num_steps = 6
     train.train_and_evaluate(tiny_config, str(tmp_path / "resumed"))
     chex.assert_trees_all_equal(_restore(tmp_path / "resumed", tiny_config)[1], state)
+
+
+def test_reading_finite_one_step_late_changes_nothing(tmp_path, tiny_config, monkeypatch):
+    """The loop reads a step's `finite` flag after dispatching the next step, except at boundaries. With no
+    boundary before the end, the run skips the same poisoned batch and ends in the same state, bit for bit,
+    as a run that stops at every step."""
+    tiny_config.on_non_finite = "skip_batch"
+    _poison_batch(monkeypatch, 2)
+    states, skipped = [], []
+    for name, every in (("every_step", 1), ("lookahead", 1000)):
+        for field in ("log_every", "image_every", "eval_every", "checkpoint_every"):
+            tiny_config[field] = every
+        train.train_and_evaluate(tiny_config, str(tmp_path / name))
+        lines = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        skipped.append([line["train/skipped_batch"] for line in lines if "train/skipped_batch" in line])
+        step, state = _restore(tmp_path / name, tiny_config)
+        assert step == tiny_config.num_steps
+        states.append(state)
+    assert skipped == [[2], [2]]
+    chex.assert_trees_all_equal(*states)

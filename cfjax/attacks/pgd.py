@@ -162,9 +162,13 @@ def make_attack(apply_fn: Callable[[Any, jnp.ndarray], jnp.ndarray], spec: Attac
         jitted = jax.jit(attack, in_shardings=(replicated, batch, batch) + (replicated,) * (4 - len(static)),
                          out_shardings=AttackResult(batch, batch, batch), static_argnums=static)
 
-    def run(params, images, labels, key, epsilon, step_size, num_steps) -> AttackResult:
+    def arguments(params, images, labels, key, epsilon, step_size, num_steps) -> tuple:
         # Fixed dtypes: a Python int epsilon (0) and a float one must not compile twice.
         steps = int(num_steps) if spec.unrolled else np.int32(num_steps)
-        return jitted(params, images, labels, key, np.float32(epsilon), np.float32(step_size), steps)
+        return params, images, labels, key, np.float32(epsilon), np.float32(step_size), steps
 
+    def run(*args) -> AttackResult:
+        return jitted(*arguments(*args))
+
+    run.lower = lambda *args: jitted.lower(*arguments(*args))  # for XLA's cost and memory analysis
     return run

@@ -8,7 +8,12 @@ from cfjax.models.generator import Generator
 
 def make_generator(config: ml_collections.ConfigDict) -> Generator:
     """G for `config.num_classes` classes, shaped by `config.generator`."""
-    return Generator(num_classes=config.num_classes, **config.generator.to_dict())
+    return Generator(num_classes=config.num_classes, **config.generator.to_dict(), **_execution(config))
+
+
+def _execution(config: ml_collections.ConfigDict) -> dict:
+    """How the networks run (not what they compute up to rounding): compute dtype and rematerialisation."""
+    return {"compute_dtype": config.get("compute_dtype", "float32"), "remat": config.get("remat", False)}
 
 
 def make_discriminator(config: ml_collections.ConfigDict) -> ResNetClassifier:
@@ -25,13 +30,13 @@ def make_segmenter(config: ml_collections.ConfigDict) -> Generator:
     """The supervised ceiling: G's U-Net with one output logit per pixel (crack / background)."""
     fields = config.generator.to_dict()
     fields.update(output="logits", out_channels=1)
-    return Generator(num_classes=1, **fields)
+    return Generator(num_classes=1, **fields, **_execution(config))
 
 
 def _classifier(config: ml_collections.ConfigDict, num_outputs: int) -> ResNetClassifier:
     fields = config.discriminator.to_dict()
     fields["widths"] = tuple(fields["widths"])
-    return ResNetClassifier(num_outputs=num_outputs, **fields)
+    return ResNetClassifier(num_outputs=num_outputs, **fields, **_execution(config))
 
 
 __all__ = [

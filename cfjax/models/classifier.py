@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cfjax.models.layers import Downsample, ResBlock, make_norm, pixel_unshuffle, to_signed
+from cfjax.models.layers import COMPUTE_DTYPES, Downsample, ResBlocks, make_norm, pixel_unshuffle, to_signed
 
 
 class ResNetClassifier(nn.Module):
@@ -20,26 +20,30 @@ class ResNetClassifier(nn.Module):
     norm: str = "group"
     stem: str = "unshuffle"
     dropout: float = 0.0
+    compute_dtype: str = "float32"  # "bfloat16" on a GPU or TPU; parameters and logits stay float32
+    remat: bool = False  # recompute residual blocks in the backward pass
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
-        h = to_signed(images)
+        dtype = COMPUTE_DTYPES[self.compute_dtype]
+        res_block = ResBlocks(self.norm, dtype, self.remat)
+        h = to_signed(images).astype(dtype)
         if self.stem == "unshuffle":
             h = pixel_unshuffle(h, 2)
-        h = nn.Conv(self.widths[0], (3, 3))(h)
+        h = nn.Conv(self.widths[0], (3, 3), dtype=dtype)(h)
         for stage, features in enumerate(self.widths):
             if stage > 0:
-                h = Downsample(features)(h)
+                h = Downsample(features, dtype)(h)
             for _ in range(self.blocks_per_stage):
-                h = ResBlock(features, self.norm)(h)
+                h = res_block(features)(h)
         # The last feature map, exposed for Grad-CAM: `sow` keeps its value and `perturb` its gradient
         # (both are no-ops unless the caller asks for those collections).
         self.sow("intermediates", "features", h)
         h = self.perturb("features", h)
-        h = nn.swish(make_norm(self.norm)(h))
+        h = nn.swish(make_norm(self.norm, dtype=dtype)(h))
         pooled = jnp.concatenate([h.mean(axis=(1, 2)), h.max(axis=(1, 2))], axis=-1)
         pooled = nn.Dropout(self.dropout, deterministic=not train)(pooled)
-        return nn.Dense(self.num_outputs)(pooled)
+        return nn.Dense(self.num_outputs, dtype=dtype)(pooled).astype(jnp.float32)
 
 
 def class_logits(d_logits: jnp.ndarray, num_classes: int) -> jnp.ndarray:

@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cfjax.models.layers import Downsample, ResBlock, Upsample, make_norm, pixel_unshuffle, to_signed
+from cfjax.models.layers import COMPUTE_DTYPES, Downsample, ResBlocks, Upsample, make_norm, pixel_unshuffle, to_signed
 
 OUTPUT_MODES = ("residual", "image", "logits")
 STEMS = ("unshuffle", "conv")
@@ -35,6 +35,8 @@ class Generator(nn.Module):
     stem: str = "unshuffle"
     head_dropout: float = 0.1
     out_channels: int = 0  # 0: as many as the input image has
+    compute_dtype: str = "float32"  # "bfloat16" on a GPU or TPU; parameters and outputs stay float32
+    remat: bool = False  # recompute residual blocks in the backward pass (memory at large resolutions)
 
     @nn.compact
     def __call__(self, images: jnp.ndarray, target: jnp.ndarray, *, train: bool = False):
@@ -42,39 +44,41 @@ class Generator(nn.Module):
             raise ValueError(f"generator.output must be one of {OUTPUT_MODES}, got {self.output!r}")
         if self.stem not in STEMS:
             raise ValueError(f"generator.stem must be one of {STEMS}, got {self.stem!r}")
-        h = to_signed(images)
-        if self.stem == "unshuffle":
-            h = pixel_unshuffle(h, 2)
-        h = nn.Conv(self.width, (3, 3))(h)
+        dtype = COMPUTE_DTYPES[self.compute_dtype]
+        res_block = ResBlocks(self.norm, dtype, self.remat)
+        signed = to_signed(images).astype(dtype)
+        h = pixel_unshuffle(signed, 2) if self.stem == "unshuffle" else signed
+        h = nn.Conv(self.width, (3, 3), dtype=dtype)(h)
 
         skips = []
         for level in range(self.depth):
             features = self.width * 2**level
-            h = ResBlock(features, self.norm)(h)
+            h = res_block(features)(h)
             skips.append(h)
-            h = Downsample(features * 2)(h)
-        h = ResBlock(self.width * 2**self.depth, self.norm)(h)
+            h = Downsample(features * 2, dtype)(h)
+        h = res_block(self.width * 2**self.depth)(h)
 
         pooled = jnp.concatenate([h.mean(axis=(1, 2)), h.max(axis=(1, 2))], axis=-1)
         pooled = nn.Dropout(self.head_dropout, deterministic=not train)(pooled)
-        class_logits = nn.Dense(self.num_classes, name="class_head")(pooled)
+        class_logits = nn.Dense(self.num_classes, dtype=dtype, name="class_head")(pooled).astype(jnp.float32)
 
         h = jnp.concatenate([h, _target_planes(target, self.num_classes, h)], axis=-1)
-        h = ResBlock(self.width * 2**self.depth, self.norm)(h)
+        h = res_block(self.width * 2**self.depth)(h)
         for level in reversed(range(self.depth)):
             features = self.width * 2**level
-            h = Upsample(features)(h)
+            h = Upsample(features, dtype)(h)
             h = jnp.concatenate([h, skips[level], _target_planes(target, self.num_classes, h)], axis=-1)
-            h = ResBlock(features, self.norm)(h)
+            h = res_block(features)(h)
 
-        h = nn.swish(make_norm(self.norm)(h))
+        h = nn.swish(make_norm(self.norm, dtype=dtype)(h))
         if self.stem == "unshuffle":
             # Back to full resolution, beside the input itself: edits can follow single pixels.
-            h = Upsample(max(self.width // 2, 4))(h)
-            h = jnp.concatenate([h, to_signed(images)], axis=-1)
-            h = nn.swish(nn.Conv(max(self.width // 2, 4), (3, 3))(h))
+            h = Upsample(max(self.width // 2, 4), dtype)(h)
+            h = jnp.concatenate([h, signed], axis=-1)
+            h = nn.swish(nn.Conv(max(self.width // 2, 4), (3, 3), dtype=dtype)(h))
         head_init = nn.initializers.zeros if self.output == "residual" else nn.initializers.lecun_normal()
-        out = nn.Conv(self.out_channels or images.shape[-1], (3, 3), kernel_init=head_init, name="image_head")(h)
+        out = nn.Conv(self.out_channels or images.shape[-1], (3, 3), kernel_init=head_init, dtype=dtype,
+                      name="image_head")(h).astype(jnp.float32)
         if self.output == "logits":
             return out, class_logits
         if self.output == "residual":

@@ -5,12 +5,13 @@ the same receptive field as strided or transposed convolutions, but lowered to o
 convolutions, whose gradients are much faster on XLA:CPU (design.md, section 6).
 """
 
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 NORMS = ("group", "layer", "instance", "none")
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def pixel_unshuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
@@ -30,14 +31,15 @@ def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
     return x.reshape(b, h * factor, w * factor, out_c)
 
 
-def make_norm(kind: str, num_groups: int = 8) -> Callable[[jnp.ndarray], jnp.ndarray]:
-    """A normalisation layer without running statistics, so train and eval mode agree."""
+def make_norm(kind: str, num_groups: int = 8, dtype: Any = jnp.float32) -> Callable[[jnp.ndarray], jnp.ndarray]:
+    """A normalisation layer without running statistics, so train and eval mode agree. Its statistics
+    are reduced in float32 whatever `dtype` the output has."""
     if kind == "group":
-        return lambda x: nn.GroupNorm(num_groups=_groups(x.shape[-1], num_groups))(x)
+        return lambda x: nn.GroupNorm(num_groups=_groups(x.shape[-1], num_groups), dtype=dtype)(x)
     if kind == "instance":
-        return lambda x: nn.GroupNorm(num_groups=None, group_size=1)(x)
+        return lambda x: nn.GroupNorm(num_groups=None, group_size=1, dtype=dtype)(x)
     if kind == "layer":
-        return lambda x: nn.LayerNorm()(x)
+        return lambda x: nn.LayerNorm(dtype=dtype)(x)
     if kind == "none":
         return lambda x: x
     raise ValueError(f"normalisation must be one of {NORMS}, got {kind!r}")
@@ -56,35 +58,52 @@ class ResBlock(nn.Module):
 
     features: int
     norm: str = "group"
+    dtype: Any = jnp.float32  # compute dtype; parameters stay float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        h = nn.Conv(self.features, (3, 3))(nn.swish(make_norm(self.norm)(x)))
-        h = nn.Conv(self.features, (3, 3))(nn.swish(make_norm(self.norm)(h)))
+        h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(nn.swish(make_norm(self.norm, dtype=self.dtype)(x)))
+        h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(nn.swish(make_norm(self.norm, dtype=self.dtype)(h)))
         if x.shape[-1] != self.features:
-            x = nn.Conv(self.features, (1, 1), use_bias=False)(x)
+            x = nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype)(x)
         return x + h
+
+
+class ResBlocks:
+    """Makes a module's residual blocks, named ResBlock_0, ResBlock_1, ... in call order as Flax would
+    name them, with or without rematerialisation (recomputed in the backward pass to save memory at
+    large resolutions): the parameter tree, and so checkpoints, are the same either way."""
+
+    def __init__(self, norm: str, dtype: Any, remat: bool):
+        self.norm, self.dtype, self.count = norm, dtype, 0
+        self.block = nn.remat(ResBlock) if remat else ResBlock
+
+    def __call__(self, features: int) -> nn.Module:
+        self.count += 1
+        return self.block(features, self.norm, self.dtype, name=f"ResBlock_{self.count - 1}")
 
 
 class Downsample(nn.Module):
     """Halve the resolution: space-to-depth, then a 3x3 convolution."""
 
     features: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return nn.Conv(self.features, (3, 3))(pixel_unshuffle(x, 2))
+        return nn.Conv(self.features, (3, 3), dtype=self.dtype)(pixel_unshuffle(x, 2))
 
 
 class Upsample(nn.Module):
     """Double the resolution: nearest-neighbour resize, then a 3x3 convolution."""
 
     features: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return nn.Conv(self.features, (3, 3))(x)
+        return nn.Conv(self.features, (3, 3), dtype=self.dtype)(x)
 
 
 def to_signed(images: jnp.ndarray) -> jnp.ndarray:

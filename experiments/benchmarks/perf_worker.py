@@ -1,0 +1,315 @@
+"""One process of the performance benchmark (`performance.py` starts it): the XLA device count is fixed
+when JAX starts, so each device count is its own process. Prints one JSON object on its last line.
+
+    python experiments/benchmarks/perf_worker.py --task=speed --devices=2 --sizes=64,128 --repeats=7
+    python experiments/benchmarks/perf_worker.py --task=memory --framework=jax --workload=gan --size=64
+
+`speed`: the machine's fp32 matmul peak, then per image size the GAN step and PGD-10 on D, cfjax and the
+PyTorch peer (eager, torch.compile, torchattacks) timed alternately (A B A B) on the same batch, with
+XLA's FLOP count and memory analysis, the cost of a host sync per step, and the input pipeline.
+`memory`: one framework and workload alone, for the process's peak resident memory (and, for cfjax,
+the compile time with the persistent cache as the caller left it: cold on an empty cache, warm after).
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PGD_EPSILON, PGD_STEP, PGD_ITERATIONS = 4 / 255, 1 / 255, 10
+
+
+def make_config(size: int, tiny: bool):
+    """The default CPU GAN (configs/cracks.py) at `size` px, or its `:tiny` variant for the test suite."""
+    sys.path.insert(0, os.path.join(REPO, "configs"))
+    import cracks
+
+    config = cracks.get_config("tiny" if tiny else "default")
+    config.data.image_size = size
+    return config
+
+
+def median_seconds(call, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def alternate(calls: dict, repeats: int) -> dict:
+    """Each call once per round, in turn (A B C A B C ...), after one untimed warm-up round: per name,
+    the times, their median, and (against the first name) the median of the round-by-round ratios."""
+    for call in calls.values():
+        call()
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            times[name] += median_seconds(call, 1)
+    reference = next(iter(calls))
+    return {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
+                   "ratio_to_" + reference: statistics.median(a / b for a, b in zip(t, times[reference]))}
+            for name, t in times.items()}
+
+
+def matmul_peak(repeats: int, n: int) -> dict:
+    """fp32 GFLOP/s of an n x n matmul: the machine's attainable peak, by XLA and (if present) by torch."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
+    matmul = jax.jit(lambda a: a @ a)
+    matmul(a).block_until_ready()
+    peak = {"n": n, "jax_gflops": 2 * n**3 / min(median_seconds(lambda: matmul(a).block_until_ready(), repeats)) / 1e9}
+    torch = _torch()
+    if torch is not None:
+        t = torch.from_numpy(np.array(a))
+        t @ t
+        peak["torch_gflops"] = 2 * n**3 / min(median_seconds(lambda: t @ t, repeats)) / 1e9
+    peak["gflops"] = max(v for k, v in peak.items() if k.endswith("_gflops"))
+    return peak
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch
+
+
+def _peer():
+    """The PyTorch peer module, or the reason it cannot run here."""
+    if _torch() is None:
+        return None, "torch is not installed (pip install -e '.[bench]')"
+    sys.path.insert(0, HERE)
+    import torch_peer
+
+    return torch_peer, None
+
+
+class JaxGan:
+    """cfjax's jitted GAN step on the current mesh, with its compile time, FLOPs and memory analysis."""
+
+    def __init__(self, config, images, labels):
+        import jax
+
+        from cfjax import parallel, steps, train
+
+        self.mesh = parallel.make_mesh()
+        models = train.build_models(config)
+        self.state = steps.make_init_fn(models, config, self.mesh)(jax.random.PRNGKey(0))
+        self.batch = parallel.shard_batch({"image": images, "label": labels}, self.mesh)
+        step = steps.make_gan_step(models, config, self.mesh)
+        start = time.perf_counter()
+        compiled = step.lower(self.state, self.batch).compile()
+        self.compile_s = time.perf_counter() - start
+        self.flops = float(compiled.cost_analysis()["flops"]) * jax.device_count()
+        memory = compiled.memory_analysis()
+        self.memory_bytes = {"arguments": memory.argument_size_in_bytes, "outputs": memory.output_size_in_bytes,
+                             "temporaries": memory.temp_size_in_bytes, "aliased": memory.alias_size_in_bytes}
+        self.step = compiled
+        # Copies: the step donates (and so deletes) the state it is given.
+        self.g_params, self.d_params = jax.tree.map(lambda a: a.copy(), (self.state.g_params, self.state.d_params))
+
+    def __call__(self, sync: bool = True):
+        import jax
+
+        self.state, metrics = self.step(self.state, self.batch)
+        if sync:
+            jax.block_until_ready((self.state, metrics))
+        return metrics
+
+    def sync_cost(self, steps: int) -> dict:
+        """Seconds per step when the loop reads a scalar after every step (as cfjax's loop reads `finite`)
+        against dispatching `steps` steps and waiting once."""
+        def loop(read_every_step):
+            metrics = None
+            for _ in range(steps):
+                metrics = self(sync=False)
+                if read_every_step:
+                    bool(metrics["finite"])
+            bool(metrics["finite"])
+
+        result = alternate({"sync_every_step": lambda: loop(True), "sync_at_end": lambda: loop(False)}, 3)
+        return {name: r["median_s"] / steps for name, r in result.items()}
+
+
+def jax_pgd(config, images, labels, d_params):
+    import jax
+
+    from cfjax import attacks, parallel
+    from cfjax.models import make_discriminator
+
+    discriminator = make_discriminator(config)
+    attack = attacks.make_attack(lambda p, x: discriminator.apply({"params": p}, x),
+                                 attacks.AttackSpec(num_classes=config.num_classes), parallel.make_mesh())
+    key = jax.random.PRNGKey(1)
+    arguments = (d_params, images, labels, key, PGD_EPSILON, PGD_STEP, PGD_ITERATIONS)
+    start = time.perf_counter()
+    compiled = attack.lower(*arguments).compile()
+
+    def call():
+        attack(*arguments).adversarial.block_until_ready()
+
+    call.compile_s = time.perf_counter() - start
+    call.flops = float(compiled.cost_analysis()["flops"]) * jax.device_count()
+    return call
+
+
+def torch_calls(peer, config, images, labels, jax_gan: JaxGan, with_compile: bool) -> tuple[dict, dict, dict]:
+    """GAN-step and PGD calls of the PyTorch peer (from cfjax's initial weights), and what was checked."""
+    import jax
+    import numpy as np
+    import torch
+
+    x, y = peer.to_torch(np.asarray(images)), torch.from_numpy(np.asarray(labels)).long()
+    eager = peer.build_gan(config)
+    counts = eager.param_counts()
+    jax_counts = tuple(sum(int(np.prod(a.shape)) for a in jax.tree.leaves(p)) for p in (jax_gan.g_params,
+                                                                                          jax_gan.d_params))
+    if tuple(counts) != jax_counts:
+        raise AssertionError(f"parameter counts differ: torch {counts}, cfjax {jax_counts}")
+    eager.load_flax(jax.device_get(jax_gan.g_params), jax.device_get(jax_gan.d_params))
+    gan = {"torch_eager": lambda: eager.step(x, y)}
+    pgd = {"torch_eager": lambda: peer.pgd(lambda z: eager.discriminator(z)[:, :config.num_classes], x, y,
+                                           epsilon=PGD_EPSILON, step_size=PGD_STEP, num_steps=PGD_ITERATIONS),
+           "torchattacks": lambda: peer.torchattacks_pgd(eager.discriminator, config.num_classes, x, y,
+                                                         epsilon=PGD_EPSILON, step_size=PGD_STEP,
+                                                         num_steps=PGD_ITERATIONS)}
+    notes = {"parameters_g_d": list(counts)}
+    if not with_compile:
+        return gan, pgd, notes
+    try:
+        compiled = peer.build_gan(config, compile=True)
+        compiled.load_flax(jax.device_get(jax_gan.g_params), jax.device_get(jax_gan.d_params))
+        start = time.perf_counter()
+        compiled.step(x, y)
+        notes["torch_compile_first_call_s"] = time.perf_counter() - start
+        gan["torch_compile"] = lambda: compiled.step(x, y)
+        d_compiled = torch.compile(eager.discriminator, dynamic=False)
+        pgd["torch_compile"] = lambda: peer.pgd(lambda z: d_compiled(z)[:, :config.num_classes], x, y,
+                                                epsilon=PGD_EPSILON, step_size=PGD_STEP, num_steps=PGD_ITERATIONS)
+    except Exception as error:  # noqa: BLE001 - a peer variant that fails is reported, not fatal
+        notes["torch_compile_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    return gan, pgd, notes
+
+
+def loader_images_per_second(config, count: int) -> float:
+    """Images/s from the input pipeline into sharded device arrays (the embedded dataset)."""
+    from cfjax import parallel
+    from cfjax.data import pipeline
+
+    batches = pipeline.train_batches(pipeline.training_source(config), config, parallel.make_mesh())
+    for _ in range(3):
+        next(batches)["image"].block_until_ready()  # warm the worker threads and the prefetch queue
+    seconds = sum(median_seconds(lambda: next(batches)["image"].block_until_ready(), count))
+    return count * config.batch_size / seconds
+
+
+def speed(args) -> dict:
+    import jax
+    import numpy as np
+
+    peer, peer_missing = _peer() if args.peer else (None, "not run in this process")
+    out = {"devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+           "backend": jax.default_backend(), "peak": matmul_peak(args.repeats, 512 if args.tiny else 2048),
+           "peer": peer_missing or "torch " + _torch().__version__, "sizes": {}}
+    for size in args.sizes:
+        config = make_config(size, args.tiny)
+        rng = np.random.default_rng(0)
+        images = rng.uniform(size=(config.batch_size, size, size, 3)).astype(np.float32)
+        labels = (np.arange(config.batch_size) % config.num_classes).astype(np.int32)
+        gan = JaxGan(config, images, labels)
+        gan_calls = {"cfjax": gan}
+        pgd_calls = {"cfjax": jax_pgd(config, gan.batch["image"], gan.batch["label"], gan.d_params)}
+        row = {"batch": config.batch_size, "gan_step_flops": gan.flops, "pgd10_flops": pgd_calls["cfjax"].flops,
+               "compile_s": gan.compile_s,
+               "xla_memory_bytes": gan.memory_bytes}
+        if peer is not None:
+            torch_gan, torch_pgd, row["peer_checks"] = torch_calls(peer, config, images, labels, gan,
+                                                                   args.torch_compile)
+            gan_calls.update(torch_gan)
+            pgd_calls.update(torch_pgd)
+        row["gan_step"] = alternate(gan_calls, args.repeats)
+        row["pgd10"] = alternate(pgd_calls, args.repeats)
+        row["sync_cost_s_per_step"] = gan.sync_cost(4 if args.tiny else 8)
+        out["sizes"][str(size)] = row
+        print(f"{size} px: GAN step {row['gan_step']['cfjax']['median_s']:.3f} s, "
+              f"PGD-10 {row['pgd10']['cfjax']['median_s']:.3f} s", file=sys.stderr, flush=True)
+    out["loader_images_per_s"] = loader_images_per_second(make_config(args.sizes[0], args.tiny),
+                                                          8 if args.tiny else 40)
+    return out
+
+
+def memory(args) -> dict:
+    """Peak resident memory of the process for one framework and workload (a few calls after building)."""
+    import numpy as np
+
+    config = make_config(args.size, args.tiny)
+    images = np.random.default_rng(0).uniform(size=(config.batch_size, args.size, args.size, 3)).astype(np.float32)
+    labels = (np.arange(config.batch_size) % config.num_classes).astype(np.int32)
+    result = {"framework": args.framework, "workload": args.workload, "size": args.size}
+    if args.framework == "jax":
+        gan = JaxGan(config, images, labels)
+        result["compile_s"] = gan.compile_s
+        call = gan
+        if args.workload == "pgd":
+            call = jax_pgd(config, gan.batch["image"], gan.batch["label"], gan.d_params)
+            result["compile_s"] = call.compile_s
+    else:
+        peer, missing = _peer()
+        if peer is None:
+            return {**result, "skipped": missing}
+        import torch
+
+        gan = peer.build_gan(config)
+        x, y = peer.to_torch(images), torch.from_numpy(labels).long()
+        call = (lambda: gan.step(x, y)) if args.workload == "gan" else (
+            lambda: peer.pgd(lambda z: gan.discriminator(z)[:, :config.num_classes], x, y, epsilon=PGD_EPSILON,
+                             step_size=PGD_STEP, num_steps=PGD_ITERATIONS))
+    result["rss_before_first_call_mb"] = _rss_mb()
+    for _ in range(3):
+        call()
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=("speed", "memory"), required=True)
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=[64])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--framework", choices=("jax", "torch"), default="jax")
+    parser.add_argument("--workload", choices=("gan", "pgd"), default="gan")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--no-torch-compile", dest="torch_compile", action="store_false")
+    parser.add_argument("--no-peer", dest="peer", action="store_false", help="time cfjax alone")
+    args = parser.parse_args()
+    # Forced host devices (a CPU's cores as devices); a GPU or TPU keeps its own devices.
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
+    os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={args.devices}"])
+    import jax
+
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    print(json.dumps(speed(args) if args.task == "speed" else memory(args)))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, REPO)
+    main()

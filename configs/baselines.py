@@ -39,8 +39,9 @@ def get_config(arg: str = "classifier") -> ml_collections.ConfigDict:
     config.name = f"{config.name}_{baseline}"
     if baseline == "adversarial":
         # L-inf PGD-7 from a random start (Madry et al.) at the budget the robustness aim is read at, 4/255,
-        # step 2.5 epsilon / 7. Epsilon ramps up over the first third: at the full 8/255 from step 0 the
-        # fruit classifier stayed at chance for 800 steps (loss 0.69).
+        # step 2.5 epsilon / 7. Epsilon ramps up over the first third of the steps this config sets (a
+        # count: --config.num_steps does not move it): at the full 8/255 from step 0 the fruit classifier
+        # stayed at chance for 800 steps (loss 0.69).
         config.adversarial_training.epsilon = 4.0 / 255
         config.adversarial_training.step_size = 2.5 * 4.0 / 255 / 7
         config.adversarial_training.warmup_steps = config.num_steps // 3

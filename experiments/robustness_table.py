@@ -27,7 +27,7 @@ RUNS = {
     "adversarial": ("configs/baselines.py:adversarial,fruits", "fruits_adversarial_s{seed}"),
 }
 LABELS = {"D": "D (hybrid readout)", "G_head": "G's classification head", "classifier": "plain classifier",
-          "adversarial_classifier": "PGD-trained classifier (L∞ 8/255)"}
+          "adversarial_classifier": "PGD-trained classifier (L∞ 4/255)"}
 EPSILONS_255 = (2.0, 4.0, 8.0)  # the budgets the README table reports (those the L-inf sweep ran)
 
 

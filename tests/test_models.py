@@ -155,3 +155,19 @@ def optax_cosine(a, b):
     dot = sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
     norm = lambda t: jnp.sqrt(sum(jnp.vdot(x, x) for x in jax.tree.leaves(t)))
     return dot / (norm(a) * norm(b))
+
+
+@pytest.mark.parametrize("remat", [False, True])
+def test_parameter_names_are_those_saved_runs_hold(tiny_config, remat):
+    """Checkpoints written before residual blocks were named explicitly (Flax's automatic names, in call
+    order) must still load: the same names, each block at the same place in the network."""
+    tiny_config.remat = remat
+    images, labels = jnp.zeros((1, 32, 32, 3)), jnp.zeros((1,), jnp.int32)
+    g = jax.eval_shape(make_generator(tiny_config).init, jax.random.PRNGKey(0), images, labels)["params"]
+    d = jax.eval_shape(make_discriminator(tiny_config).init, jax.random.PRNGKey(0), images)["params"]
+    assert sorted(g) == ["Conv_0", "Conv_1", "Downsample_0", "Downsample_1", "GroupNorm_0", *(f"ResBlock_{i}" for i in
+                         range(6)), "Upsample_0", "Upsample_1", "Upsample_2", "class_head", "image_head"]
+    assert sorted(d) == ["Conv_0", "Dense_0", "Downsample_0", "GroupNorm_0", "ResBlock_0", "ResBlock_1"]
+    # Encoder (8, 16), bottleneck 32, after the target planes 32, decoder (16, 8): width 8, depth 2.
+    assert [g[f"ResBlock_{i}"]["Conv_0"]["kernel"].shape[-1] for i in range(6)] == [8, 16, 32, 32, 16, 8]
+    assert [d[f"ResBlock_{i}"]["Conv_0"]["kernel"].shape[-1] for i in range(2)] == [8, 16]

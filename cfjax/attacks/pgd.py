@@ -167,8 +167,8 @@ def make_attack(apply_fn: Callable[[Any, jnp.ndarray], jnp.ndarray], spec: Attac
         steps = int(num_steps) if spec.unrolled else np.int32(num_steps)
         return params, images, labels, key, np.float32(epsilon), np.float32(step_size), steps
 
-    def run(*args) -> AttackResult:
-        return jitted(*arguments(*args))
+    def run(*args, **kwargs) -> AttackResult:
+        return jitted(*arguments(*args, **kwargs))
 
-    run.lower = lambda *args: jitted.lower(*arguments(*args))  # for XLA's cost and memory analysis
+    run.lower = lambda *args, **kwargs: jitted.lower(*arguments(*args, **kwargs))  # XLA's cost and memory analysis
     return run

@@ -161,7 +161,9 @@ def jax_pgd(config, images, labels, d_params):
         attack(*arguments).adversarial.block_until_ready()
 
     call.compile_s = time.perf_counter() - start
-    call.flops = float(compiled.cost_analysis()["flops"]) * jax.device_count()
+    # XLA counts a rolled loop's body once (GPU, TPU): scale by the iterations there.
+    iterations = 1 if attacks.AttackSpec(num_classes=config.num_classes).unrolled else PGD_ITERATIONS
+    call.flops = float(compiled.cost_analysis()["flops"]) * jax.device_count() * iterations
     return call
 
 
@@ -258,13 +260,19 @@ def memory(args) -> dict:
     images = np.random.default_rng(0).uniform(size=(config.batch_size, args.size, args.size, 3)).astype(np.float32)
     labels = (np.arange(config.batch_size) % config.num_classes).astype(np.int32)
     result = {"framework": args.framework, "workload": args.workload, "size": args.size}
-    if args.framework == "jax":
-        gan = JaxGan(config, images, labels)
-        result["compile_s"] = gan.compile_s
-        call = gan
-        if args.workload == "pgd":
-            call = jax_pgd(config, gan.batch["image"], gan.batch["label"], gan.d_params)
-            result["compile_s"] = call.compile_s
+    if args.framework == "jax" and args.workload == "gan":
+        call = JaxGan(config, images, labels)
+        result["compile_s"] = call.compile_s
+    elif args.framework == "jax":  # D's parameters alone, as the torch row holds D alone
+        import jax
+
+        from cfjax import parallel
+        from cfjax.models import make_discriminator
+
+        d_params = jax.jit(make_discriminator(config).init)(jax.random.PRNGKey(0), images[:1])["params"]
+        batch = parallel.shard_batch({"image": images, "label": labels}, parallel.make_mesh())
+        call = jax_pgd(config, batch["image"], batch["label"], d_params)
+        result["compile_s"] = call.compile_s
     else:
         peer, missing = _peer()
         if peer is None:

@@ -224,7 +224,7 @@ def speed(args) -> dict:
     peer, peer_missing = _peer() if args.peer else (None, "not run in this process")
     out = {"devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
            "backend": jax.default_backend(), "peak": matmul_peak(args.repeats, 512 if args.tiny else 2048),
-           "peer": peer_missing or "torch " + _torch().__version__, "sizes": {}}
+           "peer": peer_missing or "torch " + _torch().__version__, "peer_ran": peer is not None, "sizes": {}}
     for size in args.sizes:
         config = make_config(size, args.tiny)
         rng = np.random.default_rng(0)

@@ -22,9 +22,10 @@ def test_performance_benchmark_runs_at_a_tiny_size_and_writes_its_json(repo_root
         assert set(row["sync_cost_s_per_step"]) == {"sync_every_step", "sync_at_end"}
         if speed["peer_ran"]:  # torch installed, in the process with the most devices
             assert {"torch_eager", "torchattacks"} <= set(row["pgd10"]) and "torch_eager" in row["gan_step"]
-    # Data-parallel work is the same work: the FLOPs per step do not depend on the device count.
+    # Data-parallel work is the same work: the sharded FLOPs do not depend on the device count. Only the
+    # replicated update (Adam, EMA, norms) is counted once per device: 6 % more on 2 devices at this tiny size.
     one, two = (result["speed"][d]["sizes"]["16"]["gan_step_flops"] for d in ("1", "2"))
-    assert abs(one - two) / one < 0.05
+    assert 1.0 <= two / one < 1.15
     compiles = [m for m in result["memory"] if m["framework"] == "jax"]
     assert {m["compile_cache"] for m in compiles} == {"cold", "warm"}
     assert all(m["peak_rss_mb"] > 0 for m in compiles)

@@ -10,35 +10,22 @@ experiments/benchmarks/results/conv_kernels.{json,md}.
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 # (resolution, input channels, output channels) of the default G and D at 64 px (configs/cracks.py):
 # the stems after space-to-depth, residual blocks, down/up-sampling convolutions and G's skip merges.
 CONV_SHAPES = ((32, 12, 16), (32, 16, 16), (32, 48, 16), (16, 64, 32), (16, 32, 32), (8, 128, 64), (8, 64, 64))
 NORM_SHAPES = ((32, 16), (16, 32), (8, 64))
 
 
-def _seconds(call, repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _pair(jax_call, torch_call, repeats: int) -> tuple[float, float]:
-    """Medians of the two calls timed in turn (A B A B)."""
-    jax_call(), torch_call()
-    jax_times, torch_times = [], []
-    for _ in range(repeats):
-        jax_times.append(_seconds(jax_call, 1))
-        torch_times.append(_seconds(torch_call, 1))
-    return statistics.median(jax_times), statistics.median(torch_times)
+    """Medians of the two calls timed in turn (A B A B), as the performance benchmark times them."""
+    from perf_worker import alternate
+
+    medians = alternate({"xla": jax_call, "torch": torch_call}, repeats)
+    return medians["xla"]["median_s"], medians["torch"]["median_s"]
 
 
 def main() -> None:

@@ -34,7 +34,8 @@ def make_config(size: int, tiny: bool):
     return config
 
 
-def median_seconds(call, repeats: int) -> list[float]:
+def timed(call, repeats: int) -> list[float]:
+    """Seconds of each of `repeats` calls."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -51,7 +52,7 @@ def alternate(calls: dict, repeats: int) -> dict:
     times = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
-            times[name] += median_seconds(call, 1)
+            times[name] += timed(call, 1)
     reference = next(iter(calls))
     return {name: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t),
                    "ratio_to_" + reference: statistics.median(a / b for a, b in zip(t, times[reference]))}
@@ -67,12 +68,12 @@ def matmul_peak(repeats: int, n: int) -> dict:
     a = jnp.asarray(np.random.default_rng(0).standard_normal((n, n)), jnp.float32)
     matmul = jax.jit(lambda a: a @ a)
     matmul(a).block_until_ready()
-    peak = {"n": n, "jax_gflops": 2 * n**3 / min(median_seconds(lambda: matmul(a).block_until_ready(), repeats)) / 1e9}
+    peak = {"n": n, "jax_gflops": 2 * n**3 / min(timed(lambda: matmul(a).block_until_ready(), repeats)) / 1e9}
     torch = _torch()
     if torch is not None:
         t = torch.from_numpy(np.array(a))
         t @ t
-        peak["torch_gflops"] = 2 * n**3 / min(median_seconds(lambda: t @ t, repeats)) / 1e9
+        peak["torch_gflops"] = 2 * n**3 / min(timed(lambda: t @ t, repeats)) / 1e9
     peak["gflops"] = max(v for k, v in peak.items() if k.endswith("_gflops"))
     return peak
 
@@ -213,7 +214,7 @@ def loader_images_per_second(config, count: int) -> float:
     batches = pipeline.train_batches(pipeline.training_source(config), config, parallel.make_mesh())
     for _ in range(3):
         next(batches)["image"].block_until_ready()  # warm the worker threads and the prefetch queue
-    seconds = sum(median_seconds(lambda: next(batches)["image"].block_until_ready(), count))
+    seconds = sum(timed(lambda: next(batches)["image"].block_until_ready(), count))
     return count * config.batch_size / seconds
 
 

@@ -11,7 +11,8 @@ Steps (each is the plain command a user would type, logged to OUT/logs/STEP.log)
   crack_iou    experiments/crack_iou_table.py --train (SUT-Crack)       -> OUT/crack_iou.{json,md}
   mask_variants experiments/mask_variants.py on those GAN runs          -> OUT/mask_variants.{json,md}
   robustness   experiments/robustness_table.py --train (fruit)          -> OUT/robustness.{json,md,png}
-  benchmarks   experiments/benchmarks/{pgd,input_pipeline,performance,conv_kernels}.py -> experiments/benchmarks/results/
+  benchmarks   experiments/benchmarks/{pgd,input_pipeline,performance,profile_step,conv_kernels}.py
+               -> experiments/benchmarks/results/
                                                                            (OUT/benchmarks/ with --quick)
 
 Runs go to --runs (default runs/reproduce/, a folder of their own). Finished runs and analyses there
@@ -201,12 +202,16 @@ def benchmarks(r: Reproduction) -> None:
     pipeline = [sys.executable, "experiments/benchmarks/input_pipeline.py", f"--out={out}"]
     performance = [sys.executable, "experiments/benchmarks/performance.py", f"--out={out}"]
     kernels = [sys.executable, "experiments/benchmarks/conv_kernels.py", f"--out={out}"]
+    profiles = [[sys.executable, "experiments/benchmarks/profile_step.py", f"--size={size}", f"--out={out}"]
+                for size in (64, 128)]
     if r.quick:
         pgd += ["--batch=8", "--repeats=1"]
         pipeline += ["--steps=5", "--datasets=synthetic"]
         performance += ["--tiny", "--sizes=16", "--repeats=1", "--no-torch-compile", "--memory-workloads=gan"]
         kernels += ["--repeats=1"]
-    commands = [pgd, pipeline, performance]
+        profiles = [[sys.executable, "experiments/benchmarks/profile_step.py", "--tiny", "--size=16", "--calls=1",
+                     f"--out={out}"]]
+    commands = [pgd, pipeline, performance, *profiles]
     if importlib.util.find_spec("torch") is not None:  # the kernel comparison needs the `bench` extra
         commands.append(kernels)
     r.run("benchmarks", commands)

@@ -156,6 +156,17 @@ def test_a_rolled_loop_traces_once_for_every_budget_and_matches_the_unrolled_one
             np.testing.assert_array_equal(a.success, b.success)
 
 
+def test_an_unrolled_attack_computes_each_iterate_once(cnn):
+    """Unrolled, XLA:CPU would fuse the chain of all earlier updates into each iteration's consumers, so
+    iteration k would recompute k signed-gradient steps (44 `sign` operations for 8 iterations); each
+    iterate is materialised instead: one `sign` per iteration in the compiled program."""
+    apply_fn, params, images, labels = cnn
+    attack = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, unroll=True))
+    for steps in (2, 8):
+        compiled = attack.lower(params, images, labels, jax.random.PRNGKey(0), 4 / 255, 1 / 255, steps).compile()
+        assert compiled.as_text().count(" sign(") == steps
+
+
 def test_accuracy_never_rises_with_the_budget_on_a_linear_model():
     apply_fn, params = _linear(num_outputs=3, seed=5)
     images = jax.random.uniform(jax.random.PRNGKey(5), (64,) + SHAPE)

@@ -31,3 +31,37 @@ def test_performance_benchmark_runs_at_a_tiny_size_and_writes_its_json(repo_root
     assert all(m["peak_rss_mb"] > 0 for m in compiles)
     table = (tmp_path / "performance.md").read_text()
     assert "GAN step" in table and "PGD-10 on D" in table and "MFU" in table
+
+
+def _profile_module(repo_root):
+    sys.path.insert(0, str(repo_root / "experiments" / "benchmarks"))
+    import profile_step
+
+    return profile_step
+
+
+def test_profiler_finds_each_convolution_direction_with_its_flops(repo_root, tmp_path):
+    """A 3x3 convolution and both its gradients, traced: each executed convolution is found in the HLO,
+    put in its direction's category and given 2 x B x H x W x Cin x Cout x 9 FLOPs."""
+    import jax
+    import jax.numpy as jnp
+
+    profile_step = _profile_module(repo_root)
+    b, h, w, cin, cout = 2, 8, 8, 3, 5
+
+    def loss(x, kernel):
+        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return (y**2).sum()
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    x, kernel = jnp.ones((b, h, w, cin)), jnp.ones((3, 3, cin, cout))
+    compiled = grads.lower(x, kernel).compile()
+    call = lambda: jax.block_until_ready(compiled(x, kernel))
+    call()
+    result = profile_step.profile(call, compiled.as_text(), calls=2, trace_dir=str(tmp_path))
+    expected = 2.0 * b * h * w * cin * cout * 9
+    for direction in ("conv forward", "conv input gradient", "conv kernel gradient"):
+        group = result["categories"][direction]
+        assert group["operations"] == 1, (direction, result["categories"])
+        assert group["flops"] == expected and group["seconds"] > 0
+    assert 0 < result["operation_s_per_call"] and result["wall_s_per_call"] > 0

@@ -10,7 +10,7 @@ from cfjax.models import (
     ResNetClassifier, make_discriminator, make_generator, make_plain_classifier, p_fake, predict_class,
 )
 from cfjax.models.generator import Generator
-from cfjax.models.layers import pixel_shuffle, pixel_unshuffle
+from cfjax.models.layers import GroupNorm, pixel_shuffle, pixel_unshuffle
 
 
 def _images(batch=3, size=32, seed=0):
@@ -100,6 +100,25 @@ def test_pixel_shuffle_inverts_unshuffle():
     # Each output pixel group holds exactly the 2x2 block it came from.
     np.testing.assert_array_equal(np.asarray(y[0, 0, 0, :3]), np.asarray(x[0, 0, 0]))
     np.testing.assert_array_equal(np.asarray(y[0, 0, 0, 3:6]), np.asarray(x[0, 0, 1]))
+
+
+@pytest.mark.parametrize("shape,groups", [((3, 8, 8, 16), 8), ((2, 5, 7, 12), 12), ((2, 6, 6, 6), 3)])
+def test_group_norm_is_flax_group_norm_computed_faster(shape, groups):
+    """The two-stage reduction computes flax.linen.GroupNorm's function, with its parameter names, shapes
+    and initial values (so saved runs load either way), to float32 rounding, gradients included."""
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.PRNGKey(0), shape) * 3 + 2
+    reference, ours = nn.GroupNorm(num_groups=groups), GroupNorm(num_groups=groups)
+    params = reference.init(jax.random.PRNGKey(1), x)
+    chex.assert_trees_all_equal(params, ours.init(jax.random.PRNGKey(1), x))
+    params = jax.tree.map(lambda a: a + jax.random.normal(jax.random.PRNGKey(2), a.shape), params)
+    np.testing.assert_allclose(ours.apply(params, x), reference.apply(params, x), atol=1e-5)
+    loss = lambda module: lambda p, v: (module.apply(p, v) ** 3).sum()
+    chex.assert_trees_all_close(jax.grad(loss(ours), (0, 1))(params, x), jax.grad(loss(reference), (0, 1))(params, x),
+                                rtol=1e-4, atol=1e-3)
+    half = GroupNorm(num_groups=groups, dtype=jnp.bfloat16).apply(params, x)
+    assert half.dtype == jnp.bfloat16
 
 
 def test_resnet_classifier_widths():

@@ -89,6 +89,18 @@ def _keep_better(new: AttackResult, old: AttackResult) -> AttackResult:
     return AttackResult(*(pick(a, b) for a, b in zip(new, old)))
 
 
+def _materialised(x: jnp.ndarray, traced_scalar: jnp.ndarray) -> jnp.ndarray:
+    """`x`, computed once and kept in memory.
+
+    Unrolled, each iterate is a chain of elementwise updates over all earlier gradients, and XLA:CPU fuses
+    that whole chain into every consumer, so iteration k recomputes k updates inside D's first layer:
+    quadratic in the iteration count, 28 % of PGD-10's operation time at 64 px
+    (experiments/benchmarks/profile_step.py). XLA:CPU drops `lax.optimization_barrier` before fusion,
+    but never fuses across a conditional, whose branches here both return `x` unchanged.
+    """
+    return jax.lax.cond(jnp.isfinite(traced_scalar), lambda v: v * 1.0, lambda v: v, x)
+
+
 def _single_run(logits_fn: Callable, images, labels, key, epsilon, step_size, num_steps, spec: AttackSpec):
     scoring = dict(num_classes=spec.num_classes, targeted=spec.targeted)
 
@@ -113,7 +125,7 @@ def _single_run(logits_fn: Callable, images, labels, key, epsilon, step_size, nu
             update = geometry.steepest_ascent(gradient, spec.norm)
         else:  # optax minimises: feed it the negated gradient of the objective we raise
             update, opt_state = optimizer.update(-gradient, opt_state, x)
-        x = geometry.project(images, x + step_size * update, epsilon, spec.norm)
+        x = _materialised(geometry.project(images, x + step_size * update, epsilon, spec.norm), step_size)
         return x, opt_state, _keep_better(current, best)
 
     if spec.unrolled and not isinstance(num_steps, int):

@@ -5,9 +5,11 @@ the same receptive field as strided or transposed convolutions, but lowered to o
 convolutions, whose gradients are much faster on XLA:CPU (design.md, section 6).
 """
 
+import math
 from typing import Any, Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 NORMS = ("group", "layer", "instance", "none")
@@ -31,13 +33,53 @@ def pixel_shuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
     return x.reshape(b, h * factor, w * factor, out_c)
 
 
+class GroupNorm(nn.Module):
+    """Group normalisation over (H, W, channels of a group) with a learned per-channel scale and bias:
+    the function, parameter names and initialisation of `flax.linen.GroupNorm` (fast variance), so
+    checkpoints move freely between the two.
+
+    The statistics are reduced in two stages, per channel over the image and then over each group's few
+    channels, instead of in one strided reduction over (H, W, group): 1.2-2.2x faster forward and
+    backward on XLA:CPU (experiments/benchmarks/profile_step.py found normalisation ~30 % of the GAN
+    step). They are reduced in float32 whatever `dtype` the output has.
+    """
+
+    num_groups: int
+    epsilon: float = 1e-6
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        channels = x.shape[-1]
+        if channels % self.num_groups:
+            raise ValueError(f"{self.num_groups} groups do not divide {channels} channels")
+        group_size = channels // self.num_groups
+        scale = self.param("scale", nn.initializers.ones, (channels,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (channels,), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        image_axes = tuple(range(1, x.ndim - 1))
+        count = group_size * math.prod(x.shape[1:-1])
+
+        def group_mean(values):  # (B, ..., C) -> (B, groups)
+            per_channel = values.sum(image_axes)
+            return per_channel.reshape(x.shape[0], self.num_groups, group_size).sum(-1) / count
+
+        mean = group_mean(x32)
+        variance = jnp.maximum(group_mean(x32 * x32) - mean * mean, 0.0)
+        per_channel = lambda g: jnp.repeat(g, group_size, axis=-1)
+        multiplier = per_channel(jax.lax.rsqrt(variance + self.epsilon)) * scale
+        shift = bias - per_channel(mean) * multiplier
+        broadcastable = (x.shape[0],) + (1,) * (x.ndim - 2) + (channels,)
+        return (x32 * multiplier.reshape(broadcastable) + shift.reshape(broadcastable)).astype(self.dtype)
+
+
 def make_norm(kind: str, num_groups: int = 8, dtype: Any = jnp.float32) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """A normalisation layer without running statistics, so train and eval mode agree. Its statistics
     are reduced in float32 whatever `dtype` the output has."""
     if kind == "group":
-        return lambda x: nn.GroupNorm(num_groups=_groups(x.shape[-1], num_groups), dtype=dtype)(x)
+        return lambda x: GroupNorm(num_groups=_groups(x.shape[-1], num_groups), dtype=dtype)(x)
     if kind == "instance":
-        return lambda x: nn.GroupNorm(num_groups=None, group_size=1, dtype=dtype)(x)
+        return lambda x: GroupNorm(num_groups=x.shape[-1], dtype=dtype)(x)
     if kind == "layer":
         return lambda x: nn.LayerNorm(dtype=dtype)(x)
     if kind == "none":

@@ -162,6 +162,7 @@ def jax_pgd(config, images, labels, d_params):
         attack(*arguments).adversarial.block_until_ready()
 
     call.compile_s = time.perf_counter() - start
+    call.compiled = compiled
     # XLA counts a rolled loop's body once (GPU, TPU): scale by the iterations there.
     iterations = 1 if attacks.AttackSpec(num_classes=config.num_classes).unrolled else PGD_ITERATIONS
     call.flops = float(compiled.cost_analysis()["flops"]) * jax.device_count() * iterations

@@ -159,12 +159,19 @@ def test_a_rolled_loop_traces_once_for_every_budget_and_matches_the_unrolled_one
 def test_an_unrolled_attack_computes_each_iterate_once(cnn):
     """Unrolled, XLA:CPU would fuse the chain of all earlier updates into each iteration's consumers, so
     iteration k would recompute k signed-gradient steps (44 `sign` operations for 8 iterations); each
-    iterate is materialised instead: one `sign` per iteration in the compiled program."""
+    iterate is materialised instead: one `sign` per iteration per restart in the compiled program, whether
+    the budget is an argument (make_attack) or a constant (adversarial training without warm-up)."""
     apply_fn, params, images, labels = cnn
-    attack = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, unroll=True))
-    for steps in (2, 8):
-        compiled = attack.lower(params, images, labels, jax.random.PRNGKey(0), 4 / 255, 1 / 255, steps).compile()
-        assert compiled.as_text().count(" sign(") == steps
+    for restarts in (1, 2):
+        attack = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, restarts=restarts, unroll=True))
+        for steps in (2, 8):
+            compiled = attack.lower(params, images, labels, jax.random.PRNGKey(0), 4 / 255, 1 / 255, steps).compile()
+            assert compiled.as_text().count(" sign(") == steps, (restarts, steps)
+    spec = attacks.AttackSpec(num_classes=3, unroll=True)
+    constant_budget = jax.jit(lambda p, x, y, k: attacks.pgd(lambda v: apply_fn(p, v), x, y, k, spec=spec,
+                                                             epsilon=4 / 255, step_size=1 / 255, num_steps=8))
+    compiled = constant_budget.lower(params, images, labels, jax.random.PRNGKey(0)).compile()
+    assert compiled.as_text().count(" sign(") == 8
 
 
 def test_accuracy_never_rises_with_the_budget_on_a_linear_model():

@@ -41,21 +41,25 @@ def _profile_module(repo_root):
 
 
 def test_profiler_finds_each_convolution_direction_with_its_flops(repo_root, tmp_path):
-    """A 3x3 convolution and both its gradients, traced: each executed convolution is found in the HLO,
-    put in its direction's category and given 2 x B x H x W x Cin x Cout x 9 FLOPs."""
+    """A 3x3 convolution and both its gradients, data-parallel on two devices and traced: each executed
+    convolution is found in the HLO, put in its direction's category and given the whole batch's
+    2 x B x H x W x Cin x Cout x 9 FLOPs (each device's share, once per device)."""
     import jax
     import jax.numpy as jnp
 
+    from cfjax import parallel
+
     profile_step = _profile_module(repo_root)
-    b, h, w, cin, cout = 2, 8, 8, 3, 5
+    b, h, w, cin, cout = 4, 8, 8, 3, 5
 
     def loss(x, kernel):
         y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return (y**2).sum()
 
-    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    x, kernel = jnp.ones((b, h, w, cin)), jnp.ones((3, 3, cin, cout))
-    compiled = grads.lower(x, kernel).compile()
+    mesh = parallel.make_mesh(jax.devices()[:2])
+    x = jax.device_put(jnp.ones((b, h, w, cin)), parallel.batch_sharding(mesh))
+    kernel = jax.device_put(jnp.ones((3, 3, cin, cout)), parallel.replicated(mesh))
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, kernel).compile()
     call = lambda: jax.block_until_ready(compiled(x, kernel))
     call()
     result = profile_step.profile(call, compiled.as_text(), calls=2, trace_dir=str(tmp_path))

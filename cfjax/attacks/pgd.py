@@ -89,19 +89,28 @@ def _keep_better(new: AttackResult, old: AttackResult) -> AttackResult:
     return AttackResult(*(pick(a, b) for a, b in zip(new, old)))
 
 
-def _materialised(x: jnp.ndarray, traced_scalar: jnp.ndarray) -> jnp.ndarray:
-    """`x`, computed once and kept in memory.
+def _materialised(x: jnp.ndarray, runtime_flag: jnp.ndarray) -> jnp.ndarray:
+    """`x`, computed once and kept in memory: for unrolled loops.
 
     Unrolled, each iterate is a chain of elementwise updates over all earlier gradients, and XLA:CPU fuses
     that whole chain into every consumer, so iteration k recomputes k updates inside D's first layer:
     quadratic in the iteration count, 28 % of PGD-10's operation time at 64 px
     (experiments/benchmarks/profile_step.py). XLA:CPU drops `lax.optimization_barrier` before fusion,
-    but never fuses across a conditional, whose branches here both return `x` unchanged.
+    but does not fuse across a conditional. Both branches give `x`, so the flag's value never matters;
+    for the conditional to survive, the flag must be known only at run time and unbatched (a constant
+    is folded away, a batched one turns the conditional into a select), and a branch must compute `x`
+    rather than forward it (`* 1.0`, exact for every float): JAX drops outputs every branch passes through.
     """
-    return jax.lax.cond(jnp.isfinite(traced_scalar), lambda v: v * 1.0, lambda v: v, x)
+    return jax.lax.cond(runtime_flag, lambda v: v * 1.0, lambda v: v, x)
 
 
-def _single_run(logits_fn: Callable, images, labels, key, epsilon, step_size, num_steps, spec: AttackSpec):
+def _runtime_flag(key: jax.Array) -> jnp.ndarray:
+    """A boolean known only at run time, replicated on every device: one bit of the attack's key."""
+    return jax.random.key_data(key).reshape(-1)[0] % 2 == 0
+
+
+def _single_run(logits_fn: Callable, images, labels, key, epsilon, step_size, num_steps, spec: AttackSpec,
+                runtime_flag):
     scoring = dict(num_classes=spec.num_classes, targeted=spec.targeted)
 
     def evaluate(x):
@@ -125,7 +134,9 @@ def _single_run(logits_fn: Callable, images, labels, key, epsilon, step_size, nu
             update = geometry.steepest_ascent(gradient, spec.norm)
         else:  # optax minimises: feed it the negated gradient of the objective we raise
             update, opt_state = optimizer.update(-gradient, opt_state, x)
-        x = _materialised(geometry.project(images, x + step_size * update, epsilon, spec.norm), step_size)
+        x = geometry.project(images, x + step_size * update, epsilon, spec.norm)
+        if spec.unrolled:  # a rolled loop keeps its carry in memory anyway
+            x = _materialised(x, runtime_flag)
         return x, opt_state, _keep_better(current, best)
 
     if spec.unrolled and not isinstance(num_steps, int):
@@ -143,7 +154,8 @@ def pgd(logits_fn: Callable[[jnp.ndarray], jnp.ndarray], images: jnp.ndarray, la
     and each sample keeps its worst case. Pure and jittable; `make_attack` jits it with shardings.
     """
     restart_keys = jnp.stack([jax.random.fold_in(key, r) for r in range(spec.restarts)])
-    runs = jax.vmap(lambda k: _single_run(logits_fn, images, labels, k, epsilon, step_size, num_steps, spec))(
+    flag = _runtime_flag(key)  # computed outside the vmap over restarts, so it stays unbatched
+    runs = jax.vmap(lambda k: _single_run(logits_fn, images, labels, k, epsilon, step_size, num_steps, spec, flag))(
         restart_keys)
     best = jax.tree.map(lambda a: a[0], runs)
     for r in range(1, spec.restarts):  # in order, strict improvements only: deterministic and prefix-stable

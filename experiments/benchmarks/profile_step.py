@@ -25,15 +25,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CATEGORIES = ("conv forward", "conv input gradient", "conv kernel gradient", "normalisation (with what XLA fused in)",
               "layout (transpose, copy, concatenate, pad, slice)", "other")
-_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(?P<name>[\w.\-]+) = (?P<type>[a-z0-9]+\[[0-9,]*\])?\S* ?"
-                          r"(?P<op>[\w\-]+)\((?P<args>[^)]*)\)(?P<rest>.*)$")
+# `%name = TYPE opcode(operands), attributes`; TYPE is an array (f32[16,32]{1,0}) or a tuple of them.
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%(?P<name>[\w.\-]+) = (?P<type>.*?) (?P<op>[\w\-]+)\((?P<args>[^)]*)\)"
+                          r"(?P<rest>.*)$")
+# Operations whose trace events enclose those of the operations they run: counted through those.
+_CONTROL_FLOW = ("conditional", "while", "call")
 _LAYOUT_OPS = ("transpose", "copy", "concatenate", "pad", "slice", "dynamic-slice", "reshape", "bitcast")
 
 
-def _dims(type_text: str | None) -> list[int]:
-    """[16,32,32,4] from 'f32[16,32,32,4]'."""
-    inside = (type_text or "[]").split("[", 1)[1].rstrip("]")
-    return [int(d) for d in inside.split(",") if d]
+def _dims(type_text: str) -> list[int]:
+    """[16,32,32,4] from 'f32[16,32,32,4]{3,2,1,0}'; [] for a tuple or a scalar."""
+    match = re.match(r"[a-z0-9]+\[([0-9,]*)\]", type_text)
+    return [int(d) for d in match[1].split(",") if d] if match else []
 
 
 def parse_hlo(text: str) -> dict:
@@ -86,12 +89,7 @@ def classify(name: str, instructions: dict, bodies: dict) -> tuple[str, float]:
     body = bodies.get(inst["calls"], []) if inst["calls"] else []
     conv = inst if inst["op"] == "convolution" else next((i for i in body if i["op"] == "convolution"), None)
     if conv is not None:
-        window = re.search(r"size=([\dx]+)", conv["rest"])
-        small_window = window is None or all(int(d) <= 3 for d in window[1].split("x"))
-        backward = "transpose(" in (conv["op_name"] or inst["op_name"])
-        kind = ("conv kernel gradient" if not small_window else
-                "conv input gradient" if backward else "conv forward")
-        return kind, conv_flops(conv, instructions)
+        return _conv_direction(conv, inst, instructions), conv_flops(conv, instructions)
     names = " ".join([inst["op_name"], *(i["op_name"] for i in body)])
     if "Norm" in names:
         return "normalisation (with what XLA fused in)", 0.0
@@ -101,6 +99,21 @@ def classify(name: str, instructions: dict, bodies: dict) -> tuple[str, float]:
             _LAYOUT_OPS:
         return "layout (transpose, copy, concatenate, pad, slice)", 0.0
     return "other", 0.0
+
+
+def _conv_direction(conv: dict, inst: dict, instructions: dict) -> str:
+    """A kernel gradient slides the output gradient over the whole input (its window is the input's image
+    size, its output the kernel's); an input gradient is a convolution that JAX's transpose made. A
+    forward convolution recomputed in the backward pass (`remat`) counts as an input gradient."""
+    window = re.search(r"size=([\dx]+)", conv["rest"])
+    labels = re.search(r"dim_labels=(\w+)_\w+->(\w+)", conv["rest"])
+    lhs = instructions.get(conv["operands"][0], {}).get("shape", [])
+    if window and labels and lhs:
+        spatial = [lhs[labels[1].index(d)] for d in labels[1] if d.isdigit()]
+        out_spatial = [conv["shape"][labels[2].index(d)] for d in labels[2] if d.isdigit()]
+        if [int(d) for d in window[1].split("x")] == spatial and out_spatial != spatial:
+            return "conv kernel gradient"
+    return "conv input gradient" if "transpose(" in (conv["op_name"] or inst["op_name"]) else "conv forward"
 
 
 def trace_events(trace_dir: str) -> list[dict]:
@@ -117,21 +130,27 @@ def profile(call, hlo_text: str, calls: int, trace_dir: str) -> dict:
     import jax
 
     jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
-    start = time.perf_counter()
-    for _ in range(calls):
-        call()
-    wall = (time.perf_counter() - start) / calls
-    jax.profiler.stop_trace()
+    try:
+        start = time.perf_counter()
+        for _ in range(calls):
+            call()
+        wall = (time.perf_counter() - start) / calls
+    finally:
+        jax.profiler.stop_trace()
     instructions = parse_hlo(hlo_text)
     bodies = computations(instructions)
-    per_op = collections.defaultdict(float)
+    per_op, executions = collections.defaultdict(float), collections.Counter()
     for event in trace_events(trace_dir):
-        if event["name"] in instructions:
+        if event["name"] in instructions and instructions[event["name"]]["op"] not in _CONTROL_FLOW:
             per_op[event["name"]] += event["dur"] * 1e-6 / calls
+            executions[event["name"]] += 1
+    if not per_op:
+        raise SystemExit("no trace event matched an operation of the compiled program")
     groups = {c: {"seconds": 0.0, "flops": 0.0, "operations": 0} for c in CATEGORIES}
     top = []
     for name, seconds in per_op.items():
         category, flops = classify(name, instructions, bodies)
+        flops *= executions[name] / calls  # the HLO is one device's program: once per device per call
         groups[category]["seconds"] += seconds
         groups[category]["flops"] += flops
         groups[category]["operations"] += 1
@@ -170,14 +189,14 @@ def markdown(result: dict) -> str:
         devices, op_s = result["devices"], row["operation_s_per_call"]
         lines += [f"## {workload}: {row['wall_s_per_call']:.3f} s per call; operations {op_s:.3f} s summed over "
                   f"{devices} device(s) ({op_s / devices / row['wall_s_per_call']:.0%} of the wall time per device)",
-                  "", "| category | s per call (all devices) | share | operations | GFLOP | GFLOP/s per device |",
+                  "", "| category | s per call (all devices) | share | operations | GFLOP (all devices) | GFLOP/s per device |",
                   "|---|---|---|---|---|---|"]
         for category, group in row["categories"].items():
             rate = (f"{group['flops'] / group['seconds'] / 1e9:.1f}" if group["flops"] and group["seconds"]
                     else "—")
             lines.append(f"| {category} | {group['seconds']:.3f} | {group['seconds'] / op_s:.0%} | "
                          f"{group['operations']} | {group['flops'] / 1e9:.2f} | {rate} |")
-        lines += ["", "Slowest operations:", "", "| operation | category | output shape | ms | GFLOP/s | from |",
+        lines += ["", "Slowest operations:", "", "| operation | category | output shape (one device) | ms (all devices) | GFLOP/s per device | from |",
                   "|---|---|---|---|---|---|"]
         for op in row["top_operations"]:
             rate = f"{op['flops'] / op['seconds'] / 1e9:.1f}" if op["flops"] else "—"

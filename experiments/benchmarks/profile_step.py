@@ -189,14 +189,16 @@ def markdown(result: dict) -> str:
         devices, op_s = result["devices"], row["operation_s_per_call"]
         lines += [f"## {workload}: {row['wall_s_per_call']:.3f} s per call; operations {op_s:.3f} s summed over "
                   f"{devices} device(s) ({op_s / devices / row['wall_s_per_call']:.0%} of the wall time per device)",
-                  "", "| category | s per call (all devices) | share | operations | GFLOP (all devices) | GFLOP/s per device |",
+                  "", "| category | s per call (all devices) | share | operations | GFLOP (all devices) "
+                  "| GFLOP/s per device |",
                   "|---|---|---|---|---|---|"]
         for category, group in row["categories"].items():
             rate = (f"{group['flops'] / group['seconds'] / 1e9:.1f}" if group["flops"] and group["seconds"]
                     else "—")
             lines.append(f"| {category} | {group['seconds']:.3f} | {group['seconds'] / op_s:.0%} | "
                          f"{group['operations']} | {group['flops'] / 1e9:.2f} | {rate} |")
-        lines += ["", "Slowest operations:", "", "| operation | category | output shape (one device) | ms (all devices) | GFLOP/s per device | from |",
+        lines += ["", "Slowest operations:", "",
+                  "| operation | category | output shape (one device) | ms (all devices) | GFLOP/s per device | from |",
                   "|---|---|---|---|---|---|"]
         for op in row["top_operations"]:
             rate = f"{op['flops'] / op['seconds'] / 1e9:.1f}" if op["flops"] else "—"

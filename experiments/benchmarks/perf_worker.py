@@ -34,6 +34,17 @@ def make_config(size: int, tiny: bool):
     return config
 
 
+def fixed_batch(config) -> tuple:
+    """The benchmark's batch at the config's size: uniform images (seed 0) and classes in turn. Timings do
+    not depend on the values; every workload and framework sees the same ones."""
+    import numpy as np
+
+    size = config.data.image_size
+    images = np.random.default_rng(0).uniform(size=(config.batch_size, size, size, 3)).astype(np.float32)
+    labels = (np.arange(config.batch_size) % config.num_classes).astype(np.int32)
+    return images, labels
+
+
 def timed(call, repeats: int) -> list[float]:
     """Seconds of each of `repeats` calls."""
     times = []
@@ -221,7 +232,6 @@ def loader_images_per_second(config, count: int) -> float:
 
 def speed(args) -> dict:
     import jax
-    import numpy as np
 
     peer, peer_missing = _peer() if args.peer else (None, "not run in this process")
     out = {"devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
@@ -229,9 +239,7 @@ def speed(args) -> dict:
            "peer": peer_missing or "torch " + _torch().__version__, "peer_ran": peer is not None, "sizes": {}}
     for size in args.sizes:
         config = make_config(size, args.tiny)
-        rng = np.random.default_rng(0)
-        images = rng.uniform(size=(config.batch_size, size, size, 3)).astype(np.float32)
-        labels = (np.arange(config.batch_size) % config.num_classes).astype(np.int32)
+        images, labels = fixed_batch(config)
         gan = JaxGan(config, images, labels)
         gan_calls = {"cfjax": gan}
         pgd_calls = {"cfjax": jax_pgd(config, gan.batch["image"], gan.batch["label"], gan.d_params)}
@@ -256,11 +264,9 @@ def speed(args) -> dict:
 
 def memory(args) -> dict:
     """Peak resident memory of the process for one framework and workload (a few calls after building)."""
-    import numpy as np
 
     config = make_config(args.size, args.tiny)
-    images = np.random.default_rng(0).uniform(size=(config.batch_size, args.size, args.size, 3)).astype(np.float32)
-    labels = (np.arange(config.batch_size) % config.num_classes).astype(np.int32)
+    images, labels = fixed_batch(config)
     result = {"framework": args.framework, "workload": args.workload, "size": args.size}
     if args.framework == "jax" and args.workload == "gan":
         call = JaxGan(config, images, labels)

@@ -164,14 +164,10 @@ def profile(call, hlo_text: str, calls: int, trace_dir: str) -> dict:
 def workloads(size: int, tiny: bool, names: list[str]) -> tuple[dict, int]:
     """name -> (call, compiled HLO text) for the benchmark's GAN step and PGD-10 on the same batch, and
     the batch size."""
-    import numpy as np
-
     import perf_worker
 
     config = perf_worker.make_config(size, tiny)
-    rng = np.random.default_rng(0)
-    images = rng.uniform(size=(config.batch_size, size, size, 3)).astype(np.float32)
-    labels = (np.arange(config.batch_size) % config.num_classes).astype(np.int32)
+    images, labels = perf_worker.fixed_batch(config)
     gan = perf_worker.JaxGan(config, images, labels)
     out = {}
     if "gan" in names:

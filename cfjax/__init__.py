@@ -1,18 +1,18 @@
 """cfjax: counterfactual GANs whose discriminator is the classifier (Bischof et al. 2023).
 
-`cfjax.restore(workdir)` loads a trained run for analysis (see `cfjax.analysis`); it is imported on
-first use, so `import cfjax` stays light.
+`cfjax.restore(workdir)` loads a trained run for analysis (a `RestoredRun`, see `cfjax.restored_run`); it
+is imported on first use, so `import cfjax` stays light.
 """
 
 __version__ = "0.2.0"
-__all__ = ["Analysis", "__version__", "restore"]
+__all__ = ["RestoredRun", "__version__", "restore"]
 
 
 def __getattr__(name: str):
-    if name in ("restore", "Analysis"):
-        from cfjax import analysis
+    if name in ("restore", "RestoredRun"):
+        from cfjax import restored_run
 
-        return getattr(analysis, name)
+        return getattr(restored_run, name)
     raise AttributeError(f"module 'cfjax' has no attribute {name!r}")
 
 

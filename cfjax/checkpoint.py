@@ -14,6 +14,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 import cfjax
+from cfjax.errors import CheckpointError, DataError
 from cfjax.nested import flatten_dict
 
 # Fields a resumed run may change: how long it trains, how often it logs, evaluates and saves.
@@ -23,10 +24,6 @@ RESUMABLE_FIELDS = frozenset(
      "explain", "attack", "on_non_finite", "remat", "compute_dtype",
      "data.data_dir", "data.num_workers", "data.prefetch"}
 )
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be used with this run; the message says why and what to do."""
 
 
 # Fields added after runs were already being saved, with the value those older runs implicitly had.
@@ -104,8 +101,6 @@ class Checkpointer:
         """Move `batches` (a `pipeline.TrainBatches`) to the input position saved at `step`, checking
         that it is step's batch (after the batches skipped as non-finite) over the same dataset; returns
         the indices of the skipped batches."""
-        from cfjax.data.errors import DataError
-
         try:
             restored = self._manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
         except (ValueError, KeyError, FileNotFoundError) as error:

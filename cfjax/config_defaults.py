@@ -108,10 +108,13 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.batch_size = 64
     config.eval.num_thresholds = 101
-    config.eval.saliency_reduce = "mean"
-    config.eval.contrast_radius = 2
     config.eval.num_image_rows = 6
 
+    # The counterfactual map |x - x_hat| (and its baselines), as training, explain and restore all draw it.
+    config.saliency = ml_collections.ConfigDict()
+    config.saliency.reduce = "mean"  # over the colour channels: "mean", "max" or "l2"
+    config.saliency.blur_radius = 0  # box blur before thresholding
+    config.saliency.contrast_radius = 2  # the local-contrast baseline's window
     config.explain = explain_config()
     config.adversarial_training = adversarial_training_config()
     config.attack = attack_config()
@@ -173,7 +176,6 @@ def explain_config() -> ml_collections.ConfigDict:
     explain = ml_collections.ConfigDict()
     explain.fixed_fraction = 0.5  # "fixed" thresholding: s > fraction * max(s) in each image
     explain.top_k_percent = 0.0  # "top_k": 0 = the validation split's mean damage share per damaged image
-    explain.blur_radius = 0  # box blur of the counterfactual saliency before thresholding
     explain.ig_steps = 16  # integrated gradients: gradients along the path from a black image
     explain.histogram_bins = 1024  # AUROC / AP resolution on [0, 1]
     explain.max_figures = 24  # per-image figures written (contact sheets always show best and worst)

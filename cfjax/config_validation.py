@@ -5,7 +5,7 @@ import ml_collections
 from cfjax.attacks.geometry import NORMS as ATTACK_NORMS
 from cfjax.data.transforms import FIT_MODES
 from cfjax.errors import ConfigError  # also imported from here by callers
-from cfjax.explain.saliency import REDUCTIONS
+from cfjax.masks.maps import REDUCTIONS
 from cfjax.models.generator import OUTPUT_MODES, STEMS
 from cfjax.models.layers import COMPUTE_DTYPES, NORMS
 from cfjax.optim import SCHEDULES
@@ -117,7 +117,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _require(opt.schedule in SCHEDULES, f"optimizer.{name}.schedule", f"must be one of {SCHEDULES}", config)
         _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, f"optimizer.{name}.b1", "b1 and b2 must be in [0, 1)", config)
 
-    _require(config.eval.saliency_reduce in REDUCTIONS, "eval.saliency_reduce", f"must be one of {REDUCTIONS}", config)
+    _require(config.saliency.reduce in REDUCTIONS, "saliency.reduce", f"must be one of {REDUCTIONS}", config)
+    for field in ("blur_radius", "contrast_radius"):
+        _require(_is_int(config.saliency[field]) and config.saliency[field] >= 0, f"saliency.{field}",
+                 "must be an integer >= 0", config)
     _require(config.eval.num_thresholds >= 2, "eval.num_thresholds", "must be >= 2", config)
     _validate_explain(config)
     _validate_adversarial_training(config)
@@ -165,7 +168,7 @@ def _validate_explain(config: ml_collections.ConfigDict) -> None:
     _require(0.0 <= explain.fixed_fraction < 1.0, "explain.fixed_fraction", "must be in [0, 1)", config)
     _require(0.0 <= explain.top_k_percent < 100.0, "explain.top_k_percent",
              "must be in [0, 100) (0: from the validation split)", config)
-    for field in ("blur_radius", "max_figures"):
+    for field in ("max_figures",):
         _require(_is_int(explain[field]) and explain[field] >= 0, f"explain.{field}", "must be an integer >= 0", config)
     for field in ("ig_steps", "histogram_bins", "contact_rows"):
         _require(_is_int(explain[field]) and explain[field] >= 1, f"explain.{field}", "must be an integer >= 1", config)

@@ -81,9 +81,7 @@ def main(argv: list[str]) -> None:
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
     from cfjax import train
-    from cfjax.checkpoint import CheckpointError
-    from cfjax.config_validation import ConfigError
-    from cfjax.data.errors import DataError
+    from cfjax.errors import CheckpointError, ConfigError, DataError
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO

@@ -8,23 +8,17 @@ from typing import Any
 import jax
 import ml_collections
 
-from cfjax import checkpoint, parallel, tasks
+from cfjax import checkpoint, kinds, parallel
 from cfjax.config_validation import validate_config
-
-# The fields of each kind of training state that inference needs; the rest (optimizer states, the raw
-# generator next to its EMA, the training key) stays on disk.
-INFERENCE_FIELDS = {"gan": ("step", "g_ema_params", "d_params"), "classifier": ("step", "params"),
-                    "segmenter": ("step", "params")}
 
 
 @dataclasses.dataclass(frozen=True)
 class LoadedRun:
-    """A restored run. For a GAN, `networks` and `params` are (G, D) pairs (G's EMA weights); for a
-    baseline, the `supervised.SupervisedModel` and its parameters."""
+    """A restored run: its kind (networks and what they offer, `cfjax.kinds`), and the parameters its
+    inference uses (for a GAN the (G, D) pair, G's EMA weights)."""
 
     config: ml_collections.ConfigDict
-    kind: str
-    networks: Any
+    kind: kinds.RunKind
     params: Any
     step: int
     mesh: Any
@@ -49,11 +43,12 @@ def saved_config(workdir: str, step: int | None = None) -> ml_collections.Config
         checkpointer.close()
 
 
-def inference_target(task, config: ml_collections.ConfigDict) -> dict:
-    """{field: abstract subtree} of the training state's inference fields: shapes, dtypes and replicated
+def inference_target(kind: kinds.RunKind) -> dict:
+    """{field: abstract subtree} of the training state's inference fields (the rest, optimizer states, the
+    raw generator next to its EMA, the training key, stays on disk): shapes, dtypes and replicated
     shardings on the current mesh, from `eval_shape` (nothing is computed or allocated)."""
-    abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(config.seed))
-    return {name: getattr(abstract, name) for name in INFERENCE_FIELDS[tasks.model_kind(config)]}
+    abstract = jax.eval_shape(kind.init_state, jax.random.PRNGKey(kind.config.seed))
+    return {name: getattr(abstract, name) for name in kind.inference_fields}
 
 
 def load_run(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> LoadedRun:
@@ -62,17 +57,11 @@ def load_run(config: ml_collections.ConfigDict, workdir: str, step: int | None =
     validate_config(config)
     require_checkpoints(workdir)
     mesh = parallel.make_mesh()
-    task = tasks.make_task(config, mesh)
+    kind = kinds.make_kind(config, mesh)
     checkpointer = checkpoint.Checkpointer(workdir)
     try:
         checkpointer.check_compatible(config, step)
-        fields = checkpointer.restore_fields(inference_target(task, config), step)
+        fields = checkpointer.restore_fields(inference_target(kind), step)
     finally:
         checkpointer.close()
-    kind = tasks.model_kind(config)
-    if kind == "gan":
-        networks = (task.models.generator, task.models.discriminator)
-        params = (fields["g_ema_params"], fields["d_params"])
-    else:
-        networks, params = task.model, fields["params"]
-    return LoadedRun(config, kind, networks, params, int(fields["step"]), mesh)
+    return LoadedRun(config, kind, kind.inference_params(fields), int(fields["step"]), mesh)

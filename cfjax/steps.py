@@ -12,7 +12,8 @@ import optax
 from jax.sharding import Mesh
 
 from cfjax import losses, parallel
-from cfjax.models import predict_class, p_fake
+from cfjax.models import make_discriminator, make_generator, p_fake, predict_class
+from cfjax.optim import make_optimizer
 
 Params = Any
 
@@ -38,6 +39,16 @@ class GanModels:
     discriminator: Any = flax.struct.field(pytree_node=False)
     g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+
+def build_gan_models(config: ml_collections.ConfigDict) -> GanModels:
+    """G, D and their optimizers as described by the config."""
+    return GanModels(
+        generator=make_generator(config),
+        discriminator=make_discriminator(config),
+        g_tx=make_optimizer(config.optimizer.generator, config.num_steps),
+        d_tx=make_optimizer(config.optimizer.discriminator, config.num_steps),
+    )
 
 
 def init_train_state(models: GanModels, key: jax.Array, image_shape: tuple, num_classes: int) -> TrainState:

@@ -6,7 +6,7 @@ against)."""
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import flax
 import jax
@@ -47,74 +47,92 @@ class AdversarialTraining:
         return self.epsilon * ramp, self.step_size * ramp
 
 
-@flax.struct.dataclass
-class SupervisedModel:
-    """The network and its optimizer (static under jit); `adversary` set for PGD training."""
+@dataclasses.dataclass(frozen=True)
+class ClassifierModel:
+    """The plain classifier (D's backbone, K outputs) and its optimizer; `adversary` set for PGD training.
+    Static under jit: steps close over it."""
 
-    network: Any = flax.struct.field(pytree_node=False)
-    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-    kind: str = flax.struct.field(pytree_node=False, default="classifier")
-    adversary: AdversarialTraining | None = flax.struct.field(pytree_node=False, default=None)
+    network: Any
+    tx: optax.GradientTransformation
+    adversary: AdversarialTraining | None = None
+
+    def init(self, key: jax.Array, images: jnp.ndarray):
+        return self.network.init(key, images)["params"]
+
+    def apply(self, params, images: jnp.ndarray, *, train: bool = False, rngs=None) -> jnp.ndarray:
+        """Class logits (B, K)."""
+        return self.network.apply({"params": params}, images, train=train, rngs=rngs)
+
+    def loss(self, outputs: jnp.ndarray, batch: dict) -> tuple[jnp.ndarray, dict]:
+        """Cross-entropy on the class labels."""
+        loss = losses.cross_entropy(outputs, batch["label"])
+        return loss, {"ce": loss, "acc": (jnp.argmax(outputs, -1) == batch["label"]).mean()}
 
 
-def build_model(config: ml_collections.ConfigDict) -> SupervisedModel:
-    """The classifier gets D's optimizer settings, the U-Net G's: each baseline trains like its GAN twin."""
-    if config.model == "classifier":
-        return SupervisedModel(make_plain_classifier(config),
-                               make_optimizer(config.optimizer.discriminator, config.num_steps), "classifier",
-                               adversary=_adversary(config))
-    return SupervisedModel(make_segmenter(config), make_optimizer(config.optimizer.generator, config.num_steps),
-                           "segmenter")
+@dataclasses.dataclass(frozen=True)
+class SegmenterModel:
+    """The supervised U-Net (G's architecture, one logit per pixel) and its optimizer."""
+
+    network: Any
+    tx: optax.GradientTransformation
+    adversary: ClassVar[None] = None  # trained on masks, never on PGD examples
+
+    def init(self, key: jax.Array, images: jnp.ndarray):
+        return self.network.init(key, images, jnp.zeros(images.shape[:1], jnp.int32))["params"]
+
+    def apply(self, params, images: jnp.ndarray, *, train: bool = False, rngs=None) -> jnp.ndarray:
+        """Per-pixel crack logits (B, H, W)."""
+        targets = jnp.zeros(images.shape[:1], jnp.int32)
+        logits, _ = self.network.apply({"params": params}, images, targets, train=train, rngs=rngs)
+        return logits[..., 0]
+
+    def loss(self, outputs: jnp.ndarray, batch: dict) -> tuple[jnp.ndarray, dict]:
+        """BCE + soft Dice on the masks."""
+        bce = losses.sigmoid_binary_cross_entropy(outputs, batch["mask"])
+        dice = losses.soft_dice_loss(jax.nn.sigmoid(outputs), batch["mask"])
+        return bce + dice, {"bce": bce, "dice_loss": dice}
+
+
+SupervisedModel = ClassifierModel | SegmenterModel
+
+
+def build_classifier(config: ml_collections.ConfigDict) -> ClassifierModel:
+    """The classifier gets D's optimizer settings: each baseline trains like its GAN twin."""
+    return ClassifierModel(make_plain_classifier(config),
+                           make_optimizer(config.optimizer.discriminator, config.num_steps),
+                           adversary=_adversary(config))
+
+
+def build_segmenter(config: ml_collections.ConfigDict) -> SegmenterModel:
+    """The U-Net gets G's optimizer settings."""
+    return SegmenterModel(make_segmenter(config), make_optimizer(config.optimizer.generator, config.num_steps))
 
 
 def _adversary(config: ml_collections.ConfigDict) -> AdversarialTraining | None:
-    settings = config.get("adversarial_training")
-    if settings is None or not settings.epsilon:
+    settings = config.adversarial_training
+    if not settings.epsilon:
         return None
     spec = attacks.AttackSpec(num_classes=config.num_classes, norm=settings.norm, start="uniform")
     return AdversarialTraining(spec, float(settings.epsilon), float(settings.step_size), int(settings.num_steps),
-                               int(settings.get("warmup_steps", 0)))
+                               int(settings.warmup_steps))
 
 
-def adversarial_examples(model: SupervisedModel, params, images: jnp.ndarray, labels: jnp.ndarray,
+def adversarial_examples(model: ClassifierModel, params, images: jnp.ndarray, labels: jnp.ndarray,
                          key: jax.Array, step: jnp.ndarray) -> jnp.ndarray:
     """PGD examples against the classifier in inference mode at the budget of training step `step`
     (constants for the update, which differentiates the loss on them with respect to the parameters only)."""
     adversary = model.adversary
     epsilon, step_size = adversary.budget(step)
-    result = attacks.pgd(lambda x: apply_model(model, params, x), images, labels, key, spec=adversary.spec,
+    result = attacks.pgd(lambda x: model.apply(params, x), images, labels, key, spec=adversary.spec,
                          epsilon=epsilon, step_size=step_size, num_steps=adversary.num_steps)
     return result.adversarial
 
 
-def apply_model(model: SupervisedModel, params, images: jnp.ndarray, *, train: bool = False, rngs=None):
-    """Class logits (B, K) of the classifier, or per-pixel crack logits (B, H, W) of the U-Net."""
-    if model.kind == "classifier":
-        return model.network.apply({"params": params}, images, train=train, rngs=rngs)
-    targets = jnp.zeros(images.shape[:1], jnp.int32)
-    logits, _ = model.network.apply({"params": params}, images, targets, train=train, rngs=rngs)
-    return logits[..., 0]
-
-
 def init_state(model: SupervisedModel, key: jax.Array, image_shape: tuple) -> SupervisedState:
     init_key, train_key = jax.random.split(key)
-    images = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-    if model.kind == "classifier":
-        params = model.network.init(init_key, images)["params"]
-    else:
-        params = model.network.init(init_key, images, jnp.zeros((1,), jnp.int32))["params"]
+    params = model.init(init_key, jnp.zeros((1,) + tuple(image_shape), jnp.float32))
     return SupervisedState(step=jnp.zeros((), jnp.int32), params=params, opt_state=model.tx.init(params),
                            key=train_key)
-
-
-def supervised_loss(model: SupervisedModel, outputs: jnp.ndarray, batch: dict) -> tuple[jnp.ndarray, dict]:
-    """Cross-entropy for the classifier; BCE + soft Dice on the masks for the U-Net."""
-    if model.kind == "classifier":
-        loss = losses.cross_entropy(outputs, batch["label"])
-        return loss, {"ce": loss, "acc": (jnp.argmax(outputs, -1) == batch["label"]).mean()}
-    bce = losses.sigmoid_binary_cross_entropy(outputs, batch["mask"])
-    dice = losses.soft_dice_loss(jax.nn.sigmoid(outputs), batch["mask"])
-    return bce + dice, {"bce": bce, "dice_loss": dice}
 
 
 def supervised_step(state: SupervisedState, batch: dict, *, model: SupervisedModel):
@@ -127,8 +145,7 @@ def supervised_step(state: SupervisedState, batch: dict, *, model: SupervisedMod
                                       state.step)
 
     def objective(params):
-        outputs = apply_model(model, params, images, train=True, rngs={"dropout": dropout_key})
-        return supervised_loss(model, outputs, batch)
+        return model.loss(model.apply(params, images, train=True, rngs={"dropout": dropout_key}), batch)
 
     (loss, terms), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = model.tx.update(grads, state.opt_state, state.params)

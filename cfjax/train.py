@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import cfjax
-from cfjax import checkpoint, evaluate, parallel, tasks
+from cfjax import checkpoint, evaluate, kinds, parallel
 from cfjax.config_validation import validate_config
 from cfjax.data import pipeline, sources
 from cfjax.metric_writer import MetricWriter
@@ -55,10 +55,6 @@ def _stop_requests():
 # With on_non_finite="skip_batch", this many non-finite batches in a row mean the state itself diverged.
 MAX_SKIPPED_IN_A_ROW = 10
 
-# The GAN's networks and optimizers (kept here for callers that build them directly).
-build_models = tasks.build_gan_models
-
-
 def _non_finite_terms(metrics: dict) -> list[str]:
     return sorted(name for name, value in metrics.items() if name != "finite" and not np.isfinite(np.asarray(value)))
 
@@ -87,7 +83,7 @@ def _position(batches, skipped: list[int]) -> dict:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train `config.model` (the counterfactual GAN, or a baseline), checkpointing and evaluating as
+    """Train `config.model` (the counterfactual GAN, or a baseline: see `cfjax.kinds`), checkpointing and evaluating as
     configured; returns the results.
 
     Re-running on the same workdir resumes from its newest checkpoint; on a finished workdir it
@@ -100,8 +96,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     sources.check_prepared(config)  # refuse before the workdir is created
     os.makedirs(workdir, exist_ok=True)
 
-    task = tasks.make_task(config, mesh)
-    state = task.init_state(jax.random.PRNGKey(config.seed))
+    kind = kinds.make_kind(config, mesh)
+    state = kind.init_state(jax.random.PRNGKey(config.seed))
     checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     try:
         if checkpointer.latest_step() is not None:
@@ -114,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             print(f"cfjax: {workdir} already finished step {finished['step']}; results in "
                   f"{os.path.join(workdir, 'results.json')}", flush=True)
             return finished
-        results = _train(config, workdir, task, state, checkpointer)
+        results = _train(config, workdir, kind, state, checkpointer)
     finally:
         checkpointer.close()
     results["wall_time_s"] = time.time() - start_time
@@ -135,19 +131,19 @@ def _saved_results(workdir: str, step: int, num_steps: int) -> dict | None:
     return results if results.get("step") == step else None
 
 
-def _train(config, workdir, task, state, checkpointer) -> dict:
+def _train(config, workdir, kind, state, checkpointer) -> dict:
     """Open the data, run the loop, and stop the input pipeline's threads however the loop ends."""
     data = {split: pipeline.evaluation_arrays(config, split) for split in ("validation", "test")}
-    batches = pipeline.train_batches(pipeline.training_source(config), config, task.mesh,
-                                     with_masks=task.needs_masks)
+    batches = pipeline.train_batches(pipeline.training_source(config), config, kind.mesh,
+                                     with_masks=kind.needs_masks)
     try:
         skipped = checkpointer.restore_position(int(state.step), batches) if int(state.step) > 0 else []
-        return _train_loop(config, workdir, task, state, checkpointer, data, batches, skipped)
+        return _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipped)
     finally:
         batches.close()
 
 
-def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipped: list[int]) -> dict:
+def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipped: list[int]) -> dict:
     """The loop from the state's step to config.num_steps, then the final evaluation. `skipped` lists
     the batches passed over as non-finite (saved with the input position, so resuming stays exact)."""
     start_step = int(state.step)
@@ -157,7 +153,8 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipp
         with open(os.path.join(workdir, "config.json"), "w") as f:
             json.dump(config.to_dict(), f, indent=2, default=str)
 
-    task.attach(data, workdir, writer)
+    kind.attach(data, workdir, writer)
+    grid = evaluate.threshold_grid(config)
 
     last_log_time, last_log_step = time.time(), start_step
     with _stop_requests() as stop_requests, tqdm(total=config.num_steps, initial=start_step, desc="train",
@@ -191,7 +188,7 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipp
 
         while step < config.num_steps:
             batch_index = batches.next_index()
-            state, metrics = task.train_step(state, next(batches))
+            state, metrics = kind.train_step(state, next(batches))
             if pending is not None:
                 resolve(pending)
             pending = (metrics, batch_index)
@@ -206,12 +203,12 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipp
                 scalars["steps_per_sec"] = (step - last_log_step) / max(now - last_log_time, 1e-9)
                 last_log_time, last_log_step = now, step
                 writer.scalars(step, scalars, prefix="train/")
-                bar.set_postfix({short: f"{scalars[name]:.3f}" for short, name in task.progress_fields})
+                bar.set_postfix({short: f"{scalars[name]:.3f}" for short, name in kind.progress_fields})
             if step % config.image_every == 0:
-                task.write_images(step, state)
+                kind.write_images(step, state)
             if step % config.eval_every == 0 and step != config.num_steps:
-                val = task.evaluate(state, "validation")
-                writer.scalars(step, flatten_dict(evaluate.summarize(val, task.thresholds), "/"),
+                val = kind.evaluate(state, "validation")
+                writer.scalars(step, flatten_dict(evaluate.summarize(val, grid), "/"),
                                prefix="validation/")
             if step % config.checkpoint_every == 0 or step == config.num_steps or stop_requests:
                 checkpointer.save(step, state, config, data_state=_position(batches, skipped))
@@ -227,29 +224,29 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipp
                           data_state=_position(batches, skipped))
         checkpointer.wait()
 
-    results = _final_evaluation(state, task, config, writer)
+    results = _final_evaluation(state, kind, config, writer)
     writer.close()
     return results
 
 
-def _final_evaluation(state, task, config, writer) -> dict:
+def _final_evaluation(state, kind, config, writer) -> dict:
     """Thresholds tuned on validation, then frozen and applied to test."""
-    val = task.evaluate(state, "validation")
-    test = task.evaluate(state, "test")
-    thresholds = task.thresholds
+    val = kind.evaluate(state, "validation")
+    test = kind.evaluate(state, "test")
+    grid = evaluate.threshold_grid(config)
     step = int(state.step)
     results = {
         "step": step,
-        "test": evaluate.summarize(test, thresholds, tuned_on=val),
-        "validation": evaluate.summarize(val, thresholds),
+        "test": evaluate.summarize(test, grid, tuned_on=val),
+        "validation": evaluate.summarize(val, grid),
         "config_name": config.name,
-        "model": tasks.model_kind(config),
+        "model": kind.name,
         "seed": config.seed,
         "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
         "versions": {"cfjax": cfjax.__version__, "jax": jax.__version__},
     }
     writer.scalars(step, flatten_dict(results["test"], "/"), prefix="test/")
-    task.write_images(step, state)
+    kind.write_images(step, state)
     return results
 
 

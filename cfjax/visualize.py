@@ -1,4 +1,4 @@
-"""PNG grids of counterfactuals: x | x_hat | |x - x_hat| heatmap | ground-truth mask, one row per image."""
+"""PNG grids of counterfactuals: x | x_hat | saliency heatmap | ground-truth mask, one row per image."""
 
 import numpy as np
 from PIL import Image
@@ -19,13 +19,13 @@ def heatmap(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
     return _HEAT_ANCHORS[low] * (1 - frac) + _HEAT_ANCHORS[low + 1] * frac
 
 
-def counterfactual_grid(images, counterfactuals, masks, *, upscale: int = 3, gap: int = 2) -> np.ndarray:
-    """One row per image: input, counterfactual, difference heatmap, ground truth. uint8 (H, W, 3)."""
-    images, counterfactuals = np.asarray(images), np.asarray(counterfactuals)
-    diff = np.abs(images - counterfactuals).mean(-1)
-    vmax = max(float(diff.max()), 1e-3)
+def counterfactual_grid(images, counterfactuals, maps, masks, *, upscale: int = 3, gap: int = 2) -> np.ndarray:
+    """One row per image: input, counterfactual, its saliency map (`cfjax.masks.maps.counterfactual_map`)
+    as a heatmap on one scale for the whole grid, ground truth. uint8 (H, W, 3)."""
+    images, counterfactuals, maps = np.asarray(images), np.asarray(counterfactuals), np.asarray(maps)
+    vmax = max(float(maps.max()), 1e-3)
     truth = grey_to_rgb(masks)
-    rows = [[x, x_hat, d, m] for x, x_hat, d, m in zip(images, counterfactuals, heatmap(diff, vmax), truth)]
+    rows = [[x, x_hat, d, m] for x, x_hat, d, m in zip(images, counterfactuals, heatmap(maps, vmax), truth)]
     return panel_grid(rows, upscale=upscale, gap=gap)
 
 
@@ -60,3 +60,10 @@ def _vstack(rows, gap):
 def save_png(path, image: np.ndarray) -> None:
     """Write a uint8 RGB array as PNG."""
     Image.fromarray(image).save(path)
+
+
+def outline(panel, colour=(0.0, 1.0, 0.0), width: int = 1) -> np.ndarray:
+    """A copy of an (H, W, 3) panel with a coloured frame (marks the nearest target in figures)."""
+    framed = np.array(panel, np.float32)
+    framed[:width], framed[-width:], framed[:, :width], framed[:, -width:] = colour, colour, colour, colour
+    return framed

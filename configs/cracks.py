@@ -34,6 +34,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         config.data.name = "crack_segmentation/sut"
         # Masks from max_c |x - x_hat| blurred by a 3x3 box: the best of 9 variants on SUT-Crack's validation
         # patches (experiments/mask_variants.py; only evaluation and explanation read these fields).
-        config.eval.saliency_reduce = "max"
-        config.explain.blur_radius = 1
+        config.saliency.reduce = "max"
+        config.saliency.blur_radius = 1
     return config

@@ -17,53 +17,45 @@ import json
 import os
 
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from common import REPO, mean_std
 
+
 from cfjax import evaluate
 from cfjax.data import pipeline
-from cfjax.explain import metrics, saliency
+from cfjax.masks import NORMAL_CLASS, maps, scoring
 from cfjax.saved_runs import load_run, saved_config
 
-VARIANTS = list(itertools.product(saliency.REDUCTIONS, (0, 1, 2)))
+VARIANTS = list(itertools.product(maps.REDUCTIONS, (0, 1, 2)))
 
 
-def _variant_counts(params, batch, *, generator, grid):
-    normal = jnp.zeros(batch["image"].shape[:1], jnp.int32)
+def _variant_scores(params, batch, *, generator, grid):
+    normal = jnp.full(batch["image"].shape[:1], NORMAL_CLASS, jnp.int32)
     counterfactual, _ = generator.apply({"params": params}, batch["image"], normal)
-    out = {}
-    for reduce, radius in VARIANTS:
-        saliency_map = saliency.smooth(saliency.counterfactual_saliency(batch["image"], counterfactual, reduce),
-                                       radius)
-        out[f"{reduce},{radius}_intersection"], out[f"{reduce},{radius}_union"] = metrics.iou_counts(
-            saliency_map, batch["mask"], grid)
-    return out
+    variants = {f"{reduce},{radius}": maps.counterfactual_map(
+        batch["image"], counterfactual, ml_collections.ConfigDict({"reduce": reduce, "blur_radius": radius}))
+        for reduce, radius in VARIANTS}
+    return scoring.score_batch(variants, batch["mask"], grid=grid)
 
 
 def score_run(workdir: str) -> dict:
     """{variant: (validation IoU, test IoU)} at the threshold tuned on validation."""
     config = saved_config(workdir)
     run = load_run(config, workdir)
-    generator, _ = run.networks
-    grid = metrics.threshold_grid(config.eval.num_thresholds)
-    batch_fn = functools.partial(_variant_counts, generator=generator, grid=grid)
-    counts = {}
-    for split in ("validation", "test"):
-        data = pipeline.evaluation_arrays(config, split)
-        damaged = data["mask"].any(axis=(1, 2))
-        data = {name: np.asarray(array)[damaged] for name, array in data.items()}
-        counts[split] = evaluate.SplitEvaluator(data, batch_fn, batch_size=config.eval.batch_size,
-                                                mesh=run.mesh).run(run.params[0])
-    scores = {}
-    for reduce, radius in VARIANTS:
-        name = f"{reduce},{radius}"
-        val_i, val_u = counts["validation"][f"{name}_intersection"], counts["validation"][f"{name}_union"]
-        index = metrics.best_threshold_index(val_i, val_u)
-        test_i, test_u = counts["test"][f"{name}_intersection"], counts["test"][f"{name}_union"]
-        scores[name] = {"validation": metrics.iou_summary(val_i, val_u, index, grid)["iou_mean"],
-                        "test": metrics.iou_summary(test_i, test_u, index, grid)["iou_mean"],
-                        "threshold": float(grid[index])}
-    return scores
+    grid = evaluate.threshold_grid(config)
+    batch_fn = functools.partial(_variant_scores, generator=run.kind.models.generator, grid=grid)
+    counts = {split: evaluate.SplitEvaluator(pipeline.evaluation_arrays(config, split), batch_fn,
+                                             batch_size=config.eval.batch_size, mesh=run.mesh).run(run.params[0])
+              for split in ("validation", "test")}
+    names = scoring.method_names(counts["test"])
+    val = counts["validation"]
+    tuned = {split: scoring.summarize(counts[split], counts[split]["has_mask"], names, grid, val, val["has_mask"])
+             for split in counts}
+    return {name: {"validation": tuned["validation"][name]["thresholdings"]["tuned"]["iou_mean"],
+                   "test": tuned["test"][name]["thresholdings"]["tuned"]["iou_mean"],
+                   "threshold": tuned["test"][name]["thresholdings"]["tuned"]["threshold"]}
+            for name in names}
 
 
 def main() -> None:

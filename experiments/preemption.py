@@ -128,14 +128,14 @@ def final_state(workdir: str):
     """The whole training state of the newest checkpoint, as numpy (parameters, optimizer states, key)."""
     import jax
 
-    from cfjax import checkpoint, parallel, tasks
+    from cfjax import checkpoint, kinds, parallel
     from cfjax.saved_runs import saved_config
 
     config = saved_config(workdir)
-    task = tasks.make_task(config, parallel.make_mesh())
+    kind = kinds.make_kind(config, parallel.make_mesh())
     checkpointer = checkpoint.Checkpointer(workdir)
     try:
-        abstract = jax.eval_shape(task.init_state, jax.random.PRNGKey(config.seed))
+        abstract = jax.eval_shape(kind.init_state, jax.random.PRNGKey(config.seed))
         return jax.device_get(checkpointer.restore(abstract))
     finally:
         checkpointer.close()

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 import cfjax
-from cfjax import checkpoint, parallel, saved_runs, tasks, train
-from cfjax.analysis import PER_DEVICE_BATCH
-from cfjax.checkpoint import CheckpointError
+from cfjax import checkpoint, kinds, parallel, saved_runs, steps, train
+from cfjax.restored_run import PER_DEVICE_BATCH
+from cfjax.errors import CheckpointError
 from cfjax.data import pipeline
-from cfjax.explain import saliency
+from cfjax.masks import maps
 from cfjax.models import p_fake, predict_class
 
 NUM_IMAGES = 12
@@ -49,7 +49,7 @@ def _live_outputs(config, state, images: np.ndarray) -> dict:
     `PER_DEVICE_BATCH` images per device (XLA:CPU's kernels round differently at other batch shapes)."""
     mesh = parallel.make_mesh()
     assert mesh.devices.size == 2
-    task_models = tasks.build_gan_models(config)
+    task_models = steps.build_gan_models(config)
     generator, discriminator = task_models.generator, task_models.discriminator
     rep, batch = parallel.replicated(mesh), parallel.batch_sharding(mesh)
 
@@ -60,7 +60,7 @@ def _live_outputs(config, state, images: np.ndarray) -> dict:
         logits = discriminator.apply({"params": d_params}, x, train=False)
         return {"counterfactual": x_hat, "generator_classify": head.argmax(-1),
                 "classify": predict_class(logits, config.num_classes), "p_fake": p_fake(logits),
-                "saliency": saliency.counterfactual_map(x, x_hat, config)}
+                "saliency": maps.counterfactual_map(x, x_hat, config.saliency)}
 
     params = jax.device_put((state.g_ema_params, state.d_params), rep)
     chunk = PER_DEVICE_BATCH * mesh.devices.size
@@ -135,8 +135,8 @@ def test_restore_here_matches_the_live_model_for_any_batch_size(trained):
     assert run._compiled("p_fake")._cache_size() == 1  # any batch size, one compile
     # G's EMA weights and D, restored alone: the optimizer states are not among the fields read.
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params), (state.g_ema_params, state.d_params))
-    task = tasks.make_task(config, parallel.make_mesh())
-    assert set(saved_runs.inference_target(task, config)) == {"step", "g_ema_params", "d_params"}
+    kind = kinds.make_kind(config, parallel.make_mesh())
+    assert set(saved_runs.inference_target(kind)) == {"step", "g_ema_params", "d_params"}
 
 
 def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
@@ -152,7 +152,7 @@ def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
     explain_dir = os.path.join(workdir, "explain")
     os.makedirs(explain_dir, exist_ok=True)
     report = {"step": config.num_steps,
-              "settings": {"saliency_reduce": config.eval.saliency_reduce, "blur_radius": config.explain.blur_radius},
+              "settings": {"saliency": config.saliency.to_dict()},
               "methods": {"counterfactual": {"thresholdings": {"tuned": {"threshold": 0.04}}}}}
     try:
         with open(os.path.join(explain_dir, "explain.json"), "w") as f:

@@ -3,10 +3,13 @@ generator and discriminator simple enough to reason about."""
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
-from cfjax.explain import attribution, multiclass
+from cfjax import visualize
+from cfjax.kinds.gan import counterfactuals_toward_each_class
+from cfjax.masks import attribution
 from cfjax.models import ResNetClassifier
 
 W = np.random.default_rng(0).normal(size=(4, 4, 3, 2)).astype(np.float32)  # a linear 2-class model
@@ -82,11 +85,14 @@ class _FixedDiscriminator:
         return jnp.broadcast_to(self.logits, (images.shape[0], 4))
 
 
+_MEAN_MAP = ml_collections.ConfigDict({"reduce": "mean", "blur_radius": 0})  # config.saliency: |x - x_hat| alone
+
+
 def test_masks_toward_each_class_and_the_nearest_target():
     images = jnp.zeros((2, 3, 3, 3))
     labels = jnp.array([2, 0])
     d = _FixedDiscriminator([0.0, 1.0, 2.0, 0.0])  # class 2 looks most reachable, then class 1
-    out = multiclass.masks_toward_each_class(_ShiftGenerator(), d, None, None, images, labels, 3)
+    out = counterfactuals_toward_each_class(_ShiftGenerator(), d, None, None, images, labels, 3, _MEAN_MAP)
     assert out["maps"].shape == (2, 3, 3, 3)
     np.testing.assert_allclose(np.asarray(out["maps"][0, :, 0, 0]), [0.1, 0.2, 0.3], rtol=1e-6)
     # The own class is never the nearest: image 0 (class 2) goes to 1, image 1 (class 0) to 2.
@@ -97,7 +103,7 @@ def test_masks_toward_each_class_and_the_nearest_target():
 
 def test_equally_reachable_targets_go_to_the_smaller_edit():
     d = _FixedDiscriminator([0.0, 0.0, 0.0, 0.0])
-    out = multiclass.masks_toward_each_class(_ShiftGenerator(), d, None, None, jnp.zeros((1, 2, 2, 3)),
-                                             jnp.array([0]), 3)
+    out = counterfactuals_toward_each_class(_ShiftGenerator(), d, None, None, jnp.zeros((1, 2, 2, 3)),
+                                            jnp.array([0]), 3, _MEAN_MAP)
     assert int(out["nearest"][0]) == 1  # targets 1 and 2 tie on D; 1 needs the smaller edit
-    assert multiclass.outline(np.zeros((4, 4, 3)))[0, 0, 1] == pytest.approx(1.0)
+    assert visualize.outline(np.zeros((4, 4, 3)))[0, 0, 1] == pytest.approx(1.0)

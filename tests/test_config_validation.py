@@ -46,7 +46,7 @@ def test_unknown_variant_is_named():
         ("loss.num_cycles", -1, "config.loss.num_cycles=-1"),
         ("optimizer.generator.schedule", "step", "config.optimizer.generator.schedule='step'"),
         ("data.num_train", 4, "config.data.num_train=4: must be at least config.batch_size"),
-        ("eval.saliency_reduce", "sum", "config.eval.saliency_reduce='sum'"),
+        ("saliency.reduce", "sum", "config.saliency.reduce='sum'"),
         ("compute_dtype", "float16", "config.compute_dtype='float16': must be one of ('float32', 'bfloat16')"),
         ("model", "svm", "config.model='svm': must be one of ('gan', 'classifier', 'segmenter')"),
         ("explain.fixed_fraction", 1.5, "config.explain.fixed_fraction=1.5: must be in [0, 1)"),

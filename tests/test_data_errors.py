@@ -11,7 +11,7 @@ from PIL import Image
 from cfjax import train
 from cfjax.config_validation import ConfigError
 from cfjax.data import sources
-from cfjax.data.errors import DataError, ManualDirError
+from cfjax.errors import DataError, ManualDirError
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from cfjax.data import prepare as prepare_lib
 from cfjax.data.builders import BUILDERS, files
 from cfjax.data.builders.crack_segmentation import CONFIGS as CRACK_CONFIGS
 from cfjax.data.builders.fruit_defects import AUGMENTATION_PREFIXES
-from cfjax.data.errors import DataError
+from cfjax.errors import DataError
 
 
 def test_grid_patches_on_a_hand_drawn_mask():

@@ -12,9 +12,9 @@ from conftest import shared_dataset
 from PIL import Image
 
 from cfjax import train
-from cfjax.checkpoint import CheckpointError
-from cfjax.data.errors import DataError
-from cfjax.explain import thresholds
+from cfjax.errors import CheckpointError
+from cfjax.errors import DataError
+from cfjax.masks import thresholds
 from cfjax.explain.run import explain
 
 GAN_METHODS = {"counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients", "dark_pixels",

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from cfjax.explain import metrics, saliency
+from cfjax.masks import maps as saliency
+from cfjax.masks import metrics
 
 
 def test_iou_counts_by_hand():
@@ -18,12 +19,16 @@ def test_iou_counts_by_hand():
 
 
 def test_per_image_and_dataset_iou_differ_as_they_should():
-    inter = np.array([[1.0], [9.0]])
-    union = np.array([[4.0], [10.0]])
-    summary = metrics.iou_summary(inter, union, 0, [0.3])
-    assert summary["iou_mean"] == pytest.approx((0.25 + 0.9) / 2)
-    assert summary["iou_dataset"] == pytest.approx(10 / 14)
-    assert summary["threshold"] == pytest.approx(0.3)
+    from cfjax.masks import scoring
+
+    scores = {"truth": np.array([2.0, 9.0]), "pixels": np.array([16.0, 16.0]),
+              "m/grid_intersection": np.array([[1.0], [9.0]]), "m/grid_union": np.array([[4.0], [10.0]]),
+              "m/grid_predicted": np.array([[3.0], [10.0]])}
+    has_mask = np.ones(2, bool)
+    entry = scoring.summarize(scores, has_mask, ("m",), [0.3], scores, has_mask)["m"]["thresholdings"]["tuned"]
+    assert entry["iou_mean"] == pytest.approx((0.25 + 0.9) / 2)
+    assert entry["iou_dataset"] == pytest.approx(10 / 14)
+    assert entry["threshold"] == pytest.approx(0.3)
 
 
 def test_best_threshold_picks_highest_mean_iou():
@@ -58,7 +63,7 @@ def test_local_contrast_lights_up_a_dark_line_only():
 
 # --- thresholdings -------------------------------------------------------------------------------
 
-from cfjax.explain import thresholds  # noqa: E402
+from cfjax.masks import thresholds  # noqa: E402
 
 
 def test_fixed_fraction_of_max_is_relative_to_each_image():
@@ -134,7 +139,7 @@ def test_pixel_histograms_ignore_zero_weight_images():
 
 # --- scoring: damaged images get IoU, empty ones a false-positive area ----------------------------
 
-from cfjax.explain import scoring  # noqa: E402
+from cfjax.masks import scoring  # noqa: E402
 
 
 def _score(maps, masks, grid=(0.0, 0.5, 1.0)):

@@ -9,7 +9,7 @@ from data_helpers import copy_pairs, prepare
 
 from cfjax import parallel
 from cfjax.data import pipeline, sources, transforms
-from cfjax.data.errors import DataError
+from cfjax.errors import DataError
 
 
 def test_flip_rotate_moves_the_mask_with_the_image():

@@ -8,12 +8,10 @@ import cracks
 import numpy as np
 import pytest
 
-from cfjax import train
-from cfjax.checkpoint import CheckpointError
-from cfjax.config_validation import ConfigError
-from cfjax.saved_runs import LoadedRun
+from cfjax import kinds, parallel, train
+from cfjax.errors import CheckpointError
+from cfjax.errors import ConfigError
 from cfjax.robustness import metrics, protocols
-from cfjax.robustness.models import attacked_models
 from cfjax.robustness.run import attack
 
 
@@ -99,37 +97,35 @@ def test_the_attacked_readouts_of_each_run_kind(runs):
     from cfjax.saved_runs import load_run
 
     run = load_run(gan, gan_dir)
-    d, g_head = attacked_models(run)
+    d, g_head = run.kind.readouts(run.params)
     assert (d.name, d.num_classes, d.has_detector) == ("D", 2, True)
     assert (g_head.name, g_head.has_detector) == ("G_head", False)
     images = pipeline.evaluation_arrays(gan, "test")["image"][:8]
-    generator, _ = run.networks
-    _, head_logits = generator.apply({"params": run.params[0]}, images, np.ones(8, np.int32))
+    _, head_logits = run.kind.models.generator.apply({"params": run.params[0]}, images, np.ones(8, np.int32))
     np.testing.assert_allclose(g_head.apply_fn(g_head.params, images), head_logits, atol=1e-5)
     assert d.apply_fn(d.params, images).shape == (8, 3)
-    assert [m.name for m in attacked_models(load_run(classifier, classifier_dir))] == ["classifier"]
-    adversarial = baselines.get_config("adversarial,tiny")
-    assert [m.name for m in attacked_models(LoadedRun(adversarial, "classifier", None, None, 0, None))] == [
-        "adversarial_classifier"]
+    classifier_run = load_run(classifier, classifier_dir)
+    assert [m.name for m in classifier_run.kind.readouts(classifier_run.params)] == ["classifier"]
+    mesh = parallel.make_mesh()
+    adversarial = kinds.make_kind(baselines.get_config("adversarial,tiny"), mesh)
+    assert [m.name for m in adversarial.readouts(None)] == ["adversarial_classifier"]
     with pytest.raises(ConfigError, match="a segmentation run has no classifier to attack"):
-        attacked_models(LoadedRun(baselines.get_config("unet,tiny"), "segmenter", None, None, 0, None))
+        kinds.make_kind(baselines.get_config("unet,tiny"), mesh).readouts(None)
 
 
-def test_attacked_models_run_in_inference_mode():
+def test_readouts_run_in_inference_mode():
     """With dropout in D and G's head, the attacked logits are deterministic and equal train=False outputs
     (train=True would need a dropout key and differ from call to call)."""
     import jax
 
-    from cfjax import tasks
-
     config = cracks.get_config("tiny")
     config.discriminator.dropout = 0.5
-    models = tasks.build_gan_models(config)
+    kind = kinds.make_kind(config, parallel.make_mesh())
+    models = kind.models
     images = jax.random.uniform(jax.random.PRNGKey(0), (4, 32, 32, 3))
     d_params = models.discriminator.init(jax.random.PRNGKey(1), images)["params"]
     g_params = models.generator.init(jax.random.PRNGKey(2), images, np.zeros(4, np.int32))["params"]
-    run = LoadedRun(config, "gan", (models.generator, models.discriminator), (g_params, d_params), 0, None)
-    d, g_head = attacked_models(run)
+    d, g_head = kind.readouts((g_params, d_params))
     np.testing.assert_array_equal(d.apply_fn(d.params, images), d.apply_fn(d.params, images))
     np.testing.assert_array_equal(d.apply_fn(d.params, images),
                                   models.discriminator.apply({"params": d_params}, images, train=False))

@@ -10,7 +10,7 @@ import jax
 import orbax.checkpoint as ocp
 import pytest
 
-from cfjax import checkpoint, parallel, tasks, train
+from cfjax import checkpoint, kinds, parallel, train
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,10 @@ def straight(tmp_path_factory):
 
 
 def _state(workdir, config):
-    task = tasks.make_task(config, parallel.make_mesh())
+    kind = kinds.make_kind(config, parallel.make_mesh())
     saved = checkpoint.Checkpointer(str(workdir))
     try:
-        return saved.all_steps(), jax.device_get(saved.restore(checkpoint.abstract_like(task.init_state(
+        return saved.all_steps(), jax.device_get(saved.restore(checkpoint.abstract_like(kind.init_state(
             jax.random.PRNGKey(config.seed)))))
     finally:
         saved.close()

@@ -23,7 +23,7 @@ def _batch(config):
 def test_a_baseline_fits_one_batch_without_recompiling(baseline, loss_name):
     config = baselines.get_config(f"{baseline},tiny")
     mesh = parallel.make_mesh()
-    model = supervised.build_model(config)
+    model = {"classifier": supervised.build_classifier, "unet": supervised.build_segmenter}[baseline](config)
     state = supervised.make_init_fn(model, config, mesh)(jax.random.PRNGKey(0))
     step = supervised.make_supervised_step(model, mesh, max_traces=1)
     batch = parallel.shard_batch(_batch(config), mesh)
@@ -40,7 +40,7 @@ def test_a_baseline_fits_one_batch_without_recompiling(baseline, loss_name):
 def test_adversarial_training_fits_pgd_examples_that_stay_in_the_ramped_budget():
     config = baselines.get_config("adversarial,tiny")
     mesh = parallel.make_mesh()
-    model = supervised.build_model(config)
+    model = supervised.build_classifier(config)
     epsilon, warmup = 4 / 255, config.num_steps // 3
     assert model.adversary.epsilon == pytest.approx(epsilon) and model.adversary.num_steps == 2
     assert model.adversary.warmup_steps == warmup >= 1

@@ -166,7 +166,7 @@ def test_local_contrast_is_not_a_solution(crack_images):
     """The classical crack filter (blur minus image) must stay clearly below the GAN's target of 0.5."""
     import jax.numpy as jnp
 
-    from cfjax.explain.saliency import local_contrast_saliency
+    from cfjax.masks.maps import local_contrast_saliency
 
     images, masks = crack_images
     contrast = np.asarray(local_contrast_saliency(jnp.asarray(images), radius=2))

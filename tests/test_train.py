@@ -15,7 +15,7 @@ from cfjax.data import pipeline
 def _restore(workdir, config):
     """(step, state as numpy) of the newest checkpoint in `workdir`."""
     mesh = parallel.make_mesh()
-    fresh = steps.make_init_fn(train.build_models(config), config, mesh)(jax.random.PRNGKey(0))
+    fresh = steps.make_init_fn(steps.build_gan_models(config), config, mesh)(jax.random.PRNGKey(0))
     ckpt = checkpoint.Checkpointer(str(workdir))
     step = ckpt.latest_step()
     state = jax.device_get(ckpt.restore(checkpoint.abstract_like(fresh)))

@@ -18,7 +18,7 @@ import numpy as np
 
 from cfjax import parallel
 from cfjax.data import sources, transforms
-from cfjax.data.errors import DataError
+from cfjax.errors import DataError
 
 
 def _training_example(example: dict, rng: np.random.Generator, *, size: int, fit_mode: str, augment: bool,

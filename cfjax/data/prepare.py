@@ -21,6 +21,8 @@ import tempfile
 
 from absl import app, flags, logging
 
+from cfjax.errors import DataError
+
 # Flags: (name, config field it overrides or None, definer, default, help). Defined only when run as a
 # command, so importing this module (tests, notebooks) leaves absl's global flags alone.
 _FLAGS = (
@@ -56,7 +58,7 @@ def builder_config(dataset: str, overrides: dict, custom_name: str | None = None
 
     TFDS keeps one folder per config name, so a customised config gets its own name
     (`custom_name`, default CONFIG_custom) and training reads it as NAME/that name."""
-    from cfjax.data.builders import BUILDERS, DataError
+    from cfjax.data.builders import BUILDERS
 
     name, _, config_name = dataset.partition("/")
     if name not in BUILDERS:
@@ -114,7 +116,7 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *, overr
                     download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS,
                 ))
         except AssertionError as error:  # TFDS's "No examples were yielded" for a split
-            raise files.DataError(f"preparing {dataset} from {manual_dir}: {error} (images smaller than the "
+            raise DataError(f"preparing {dataset} from {manual_dir}: {error} (images smaller than the "
                                   f"patch size, or every file skipped?)") from error
         target = os.fspath(final.data_path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -149,7 +151,6 @@ def _check_same_settings(path: str, settings: dict) -> dict | None:
     saved = summary.get("builder_config", {})
     differing = sorted(k for k in settings if k in saved and saved[k] != settings[k])
     if differing:
-        from cfjax.data.errors import DataError
 
         settings_text = ", ".join(f"{k}: {saved[k]!r}" for k in differing)
         raise DataError(f"{path} was prepared with other settings ({settings_text}); "
@@ -201,7 +202,6 @@ def format_summary(summary: dict) -> str:
 def main(argv) -> None:
     if len(argv) > 1:
         sys.exit(f"cfjax.data.prepare: unexpected arguments {' '.join(argv[1:])}")
-    from cfjax.data.errors import DataError
 
     values = {name: flags.FLAGS[name].value for name, *_ in _FLAGS}
     overrides = {}

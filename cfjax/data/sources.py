@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from cfjax.data import synthetic
-from cfjax.data.errors import DataError
+from cfjax.errors import DataError
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_SIZE_FIELDS = {"train": "num_train", "validation": "num_validation", "test": "num_test"}

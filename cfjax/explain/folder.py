@@ -8,7 +8,7 @@ import numpy as np
 
 from cfjax.data import transforms
 from cfjax.data.builders import files
-from cfjax.data.errors import DataError
+from cfjax.errors import DataError
 
 
 def load_pairs(folder: str, *, images: str = "images", masks: str = "masks", mask_threshold: int | None = 127,

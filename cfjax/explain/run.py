@@ -16,10 +16,10 @@ import numpy as np
 import cfjax
 from cfjax import evaluate, visualize
 from cfjax.data import pipeline
-from cfjax.data.errors import DataError
+from cfjax.errors import DataError
 from cfjax.explain import folder as folders
-from cfjax.explain import metrics, multiclass, report, scoring, thresholds
-from cfjax.explain.methods import saliency_methods
+from cfjax.explain import report
+from cfjax.masks import scoring, thresholds
 from cfjax.saved_runs import LoadedRun, load_run
 
 DEFAULT_TOP_K_PERCENT = 2.0  # when neither the config nor a validation split gives one
@@ -27,18 +27,18 @@ DEFAULT_TOP_K_PERCENT = 2.0  # when neither the config nor a validation split gi
 
 def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | None = None, split: str = "test",
             mask_threshold: int | None = 127, crack_value: int | None = None, out_dir: str | None = None) -> dict:
-    """Score every saliency method of the run in `workdir` (see `methods.py`); returns explain.json's
+    """Score every saliency method of the run in `workdir` (its kind's `saliency_methods`); returns explain.json's
     content. With `folder`, images come from FOLDER/images and masks from FOLDER/masks, binarised by
     `crack_value` (exact value) or `mask_threshold`; thresholds are still tuned on the run's validation
     split when its dataset is present here."""
     start = time.time()
     run = load_run(config, workdir)
-    methods = saliency_methods(run.kind, run.networks, config)
-    grid = metrics.threshold_grid(config.eval.num_thresholds)
+    methods = run.kind.saliency_methods()
+    grid = evaluate.threshold_grid(config)
     validation, validation_note = _validation_arrays(config)
     top_k_fraction = _top_k_fraction(config, validation)
-    score = functools.partial(scoring.score_batch, grid=grid, fixed_fraction=config.explain.fixed_fraction,
-                              top_k_fraction=top_k_fraction, num_bins=config.explain.histogram_bins)
+    rules = scoring.PerImageRules(fixed_fraction=config.explain.fixed_fraction, top_k_fraction=top_k_fraction)
+    score = functools.partial(scoring.score_batch, grid=grid, per_image=rules, num_bins=config.explain.histogram_bins)
 
     def score_split(params, batch):
         maps, _ = methods.maps(params, batch["image"], batch["label"])
@@ -62,13 +62,12 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
                                 None if val_scores is None else val_scores["has_mask"])
     damaged, empty = scoring.damage_rows(scores, has_mask)
     results = {
-        "workdir": workdir, "step": run.step, "model": run.kind, "config_name": config.name,
+        "workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
         "data": {"source": source, "num_images": len(has_mask), "num_damaged": int(damaged.sum()),
                  "num_empty": int(empty.sum())},
         "settings": {"fixed_fraction": config.explain.fixed_fraction, "top_k_percent": 100 * top_k_fraction,
-                     "blur_radius": config.explain.blur_radius, "ig_steps": config.explain.ig_steps,
+                     "saliency": config.saliency.to_dict(), "ig_steps": config.explain.ig_steps,
                      "tuned_on": "validation" if val_scores is not None else validation_note,
-                     "saliency_reduce": config.eval.saliency_reduce,
                      "mask_rule": None if folder is None else
                      (f"== {crack_value}" if crack_value is not None else f"> {mask_threshold}")},
         "methods": summary,
@@ -78,8 +77,8 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
                                       f"explain_{os.path.basename(os.path.normpath(folder))}")
     os.makedirs(out_dir, exist_ok=True)
     results["figures"] = _figures(out_dir, examples, scores, damaged, run, methods, summary, config)
-    if run.kind == "gan" and config.num_classes > 2 and folder is None:
-        results["multiclass"] = _multiclass(out_dir, data, run, config)
+    if methods.toward_each_class is not None and config.num_classes > 2 and folder is None:
+        results["multiclass"] = _multiclass(out_dir, data, run, methods.toward_each_class)
     results["wall_time_s"] = time.time() - start
     if jax.process_index() == 0:
         with open(os.path.join(out_dir, "explain.json"), "w") as f:
@@ -177,7 +176,7 @@ def _figures(out_dir, examples, scores, damaged, run, methods, summary, config) 
     tuned_index = None
     if thresholding == "tuned":
         threshold = summary[name]["thresholdings"]["tuned"]["threshold"]
-        tuned_index = int(np.argmin(np.abs(np.asarray(metrics.threshold_grid(config.eval.num_thresholds))
+        tuned_index = int(np.argmin(np.abs(np.asarray(evaluate.threshold_grid(config))
                                            - threshold)))
     ious = scoring.per_image_iou(scores, name, thresholding, tuned_index)
     rows = np.flatnonzero(damaged)
@@ -203,16 +202,14 @@ def _figures(out_dir, examples, scores, damaged, run, methods, summary, config) 
     return {"method": name, "thresholding": thresholding, **written}
 
 
-def _multiclass(out_dir: str, data: dict, run: LoadedRun, config: ml_collections.ConfigDict) -> dict:
+def _multiclass(out_dir: str, data: dict, run: LoadedRun, toward) -> dict:
     """K > 2: over the split, how often each target is the nearest and how surely D sees each target
     reached; a figure of the masks toward every class for a few images of each class."""
-    generator, discriminator = run.networks
+    config = run.config
     k = config.num_classes
-    toward = functools.partial(multiclass.masks_toward_each_class, generator, discriminator,
-                               num_classes=k, reduce=config.eval.saliency_reduce)
 
     def batch_fn(params, batch):
-        out = toward(*params, batch["image"], batch["label"])
+        out = toward(params, batch["image"], batch["label"])
         return {"nearest": out["nearest"], "target_probability": out["target_probability"],
                 "edit_size": out["edit_size"]}
 
@@ -224,14 +221,14 @@ def _multiclass(out_dir: str, data: dict, run: LoadedRun, config: ml_collections
     reached = np.stack([per_image["target_probability"][labels == c].mean(axis=0) for c in range(k)])
     edit = np.stack([per_image["edit_size"][labels == c].mean(axis=0) for c in range(k)])
     rows = np.concatenate([np.flatnonzero(labels == c)[:config.explain.contact_rows] for c in range(k)])
-    out = jax.jit(toward)(*run.params, data["image"][rows], labels[rows])
+    out = jax.jit(toward)(run.params, data["image"][rows], labels[rows])
     panels = []
     for i in range(len(rows)):
         row = [np.asarray(data["image"][rows[i]])]
         for t in range(k):
             heat = visualize.heatmap(np.asarray(out["maps"][i, t]), max(float(out["maps"][i].max()), 1e-3))
             row += [np.asarray(out["counterfactuals"][i, t]),
-                    multiclass.outline(heat) if t == int(out["nearest"][i]) else heat]
+                    visualize.outline(heat) if t == int(out["nearest"][i]) else heat]
         panels.append(row)
     path = os.path.join(out_dir, "multiclass.png")
     visualize.save_png(path, visualize.panel_grid(panels, upscale=max(1, 128 // data["image"].shape[1])))

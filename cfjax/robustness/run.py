@@ -1,6 +1,7 @@
 """`attack(config, workdir)`: restore a run, attack every classifier it holds on its test split, and write
 robustness.json, robustness.md and plots. Called by `python -m cfjax.main --mode=attack` and notebooks."""
 
+import dataclasses
 import json
 import os
 import time
@@ -11,12 +12,12 @@ import numpy as np
 
 import cfjax
 from cfjax import checkpoint
-from cfjax.config_validation import ConfigError
+from cfjax.errors import ConfigError
 from cfjax.data import pipeline
-from cfjax.saved_runs import load_run, saved_config
+from cfjax.kinds import Readout
 from cfjax.robustness import protocols, report
-from cfjax.robustness.models import AttackedModel, attacked_models
 from cfjax.robustness.sweep import ModelSweep, clean_scores
+from cfjax.saved_runs import load_run, saved_config
 
 
 def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: str | None = None,
@@ -27,7 +28,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     start = time.time()
     saved_source = _transfer_config(transfer_from, config) if transfer_from else None
     run = load_run(config, workdir)
-    models = _chosen(attacked_models(run), config.attack.get("models", ()))
+    models = _chosen(run.kind.readouts(run.params), config.attack.get("models", ()))
     sources = _transfer_sources(transfer_from, saved_source) if transfer_from else []
     data = pipeline.evaluation_arrays(config, split)
     if config.attack.max_examples:
@@ -36,7 +37,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     common = dict(batch_size=config.eval.batch_size, mesh=run.mesh, key=key,
                   adaptive_weight=config.attack.adaptive_weight)
     reference = protocols.check_settings(config.attack, has_detector=False)[0]  # PGD-10 CE at the check budget
-    results = {"workdir": workdir, "step": run.step, "model": run.kind, "config_name": config.name,
+    results = {"workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
                "data": {"source": f"the {split} split of {config.data.name}", "num_images": len(data["label"])},
                "settings": config.attack.to_dict(), "models": {}}
     for model in models:
@@ -61,7 +62,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     return results
 
 
-def _chosen(models: list[AttackedModel], names) -> list[AttackedModel]:
+def _chosen(models: list[Readout], names) -> list[Readout]:
     """The models `config.attack.models` names (all when empty)."""
     available = [m.name for m in models]
     unknown = [name for name in names if name not in available]
@@ -87,8 +88,7 @@ def _transfer_config(workdir: str, config: ml_collections.ConfigDict) -> ml_coll
     return saved
 
 
-def _transfer_sources(workdir: str, saved: ml_collections.ConfigDict) -> list[AttackedModel]:
+def _transfer_sources(workdir: str, saved: ml_collections.ConfigDict) -> list[Readout]:
     """The models of another run, restored with the config saved in its checkpoint."""
     source_run = load_run(saved, workdir)
-    return [AttackedModel(f"{saved.name}/{m.name}", m.apply_fn, m.params, m.num_classes, m.has_detector)
-            for m in attacked_models(source_run)]
+    return [dataclasses.replace(m, name=f"{saved.name}/{m.name}") for m in source_run.kind.readouts(source_run.params)]

@@ -17,8 +17,8 @@ from jax.sharding import Mesh
 
 from cfjax import attacks, evaluate
 from cfjax.models import p_fake, predict_class
+from cfjax.kinds import Readout
 from cfjax.robustness import metrics
-from cfjax.robustness.models import AttackedModel
 from cfjax.robustness.protocols import AttackSetting
 
 
@@ -39,8 +39,8 @@ def _attack_batch(params, batch, *, source_apply, target_apply, spec, static_ste
 class ModelSweep:
     """Attacks one model (or transfers from a source model onto it) over `data`."""
 
-    def __init__(self, target: AttackedModel, data: dict, *, batch_size: int, mesh: Mesh, key: jax.Array,
-                 adaptive_weight: float, source: AttackedModel | None = None, clean: dict | None = None):
+    def __init__(self, target: Readout, data: dict, *, batch_size: int, mesh: Mesh, key: jax.Array,
+                 adaptive_weight: float, source: Readout | None = None, clean: dict | None = None):
         self.target, self.source = target, source or target
         self.data, self.batch_size, self.mesh, self.key = data, batch_size, mesh, key
         self.adaptive_weight = adaptive_weight

@@ -63,7 +63,7 @@ def measure(dataset: str, steps: int) -> dict | None:
     from cfjax import parallel, train
     from cfjax import steps as steps_lib
     from cfjax.data import pipeline
-    from cfjax.data.errors import DataError
+    from cfjax.errors import DataError
 
     config = _config(dataset)
     mesh = parallel.make_mesh()
@@ -74,7 +74,7 @@ def measure(dataset: str, steps: int) -> dict | None:
         return None
     loader = _images_per_second(pipeline.train_batches(source, config, mesh), 4 * steps, config.batch_size)
 
-    models = train.build_models(config)
+    models = steps_lib.build_gan_models(config)
     state = steps_lib.make_init_fn(models, config, mesh)(jax.random.PRNGKey(0))
     step = steps_lib.make_gan_step(models, config, mesh)
     fixed = next(pipeline.train_batches(source, config, mesh))

@@ -114,10 +114,10 @@ class JaxGan:
     def __init__(self, config, images, labels):
         import jax
 
-        from cfjax import parallel, steps, train
+        from cfjax import parallel, steps
 
         self.mesh = parallel.make_mesh()
-        models = train.build_models(config)
+        models = steps.build_gan_models(config)
         self.state = steps.make_init_fn(models, config, self.mesh)(jax.random.PRNGKey(0))
         self.batch = parallel.shard_batch({"image": images, "label": labels}, self.mesh)
         step = steps.make_gan_step(models, config, self.mesh)

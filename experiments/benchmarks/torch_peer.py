@@ -528,7 +528,7 @@ class TorchGan:
 
 
 def build_gan(config: Any, *, channels_last: bool = True, compile: bool = False) -> TorchGan:
-    """The peer of `cfjax.train.build_models(config)` plus a fresh state (Flax-style initialisation)."""
+    """The peer of `cfjax.steps.build_gan_models(config)` plus a fresh state (Flax-style initialisation)."""
     return TorchGan(config, channels_last=channels_last, compile=compile)
 
 
@@ -710,12 +710,12 @@ def check_gan_step(rng: np.random.Generator, num_steps: int = 3) -> tuple[dict, 
     import jax
     import jax.numpy as jnp
 
-    from cfjax import steps, train
+    from cfjax import steps
 
     config = _load_config("cracks")
     config.generator.head_dropout = 0.0
     assert config.num_classes == 2 and config.discriminator.dropout == 0.0
-    models = train.build_models(config)
+    models = steps.build_gan_models(config)
     size, batch = config.data.image_size, config.batch_size
     state = steps.init_train_state(models, jax.random.PRNGKey(0), (size, size, 3), config.num_classes)
     jax_step = jax.jit(functools.partial(steps.gan_step, models=models, config=config))

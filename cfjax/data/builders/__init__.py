@@ -2,9 +2,8 @@
 
 from cfjax.data.builders.class_folders import ClassFolders
 from cfjax.data.builders.crack_segmentation import CrackSegmentation
-from cfjax.data.errors import DataError, ManualDirError
 from cfjax.data.builders.fruit_defects import FruitDefects
 
 BUILDERS = {"crack_segmentation": CrackSegmentation, "fruit_defects": FruitDefects, "class_folders": ClassFolders}
 
-__all__ = ["BUILDERS", "ClassFolders", "CrackSegmentation", "DataError", "FruitDefects", "ManualDirError"]
+__all__ = ["BUILDERS", "ClassFolders", "CrackSegmentation", "FruitDefects"]

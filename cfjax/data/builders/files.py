@@ -13,7 +13,7 @@ import numpy as np
 from absl import logging
 from PIL import Image, UnidentifiedImageError
 
-from cfjax.data.errors import DataError, ManualDirError
+from cfjax.errors import DataError, ManualDirError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 SPLITS = ("train", "validation", "test")

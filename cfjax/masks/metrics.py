@@ -33,17 +33,6 @@ def best_threshold_index(intersection: np.ndarray, union: np.ndarray) -> int:
     return int(np.argmax(per_image_iou(intersection, union).mean(axis=0)))
 
 
-def iou_summary(intersection: np.ndarray, union: np.ndarray, index: int, thresholds) -> dict:
-    """Per-image mean IoU and dataset-level IoU (sum of intersections over sum of unions) at one threshold."""
-    inter, uni = np.asarray(intersection)[:, index], np.asarray(union)[:, index]
-    return {
-        "threshold": float(np.asarray(thresholds)[index]),
-        "iou_mean": float(per_image_iou(inter, uni).mean()),
-        "iou_dataset": float(inter.sum() / max(uni.sum(), 1.0)),
-        "num_images": int(inter.shape[0]),
-    }
-
-
 def overlap_counts(predicted: jnp.ndarray, masks: jnp.ndarray) -> dict:
     """Per image: |pred ∩ gt|, |pred ∪ gt|, |pred| and |gt| of binary (B, H, W) masks."""
     predicted, truth = predicted.astype(bool), masks.astype(bool)

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from cfjax.models import class_logits
+
 ATTRIBUTIONS = ("gradients", "integrated_gradients", "grad_cam")
 
 
@@ -65,3 +67,16 @@ def normalise(maps: jnp.ndarray) -> jnp.ndarray:
     """Each map divided by its image's maximum (all-zero maps stay zero): arbitrary scales to [0, 1]."""
     peak = maps.max(axis=(1, 2), keepdims=True)
     return jnp.where(peak > 0, maps / jnp.where(peak > 0, peak, 1.0), 0.0)
+
+
+def attribution_maps(prefix: str, classifier, params, images: jnp.ndarray, classes: jnp.ndarray, num_classes: int,
+                     ig_steps: int) -> dict:
+    """{prefix + name: map} for every attribution, each normalised to [0, 1], explaining `classes` with
+    the first `num_classes` logits of `classifier` (D's K + 1 outputs or the plain classifier's K)."""
+    logits_fn = lambda x: class_logits(classifier.apply({"params": params}, x), num_classes)
+    return {
+        f"{prefix}grad_cam": normalise(grad_cam(classifier, params, images, classes)),
+        f"{prefix}gradients": normalise(input_gradients(logits_fn, images, classes)),
+        f"{prefix}integrated_gradients": normalise(integrated_gradients(logits_fn, images, classes,
+                                                                        num_steps=ig_steps)),
+    }

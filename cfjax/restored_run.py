@@ -6,8 +6,9 @@
     run.classify(images), run.p_fake(images)         # D's decision and its uncertainty
 
 Images are numpy or jax arrays in [0, 1], (B, H, W, 3) or one (H, W, 3), at the run's resolution.
-Every method returns numpy arrays. One host (a notebook, a script); multi-host jobs use the evaluators. Each call is cut into chunks of `per_device_batch` images per device
-(the last one padded), so any batch size compiles once and 1 or N devices give the same bits.
+Every method returns numpy arrays. One host (a notebook, a script); multi-host jobs use the evaluators.
+Each call is cut into chunks of `per_device_batch` images per device (the last one padded), so any
+batch size compiles once and 1 or N devices give the same bits.
 """
 
 import json
@@ -19,33 +20,26 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cfjax import parallel, supervised
+from cfjax import kinds, parallel
 from cfjax.evaluate import pad_batch
-from cfjax.explain import saliency, thresholds
-from cfjax.models import p_fake, predict_class
+from cfjax.masks import NORMAL_CLASS, thresholds
 from cfjax.saved_runs import LoadedRun, load_run, saved_config
 
 # Images each device computes per call (a call pads up to it): small enough for a laptop, and fixed,
 # so that a run gives the same bits on any number of devices (XLA's kernels depend on the batch shape).
 PER_DEVICE_BATCH = 8
 
-# What each kind of run can do; the other methods say which kind of run they need.
-METHODS = {  # (a GAN's masks by per-image Otsu run as the internal "otsu_mask")
-    "gan": ("classify", "p_fake", "generator_classify", "counterfactual", "saliency", "mask"),
-    "classifier": ("classify",),
-    "segmenter": ("saliency", "mask"),
-}
-
-
-class Analysis:
-    """A restored run. `config`, `step`, `kind` ("gan", "classifier" or "segmenter") and `params`
-    describe it; `mask_rule` says how `mask()` binarises when given no threshold."""
+class RestoredRun:
+    """A restored run. `config`, `step`, `kind` ("gan", "classifier" or "segmenter": `config.model`) and
+    `params` describe it; `offers` lists the methods it supports; `mask_rule` says how `mask()` binarises
+    when given no threshold."""
 
     def __init__(self, run: LoadedRun, workdir: str, per_device_batch: int = PER_DEVICE_BATCH):
         if per_device_batch < 1:
             raise ValueError(f"per_device_batch must be at least 1; got {per_device_batch}")
         self.per_device_batch = per_device_batch
-        self.config, self.step, self.kind, self.params = run.config, run.step, run.kind, run.params
+        self.config, self.step, self.kind, self.params = run.config, run.step, run.kind.name, run.params
+        self.offers = run.kind.offers
         self.workdir = workdir
         self._run = run
         self._mesh = run.mesh
@@ -74,12 +68,12 @@ class Analysis:
         """G's counterfactual (B, H, W, 3) of each image as class `target` (an int, or one per image)."""
         return self._apply("counterfactual", images, target)
 
-    def saliency(self, images, target=0) -> np.ndarray:
-        """(B, H, W) in [0, 1]: what G changed toward `target` (0, "no damage": where the damage is),
-        reduced over channels and blurred as the run's config says; a U-Net's crack probability."""
+    def saliency(self, images, target=NORMAL_CLASS) -> np.ndarray:
+        """(B, H, W) in [0, 1]: the counterfactual map toward `target` (by default the normal class: where
+        the damage is), as `config.saliency` defines it; a U-Net's crack probability."""
         return self._apply("saliency", images, target)
 
-    def mask(self, images, threshold: float | None = None, target=0) -> np.ndarray:
+    def mask(self, images, threshold: float | None = None, target=NORMAL_CLASS) -> np.ndarray:
         """Binary masks (B, H, W): the saliency above `threshold`, by default `self.mask_threshold`
         (tuned on validation by `--mode=explain` at this step), or per-image Otsu when there is none."""
         self._require("mask")
@@ -91,10 +85,10 @@ class Analysis:
     # --- batching over the devices ----------------------------------------------------------------
 
     def _require(self, method: str) -> None:
-        if method not in METHODS[self.kind]:
-            needs = [kind for kind, methods in METHODS.items() if method in methods]
+        if method not in self.offers:
+            needs = [name for name, kind in kinds.KINDS.items() if method in kind.offers]
             raise ValueError(f"{method}() needs a {' or '.join(needs)} run; {self.workdir} holds a {self.kind} run "
-                             f"(config.model={self.kind!r}), which offers {', '.join(METHODS[self.kind])}")
+                             f"(config.model={self.kind!r}), which offers {', '.join(self.offers)}")
 
     def _apply(self, method: str, images, target=None) -> np.ndarray:
         self._require(method.removeprefix("otsu_"))
@@ -121,7 +115,7 @@ class Analysis:
 
     def _targets(self, target, count: int) -> np.ndarray:
         """One integer class per image: `target` is one int for all, or one per image."""
-        values = np.asarray(0 if target is None else target)
+        values = np.asarray(NORMAL_CLASS if target is None else target)
         k = self.config.num_classes
         if values.ndim > 1 or (values.ndim == 1 and len(values) != count):
             raise ValueError(f"target must be one class or one per image ({count}); got shape {values.shape}")
@@ -153,49 +147,28 @@ class Analysis:
 
 
 def _inference_functions(run: LoadedRun) -> dict[str, Callable]:
-    """{method: fn(params, images, targets)} in inference mode (dropout off, statistics frozen)."""
-    config, k = run.config, run.config.num_classes
-    if run.kind == "gan":
-        generator, discriminator = run.networks
-
-        def d_logits(params, x):
-            return discriminator.apply({"params": params[1]}, x, train=False)
-
-        def g_outputs(params, x, targets):
-            return generator.apply({"params": params[0]}, x, targets, train=False)
-
-        def saliency_map(params, x, t):
-            return saliency.counterfactual_map(x, g_outputs(params, x, t)[0], config)
-
-        return {
-            "classify": lambda params, x, t: predict_class(d_logits(params, x), k),
-            "p_fake": lambda params, x, t: p_fake(d_logits(params, x)),
-            "generator_classify": lambda params, x, t: jnp.argmax(g_outputs(params, x, t)[1], -1),
-            "counterfactual": lambda params, x, t: g_outputs(params, x, t)[0],
-            "saliency": saliency_map,
-            "otsu_mask": lambda params, x, t: thresholds.otsu(saliency_map(params, x, t)),
-        }
-    model = run.networks
-    if run.kind == "classifier":
-        return {"classify": lambda params, x, t: jnp.argmax(supervised.apply_model(model, params, x), -1)}
-    return {"saliency": lambda params, x, t: jax.nn.sigmoid(supervised.apply_model(model, params, x))}
+    """{method: fn(params, images, targets)} in inference mode (dropout off, statistics frozen); masks
+    without a threshold are the saliency above each image's Otsu threshold ("otsu_mask")."""
+    functions = run.kind.inference_functions()
+    if "saliency" in functions:
+        functions["otsu_mask"] = lambda params, x, t: thresholds.otsu(functions["saliency"](params, x, t))
+    return functions
 
 
 def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None, str]:
-    """A U-Net's masks are its probability above 0.5. A GAN's use the threshold `--mode=explain` tuned on
-    validation when it was tuned on this very map (same reduction and blur), else per-image Otsu."""
-    if run.kind == "segmenter":
-        return 0.5, "the U-Net's crack probability above 0.5"
-    if run.kind != "gan":
-        return None, "none: a classifier run draws no masks"
+    """A kind's own fixed threshold (the U-Net's probability above 0.5); else the threshold `--mode=explain`
+    tuned on validation when it was tuned on this very map (same `config.saliency`), else per-image Otsu."""
+    if run.kind.mask_threshold is not None:
+        return run.kind.mask_threshold, f"the {run.kind.name} run's map above {run.kind.mask_threshold}"
+    if "mask" not in run.kind.offers:
+        return None, f"none: a {run.kind.name} run draws no masks"
     path = os.path.join(workdir, "explain", "explain.json")
     try:
         with open(path) as f:
             report = json.load(f)
-        tuned = report["methods"]["counterfactual"]["thresholdings"]["tuned"]["threshold"]
-        settings, step = report["settings"], report["step"]
-        same_map = (settings.get("saliency_reduce") == run.config.eval.saliency_reduce
-                    and settings.get("blur_radius") == run.config.explain.blur_radius)
+        tuned = report["methods"][run.kind.saliency_methods().names[0]]["thresholdings"]["tuned"]["threshold"]
+        same_map = report["settings"]["saliency"] == run.config.saliency.to_dict()
+        step = report["step"]
     except (OSError, KeyError, TypeError, ValueError):
         return None, "per-image Otsu (no tuned threshold: run --mode=explain to tune one on validation)"
     if step != run.step:
@@ -206,7 +179,7 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
 
 
 def restore(workdir: str, step: int | None = None, config: ml_collections.ConfigDict | None = None, *,
-            per_device_batch: int = PER_DEVICE_BATCH) -> Analysis:
+            per_device_batch: int = PER_DEVICE_BATCH) -> RestoredRun:
     """Restore the newest (or the given) checkpoint of `workdir` for analysis: parameters only, replicated
     over the devices present. By default the run's own saved config is used; a `config` given instead
     must match it (else `CheckpointError` naming each differing field)."""
@@ -215,4 +188,4 @@ def restore(workdir: str, step: int | None = None, config: ml_collections.Config
     if config is None:
         config = saved_config(workdir, step)
         add_missing_sections(config)  # runs saved before the analysis settings existed
-    return Analysis(load_run(config, workdir, step), workdir, per_device_batch)
+    return RestoredRun(load_run(config, workdir, step), workdir, per_device_batch)

@@ -145,7 +145,7 @@ from cfjax.masks import scoring  # noqa: E402
 def _score(maps, masks, grid=(0.0, 0.5, 1.0)):
     return jax.tree.map(np.asarray, scoring.score_batch(
         {"m": jnp.asarray(maps, jnp.float32)}, jnp.asarray(masks, bool), grid=jnp.asarray(grid),
-        fixed_fraction=0.5, top_k_fraction=0.25, num_bins=8))
+        per_image=scoring.PerImageRules(fixed_fraction=0.5, top_k_fraction=0.25), num_bins=8))
 
 
 def test_empty_ground_truth_is_reported_apart_never_in_iou():

@@ -78,7 +78,7 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.loss.fake_on_cycles = False
 
     config.optimizer = ml_collections.ConfigDict()
-    # D must learn the classes early (design.md, section 6): it gets the larger step.
+    # D must learn the classes early (docs/design.md, section 6): it gets the larger step.
     for network, learning_rate in (("generator", 5e-4), ("discriminator", 1e-3)):
         opt = ml_collections.ConfigDict()
         opt.learning_rate = learning_rate

@@ -1,4 +1,4 @@
-"""Pure loss functions of the counterfactual GAN (design.md, section 1).
+"""Pure loss functions of the counterfactual GAN (docs/design.md, section 1).
 
 D: CE(D(x), y) + w_fake * [CE(D(sg(x_hat)), FAKE) + sum_k CE(D(sg(x_cycle_k)), FAKE)]
 G: w_adv * CE(D(x_hat), t) + w_cls * CE(y_hat(x), y) + w_cyc * sum_k |x_2k - x|_1 + w_prox * |x_hat - x|_1

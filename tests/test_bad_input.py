@@ -1,5 +1,5 @@
-"""Every row of README's "Bad input" table, run as the user would type it: exit code 2, the row's
-message on stderr, no traceback, and nothing written into the fresh workdir."""
+"""Every row of the "Bad input" table in docs/reliability.md, run as the user would type it: exit code 2,
+the row's message on stderr, no traceback, and nothing written into the fresh workdir."""
 
 import io
 import json
@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+TABLE_PAGE = pathlib.Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
 COMMANDS = {"main": [sys.executable, "-m", "cfjax.main", "--config=configs/cracks.py:tiny", "--workdir=TMP/run"],
             "prepare": [sys.executable, "-m", "cfjax.data.prepare", "--data_dir=TMP/data"]}
 
 
 def _rows() -> list[tuple[str, str, str]]:
     """(input, command, message) of each table row, with markdown's escaped pipes restored."""
-    section = README.read_text().split("### Bad input", 1)[1]
+    section = TABLE_PAGE.read_text().split("## Bad input", 1)[1]
     rows = []
     for line in section.splitlines()[1:]:
         if rows and not line.startswith("|"):

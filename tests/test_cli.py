@@ -47,4 +47,4 @@ def test_cli_trains_end_to_end(tmp_path, repo_root):
     assert "Traceback" not in no_source.stderr
 
 
-# Bad flags and config fields, one line each with exit code 2: tests/test_bad_input.py (README's table).
+# Bad flags and config fields, one line each with exit code 2: tests/test_bad_input.py (the table in docs/reliability.md).

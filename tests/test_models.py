@@ -47,7 +47,7 @@ def test_residual_generator_starts_as_identity():
 
 
 def test_generator_head_does_not_see_the_target():
-    """The label leak of design.md section 6: the head must read x alone."""
+    """The label leak of docs/design.md, section 6: the head must read x alone."""
     g = Generator(3, width=8, depth=2, output="image")
     x = _images()
     params = g.init(jax.random.PRNGKey(0), x, jnp.zeros(3, jnp.int32))

@@ -1,7 +1,7 @@
 """Preemption: a real training run (the command line, in a subprocess) SIGKILLed at 5 random moments,
 some while a checkpoint is being written, and restarted each time, ends bit-identical to an
 uninterrupted run (state, optimizer states, key, metrics, results); SIGTERM and SIGINT save the step
-in progress before the run stops. The harness is experiments/preemption.py (20 kills for README)."""
+in progress before the run stops. The harness is experiments/preemption.py (20 kills for docs/reliability.md)."""
 
 import json
 import os

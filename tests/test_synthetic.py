@@ -121,7 +121,7 @@ def test_crack_types_have_distinct_geometry():
 def test_dark_pixels_are_not_a_solution(crack_images):
     """Thresholding darkness must not segment the cracks.
 
-    Bound 0.35: the throwaway prototype's set, which design.md calls too easy, scored 0.34
+    Bound 0.35: the throwaway prototype's set, which docs/design.md, section 6 calls too easy, scored 0.34
     with dark pixels; a perfect crack remover scores ~0.87 on this set (measured with the
     crack-free rendering of the same images), and the target for a GAN is >= 0.5. Measured
     here: ~0.26.

@@ -2,7 +2,7 @@
 
 Why this exists: cfjax needs a crack-segmentation benchmark that runs anywhere, is
 deterministic, and carries exact pixel masks, so that the counterfactual saliency
-|x - G(x)| can be scored by IoU (design.md section 2). A throwaway prototype showed
+|x - G(x)| can be scored by IoU (docs/design.md, section 2). A throwaway prototype showed
 that naive synthetic cracks are solved by trivial filters (dark pixels, local
 contrast), so this generator puts *distractors that are not cracks* into every class
 with the same statistics:

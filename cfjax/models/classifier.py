@@ -11,7 +11,7 @@ class ResNetClassifier(nn.Module):
     """Normalised residual stages with mean+max pooling.
 
     Normalisation and mean+max pooling matter: a plain strided CNN stayed at chance on cracks while
-    this learned (design.md, section 6). The discriminator is this network with K+1 outputs.
+    this learned (docs/design.md, section 6). The discriminator is this network with K+1 outputs.
     """
 
     num_outputs: int

@@ -21,7 +21,7 @@ class Generator(nn.Module):
 
     The classification head reads the bottleneck of the *encoder*, which sees x alone: the target
     class is fed to the decoder only. Feeding it to the encoder lets the head read y off the target
-    planes when t = 1 - y (design.md, section 6). In "residual" mode x_hat = clip(x + tanh(delta))
+    planes when t = 1 - y (docs/design.md, section 6). In "residual" mode x_hat = clip(x + tanh(delta))
     with delta's last layer initialised at zero, so G starts as the identity and learns a sparse edit.
     In "logits" mode the raw head output is returned instead of an image (`out_channels` maps, e.g. one
     segmentation logit): the same U-Net serves as the supervised segmentation baseline.

@@ -2,7 +2,7 @@
 
 Down- and up-sampling are written as space-to-depth / depth-to-space plus a plain convolution:
 the same receptive field as strided or transposed convolutions, but lowered to ordinary
-convolutions, whose gradients are much faster on XLA:CPU (design.md, section 6).
+convolutions, whose gradients are much faster on XLA:CPU (docs/design.md, section 6).
 """
 
 import math

@@ -4,7 +4,7 @@
 first use, so `import cfjax` stays light.
 """
 
-__version__ = "0.2.0"
+from cfjax.version import __version__
 __all__ = ["Analysis", "__version__", "restore"]
 
 

@@ -12,12 +12,11 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-import cfjax
+from cfjax.version import __version__
 from cfjax import checkpoint, evaluate, parallel, tasks
-from cfjax.config_validation import validate_config
+from cfjax.config.validation import validate_config
 from cfjax.data import pipeline, sources
 from cfjax.metric_writer import MetricWriter
-from cfjax.nested import flatten_dict
 
 
 class NonFiniteError(FloatingPointError):
@@ -178,7 +177,7 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipp
                 bar.update(1)
                 return True
             bad, skipped_in_a_row = _non_finite_terms(metrics), skipped_in_a_row + 1
-            if config.get("on_non_finite", "stop") == "stop":
+            if config.on_non_finite == "stop":
                 raise _non_finite_error(bad, step, checkpointer)
             if skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
                 raise NonFiniteError(f"{_non_finite_error(bad, step, checkpointer)} {skipped_in_a_row} batches in "
@@ -211,7 +210,7 @@ def _train_loop(config, workdir, task, state, checkpointer, data, batches, skipp
                 task.write_images(step, state)
             if step % config.eval_every == 0 and step != config.num_steps:
                 val = task.evaluate(state, "validation")
-                writer.scalars(step, flatten_dict(evaluate.summarize(val, task.thresholds), "/"),
+                writer.scalars(step, evaluate.summarize(val, task.thresholds),
                                prefix="validation/")
             if step % config.checkpoint_every == 0 or step == config.num_steps or stop_requests:
                 checkpointer.save(step, state, config, data_state=_position(batches, skipped))
@@ -246,9 +245,9 @@ def _final_evaluation(state, task, config, writer) -> dict:
         "model": tasks.model_kind(config),
         "seed": config.seed,
         "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-        "versions": {"cfjax": cfjax.__version__, "jax": jax.__version__},
+        "versions": {"cfjax": __version__, "jax": jax.__version__},
     }
-    writer.scalars(step, flatten_dict(results["test"], "/"), prefix="test/")
+    writer.scalars(step, results["test"], prefix="test/")
     task.write_images(step, state)
     return results
 

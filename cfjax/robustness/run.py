@@ -9,7 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 
-import cfjax
+from cfjax.version import __version__
 from cfjax import checkpoint
 from cfjax.config_validation import ConfigError
 from cfjax.data import pipeline
@@ -50,7 +50,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
                              mixed_logits=sweep.outputs(reference)["logits"])
         results["models"][model.name] = {"clean": clean["scores"], "risk_coverage": clean["risk_coverage"],
                                          "sweeps": rows, "checks": check_rows}
-    results["versions"] = {"cfjax": cfjax.__version__, "jax": jax.__version__}
+    results["versions"] = {"cfjax": __version__, "jax": jax.__version__}
     results["wall_time_s"] = time.time() - start
     out_dir = out_dir or os.path.join(workdir, "attack")
     if jax.process_index() == 0:

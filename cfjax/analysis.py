@@ -53,7 +53,7 @@ class Analysis:
         self.mask_threshold, self.mask_rule = _default_mask_threshold(run, workdir)
 
     def __repr__(self) -> str:
-        return (f"<cfjax run {self.config.get('name', '?')!r} ({self.kind}) at step {self.step} from {self.workdir}, "
+        return (f"<cfjax run {self.config.name!r} ({self.kind}) at step {self.step} from {self.workdir}, "
                 f"on {self._mesh.devices.size} {jax.default_backend()} device(s)>")
 
     # --- the public methods -------------------------------------------------------------------------
@@ -194,8 +194,8 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
             report = json.load(f)
         tuned = report["methods"]["counterfactual"]["thresholdings"]["tuned"]["threshold"]
         settings, step = report["settings"], report["step"]
-        same_map = (settings.get("saliency_reduce") == run.config.eval.saliency_reduce
-                    and settings.get("blur_radius") == run.config.explain.blur_radius)
+        same_map = (settings.get("saliency_reduce") == run.config.saliency.reduce
+                    and settings.get("blur_radius") == run.config.saliency.blur_radius)
     except (OSError, KeyError, TypeError, ValueError):
         return None, "per-image Otsu (no tuned threshold: run --mode=explain to tune one on validation)"
     if step != run.step:
@@ -210,9 +210,6 @@ def restore(workdir: str, step: int | None = None, config: ml_collections.Config
     """Restore the newest (or the given) checkpoint of `workdir` for analysis: parameters only, replicated
     over the devices present. By default the run's own saved config is used; a `config` given instead
     must match it (else `CheckpointError` naming each differing field)."""
-    from cfjax.config_defaults import add_missing_sections
-
     if config is None:
-        config = saved_config(workdir, step)
-        add_missing_sections(config)  # runs saved before the analysis settings existed
+        config = saved_config(workdir, step)  # upgraded: runs saved before today's fields existed
     return Analysis(load_run(config, workdir, step), workdir, per_device_batch)

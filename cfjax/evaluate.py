@@ -29,9 +29,9 @@ def _evaluate_batch(g_params, d_params, batch, *, generator, discriminator, conf
     cf_logits = discriminator.apply({"params": d_params}, counterfactual, train=False)
     k = config.num_classes
     maps = {
-        "counterfactual": saliency.counterfactual_saliency(images, counterfactual, config.eval.saliency_reduce),
+        "counterfactual": saliency.counterfactual_saliency(images, counterfactual, config.saliency.reduce),
         "dark_pixels": saliency.darkness_saliency(images),
-        "local_contrast": saliency.local_contrast_saliency(images, config.eval.contrast_radius),
+        "local_contrast": saliency.local_contrast_saliency(images, config.saliency.contrast_radius),
     }
     out = {
         "label": labels,

@@ -9,7 +9,8 @@ import jax
 import ml_collections
 
 from cfjax import checkpoint, parallel, tasks
-from cfjax.config_validation import validate_config
+from cfjax.config.upgrade import upgrade_config
+from cfjax.config.validation import validate_config
 
 # The fields of each kind of training state that inference needs; the rest (optimizer states, the raw
 # generator next to its EMA, the training key) stays on disk.
@@ -40,11 +41,12 @@ def require_checkpoints(workdir: str) -> None:
 
 
 def saved_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
-    """The config a run was trained with, as saved beside its newest (or the given) checkpoint."""
+    """The config a run was trained with, as saved beside its newest (or the given) checkpoint, upgraded
+    to today's fields."""
     require_checkpoints(workdir)
     checkpointer = checkpoint.Checkpointer(workdir)
     try:
-        return ml_collections.ConfigDict(checkpointer.saved_config(step))
+        return upgrade_config(ml_collections.ConfigDict(checkpointer.saved_config(step)))
     finally:
         checkpointer.close()
 

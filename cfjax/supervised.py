@@ -68,12 +68,12 @@ def build_model(config: ml_collections.ConfigDict) -> SupervisedModel:
 
 
 def _adversary(config: ml_collections.ConfigDict) -> AdversarialTraining | None:
-    settings = config.get("adversarial_training")
-    if settings is None or not settings.epsilon:
+    settings = config.adversarial_training
+    if not settings.epsilon:
         return None
     spec = attacks.AttackSpec(num_classes=config.num_classes, norm=settings.norm, start="uniform")
     return AdversarialTraining(spec, float(settings.epsilon), float(settings.step_size), int(settings.num_steps),
-                               int(settings.get("warmup_steps", 0)))
+                               int(settings.warmup_steps))
 
 
 def adversarial_examples(model: SupervisedModel, params, images: jnp.ndarray, labels: jnp.ndarray,

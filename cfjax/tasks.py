@@ -14,7 +14,7 @@ import ml_collections
 import numpy as np
 
 from cfjax import evaluate, steps, supervised, visualize
-from cfjax.config_validation import MODELS  # noqa: F401  (re-exported: the choices of config.model)
+from cfjax.config.validation import MODELS  # noqa: F401  (re-exported: the choices of config.model)
 from cfjax.explain import metrics
 from cfjax.metric_writer import MetricWriter
 from cfjax.models import make_discriminator, make_generator
@@ -22,8 +22,8 @@ from cfjax.optim import make_optimizer
 
 
 def model_kind(config: ml_collections.ConfigDict) -> str:
-    """`config.model`; runs saved before the field existed were GANs."""
-    return config.get("model", "gan")
+    """`config.model` (runs saved before the field existed are GANs: `cfjax.config.upgrade_config`)."""
+    return config.model
 
 
 def build_gan_models(config: ml_collections.ConfigDict) -> steps.GanModels:

@@ -8,21 +8,20 @@
 Any field can be overridden with --config.FIELD=VALUE (e.g. --config.num_steps=500).
 """
 
+import os
+import sys
+
 import ml_collections
 
-from cfjax.config_defaults import (
-    base_config,
-    check_variant,
-    grow_to_accelerator,
-    shrink_to_tiny,
-)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # loaded by path: find common.py beside it
+from common import base_config, grow_to_accelerator, parse_arg, shrink_to_tiny  # noqa: E402
 
 VARIANTS = ("default", "tiny", "accelerator", "sut")
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     """The default is sized for a 2-core CPU; `variant` shrinks or grows the run, or picks real data."""
-    variant = check_variant(variant, VARIANTS)
+    variant = parse_arg(variant, {"variant": VARIANTS})["variant"]
     config = base_config("cracks" if variant == "default" else f"cracks_{variant}")
     if variant == "tiny":
         shrink_to_tiny(config)
@@ -34,6 +33,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         config.data.name = "crack_segmentation/sut"
         # Masks from max_c |x - x_hat| blurred by a 3x3 box: the best of 9 variants on SUT-Crack's validation
         # patches (experiments/mask_variants.py; only evaluation and explanation read these fields).
-        config.eval.saliency_reduce = "max"
-        config.explain.blur_radius = 1
+        config.saliency.reduce = "max"
+        config.saliency.blur_radius = 1
     return config

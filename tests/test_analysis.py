@@ -152,7 +152,7 @@ def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
     explain_dir = os.path.join(workdir, "explain")
     os.makedirs(explain_dir, exist_ok=True)
     report = {"step": config.num_steps,
-              "settings": {"saliency_reduce": config.eval.saliency_reduce, "blur_radius": config.explain.blur_radius},
+              "settings": {"saliency_reduce": config.saliency.reduce, "blur_radius": config.saliency.blur_radius},
               "methods": {"counterfactual": {"thresholdings": {"tuned": {"threshold": 0.04}}}}}
     try:
         with open(os.path.join(explain_dir, "explain.json"), "w") as f:

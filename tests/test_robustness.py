@@ -10,7 +10,7 @@ import pytest
 
 from cfjax import train
 from cfjax.checkpoint import CheckpointError
-from cfjax.config_validation import ConfigError
+from cfjax.errors import ConfigError
 from cfjax.saved_runs import LoadedRun
 from cfjax.robustness import metrics, protocols
 from cfjax.robustness.models import attacked_models

@@ -64,7 +64,7 @@ def saliency_methods(kind: str, networks: Any, config: ml_collections.ConfigDict
             out = {"counterfactual": saliency.counterfactual_map(images, counterfactual, config)}
             out.update(_attributions("d_", discriminator, d_params, images, classes, k, explain.ig_steps))
             out["dark_pixels"] = saliency.darkness_saliency(images)
-            out["local_contrast"] = saliency.local_contrast_saliency(images, config.eval.contrast_radius)
+            out["local_contrast"] = saliency.local_contrast_saliency(images, config.saliency.contrast_radius)
             return out, {"counterfactual_image": counterfactual}
 
         names = ("counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients", "dark_pixels",

@@ -66,9 +66,9 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
         "data": {"source": source, "num_images": len(has_mask), "num_damaged": int(damaged.sum()),
                  "num_empty": int(empty.sum())},
         "settings": {"fixed_fraction": config.explain.fixed_fraction, "top_k_percent": 100 * top_k_fraction,
-                     "blur_radius": config.explain.blur_radius, "ig_steps": config.explain.ig_steps,
+                     "blur_radius": config.saliency.blur_radius, "ig_steps": config.explain.ig_steps,
                      "tuned_on": "validation" if val_scores is not None else validation_note,
-                     "saliency_reduce": config.eval.saliency_reduce,
+                     "saliency_reduce": config.saliency.reduce,
                      "mask_rule": None if folder is None else
                      (f"== {crack_value}" if crack_value is not None else f"> {mask_threshold}")},
         "methods": summary,
@@ -121,7 +121,7 @@ def _tiles_images(config: ml_collections.ConfigDict) -> bool:
     """Runs trained on crops of photographs (patch views, the embedded set) explain a larger image tile
     by tile; runs trained on whole resized images see it resized."""
     name = config.data.name
-    return name == "synthetic" or (name.startswith("crack_segmentation") and config.data.get("view") == "patches")
+    return name == "synthetic" or (name.startswith("crack_segmentation") and config.data.view == "patches")
 
 
 def _add_maps(examples: list, run: LoadedRun, methods, config: ml_collections.ConfigDict) -> None:
@@ -209,7 +209,7 @@ def _multiclass(out_dir: str, data: dict, run: LoadedRun, config: ml_collections
     generator, discriminator = run.networks
     k = config.num_classes
     toward = functools.partial(multiclass.masks_toward_each_class, generator, discriminator,
-                               num_classes=k, reduce=config.eval.saliency_reduce)
+                               num_classes=k, reduce=config.saliency.reduce)
 
     def batch_fn(params, batch):
         out = toward(*params, batch["image"], batch["label"])

@@ -49,7 +49,7 @@ def smooth(maps: jnp.ndarray, radius: int) -> jnp.ndarray:
 
 
 def counterfactual_map(images: jnp.ndarray, counterfactual: jnp.ndarray, config) -> jnp.ndarray:
-    """The run's counterfactual saliency map: its channel reduction (`eval.saliency_reduce`), then its
-    blur (`explain.blur_radius`); what `--mode=explain` scores and `cfjax.restore(...).saliency` returns."""
-    return smooth(counterfactual_saliency(images, counterfactual, config.eval.saliency_reduce),
-                  config.explain.blur_radius)
+    """The run's counterfactual saliency map: its channel reduction (`saliency.reduce`), then its
+    blur (`saliency.blur_radius`); what `--mode=explain` scores and `cfjax.restore(...).saliency` returns."""
+    return smooth(counterfactual_saliency(images, counterfactual, config.saliency.reduce),
+                  config.saliency.blur_radius)

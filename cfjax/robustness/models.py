@@ -13,7 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from cfjax import supervised
-from cfjax.config_validation import ConfigError
+from cfjax.errors import ConfigError
 from cfjax.saved_runs import LoadedRun
 
 
@@ -41,8 +41,8 @@ def attacked_models(run: LoadedRun) -> list[AttackedModel]:
                 AttackedModel("G_head", g_apply, g_params, k)]
     if run.kind == "classifier":
         model = run.networks
-        trained = run.config.get("adversarial_training")
-        name = "adversarial_classifier" if trained is not None and trained.epsilon > 0 else "classifier"
+        trained = run.config.adversarial_training
+        name = "adversarial_classifier" if trained.epsilon > 0 else "classifier"
         return [AttackedModel(name, lambda params, x: supervised.apply_model(model, params, x), run.params, k)]
     raise ConfigError(f"config.model={run.config.model!r}: a segmentation run has no classifier to attack; "
                       "attack a GAN run (D, G's head) or a classifier run")

@@ -11,7 +11,7 @@ import numpy as np
 
 from cfjax.version import __version__
 from cfjax import checkpoint
-from cfjax.config_validation import ConfigError
+from cfjax.errors import ConfigError
 from cfjax.data import pipeline
 from cfjax.saved_runs import load_run, saved_config
 from cfjax.robustness import protocols, report
@@ -27,7 +27,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     start = time.time()
     saved_source = _transfer_config(transfer_from, config) if transfer_from else None
     run = load_run(config, workdir)
-    models = _chosen(attacked_models(run), config.attack.get("models", ()))
+    models = _chosen(attacked_models(run), config.attack.models)
     sources = _transfer_sources(transfer_from, saved_source) if transfer_from else []
     data = pipeline.evaluation_arrays(config, split)
     if config.attack.max_examples:

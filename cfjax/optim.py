@@ -1,4 +1,4 @@
-"""optax optimizers from config: Adam(2e-4, b1=0.5) by default, optional clipping and schedules."""
+"""optax optimizers from `config.optimizer.<network>`: Adam with optional clipping, warm-up and schedules."""
 
 import ml_collections
 import optax

@@ -84,29 +84,6 @@ def cpu_defaults(batch_size: int) -> None:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
 
 
-def resolved_config(mode: str, config: ml_collections.ConfigDict | None, workdir: str
-                    ) -> ml_collections.ConfigDict:
-    """What a mode runs with: the command line's config to train; for explain and attack, the run's saved
-    config (upgraded) with the command line's evaluation sections, after refusing (CheckpointError naming
-    them) any structural field where the command line's config differs from the run's."""
-    if mode == "train":
-        return config
-    from cfjax.checkpoint import Checkpointer
-    from cfjax.config.compare import with_evaluation_settings
-    from cfjax.config.upgrade import upgrade_config
-    from cfjax.saved_runs import saved_config
-
-    saved = saved_config(workdir)
-    if config is None:
-        return saved
-    checkpointer = Checkpointer(workdir)
-    try:
-        checkpointer.check_compatible(upgrade_config(config))
-    finally:
-        checkpointer.close()
-    return with_evaluation_settings(saved, config)
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -128,7 +105,11 @@ def main(argv: list[str]) -> None:
         logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
     try:
         workdir = _WORKDIR.value or os.path.join("runs", _CONFIG.value.name)
-        config = resolved_config(_MODE.value, _CONFIG.value, workdir)
+        config = _CONFIG.value
+        if _MODE.value != "train":
+            from cfjax.config.resolve import for_saved_run
+
+            config = for_saved_run(workdir, config)  # the run's own config, with these evaluation settings
         if _PRINT_CONFIG.value:
             print(config)
             return

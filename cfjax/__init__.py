@@ -4,7 +4,8 @@
 is imported on first use, so `import cfjax` stays light.
 """
 
-__version__ = "0.2.0"
+from cfjax.version import __version__
+
 __all__ = ["RestoredRun", "__version__", "restore"]
 
 

@@ -13,51 +13,9 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-import cfjax
+from cfjax.config.compare import RESUMABLE_FIELDS, config_differences  # noqa: F401  (also used from here)
 from cfjax.errors import CheckpointError, DataError
-from cfjax.nested import flatten_dict
-
-# Fields a resumed run may change: how long it trains, how often it logs, evaluates and saves.
-# Every other field shapes the arrays or the computation, so a workdir refuses any change to it.
-RESUMABLE_FIELDS = frozenset(
-    {"name", "num_steps", "log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints", "eval",
-     "explain", "attack", "on_non_finite", "remat", "compute_dtype",
-     "data.data_dir", "data.num_workers", "data.prefetch"}
-)
-
-
-# Fields added after runs were already being saved, with the value those older runs implicitly had.
-ADDED_FIELDS = {"model": "gan", "adversarial_training.epsilon": 0.0, "adversarial_training.step_size": 2.0 / 255,
-                "adversarial_training.num_steps": 7, "adversarial_training.norm": "linf",
-                "adversarial_training.warmup_steps": 0, "compute_dtype": "float32", "remat": False}
-
-
-def _normalise(value):
-    """JSON turns tuples into lists; compare them alike."""
-    if isinstance(value, (list, tuple)):
-        return [_normalise(v) for v in value]
-    return value
-
-
-def _resumable(field: str, current: dict) -> bool:
-    top = field.split(".")[0]
-    if field == "num_steps":
-        # The schedule's shape depends on num_steps unless it is constant.
-        optimizers = current.get("optimizer", {}).values()
-        return all(opt.get("schedule", "constant") == "constant" for opt in optimizers)
-    return top in RESUMABLE_FIELDS or field in RESUMABLE_FIELDS
-
-
-def config_differences(saved: dict, current: dict) -> list[str]:
-    """Fields (other than the resumable ones) whose values differ between a saved config and this one."""
-    old = {**ADDED_FIELDS, **{k: _normalise(v) for k, v in flatten_dict(saved).items()}}
-    new = {**ADDED_FIELDS, **{k: _normalise(v) for k, v in flatten_dict(current).items()}}
-    diffs = []
-    for field in sorted(set(old) | set(new)):
-        if old.get(field, "<absent>") != new.get(field, "<absent>") and not _resumable(field, current):
-            before, after = old.get(field, "<absent>"), new.get(field, "<absent>")
-            diffs.append(f"{field}: checkpoint has {before!r}, config has {after!r}")
-    return diffs
+from cfjax.version import __version__
 
 
 class Checkpointer:
@@ -81,7 +39,7 @@ class Checkpointer:
         """Save the state, its config and the input pipeline's position asynchronously; `wait()` before
         reading it back or exiting. A failed write (a full disk, a read-only folder) raises
         CheckpointError and leaves the checkpoints already there as they were."""
-        payload = {"config": config.to_dict(), "cfjax_version": cfjax.__version__}
+        payload = {"config": config.to_dict(), "cfjax_version": __version__}
         items = {"state": ocp.args.StandardSave(state), "metadata": ocp.args.JsonSave(payload)}
         if data_state is not None:
             items["data"] = ocp.args.JsonSave(data_state)
@@ -215,7 +173,7 @@ def _refuse_differences(directory: str, saved: dict, config: ml_collections.Conf
     diffs = config_differences(saved["config"], config.to_dict())
     if diffs:
         version = saved.get("cfjax_version", "unknown")
-        writer = f" (written by cfjax {version}; this is {cfjax.__version__})" if version != cfjax.__version__ else ""
+        writer = f" (written by cfjax {version}; this is {__version__})" if version != __version__ else ""
         raise CheckpointError(
             f"the checkpoints in {directory} were written by an incompatible config{writer}:\n  " + "\n  ".join(diffs)
             + "\nUse another --workdir, or the saved config (checkpoints/<step>/metadata)."

@@ -35,9 +35,10 @@ def discriminator_loss(
     labels: jnp.ndarray,
     fake_logits: Sequence[jnp.ndarray],
     *,
-    fake_weight: float = 1.0,
+    fake_weight: float,
 ) -> tuple[jnp.ndarray, dict]:
-    """Real images into their class, every generated image into the last ("fake") class."""
+    """Real images into their class, every generated image into the last ("fake") class. The weight has
+    no default: it comes from `config.loss`, the one place its value is set."""
     fake_class = real_logits.shape[-1] - 1
     real_term = cross_entropy(real_logits, labels)
     fake_term = sum(
@@ -56,12 +57,13 @@ def generator_loss(
     counterfactual: jnp.ndarray,
     cycle_images: Sequence[jnp.ndarray],
     *,
-    adversarial_weight: float = 1.0,
-    cls_weight: float = 1.0,
-    cycle_weight: float = 10.0,
-    prox_weight: float = 0.0,
+    adversarial_weight: float,
+    cls_weight: float,
+    cycle_weight: float,
+    prox_weight: float,
 ) -> tuple[jnp.ndarray, dict]:
-    """G wants D to put x_hat in class t, its head to classify x, cycles to return, and edits small."""
+    """G wants D to put x_hat in class t, its head to classify x, cycles to return, and edits small.
+    The weights have no defaults: they come from `config.loss`, the one place their values are set."""
     adversarial = cross_entropy(counterfactual_logits, targets)
     head = cross_entropy(head_logits, labels)
     cycle = sum((mean_abs(x_back, images) for x_back in cycle_images), jnp.zeros(()))

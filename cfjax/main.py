@@ -2,16 +2,20 @@
 
 Only parses flags and calls `train.train_and_evaluate(config, workdir)` (flax/examples style), or on a
 trained run, `explain.run.explain(config, workdir, ...)` (`--mode=explain`) or
-`robustness.run.attack(config, workdir, ...)` (`--mode=attack`).
+`robustness.run.attack(config, workdir, ...)` (`--mode=attack`). Those two read the run's saved config;
+a `--config` given with them sets only its evaluation sections (and where the data is on this machine).
 """
 
 import os
 import sys
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config file, e.g. configs/cracks.py[:variant].")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/cracks.py[:variant]; required to train. With --mode=explain|attack "
+    "(optional there) only its sections eval, saliency, explain, attack and data location replace the saved run's.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: runs/<config name>).")
 _DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "explain", "attack"],
@@ -26,7 +30,8 @@ _OUT = flags.DEFINE_string("out", None, "--mode=explain|attack: output folder (d
                            "or WORKDIR/attack).")
 _TRANSFER_FROM = flags.DEFINE_string("transfer_from", None, "--mode=attack: another run's workdir whose models craft "
                                      "transfer attacks on this run's (a gradient-masking check).")
-flags.mark_flags_as_required(["config"])
+_PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config (after overrides and, for "
+                                   "--mode=explain|attack, merged into the run's saved one) and exit.")
 
 USAGE_ERROR = 2
 
@@ -35,7 +40,14 @@ def parse_flags(argv: list[str]) -> list[str]:
     """absl parsing, with a one-line error (exit code 2) for bad config fields instead of a traceback."""
     try:
         argv = flags.FLAGS(argv)
-        _CONFIG.value.get("name")  # reads the config now: a missing file is a usage error too
+        if _CONFIG.value is None:
+            if _MODE.value == "train":
+                _fail("--config is required to train, e.g. --config=configs/cracks.py:tiny "
+                      "(--mode=explain|attack read a trained run's saved config)")
+            if _WORKDIR.value is None:
+                _fail(f"--mode={_MODE.value} without --config needs --workdir: the trained run to read")
+        else:
+            _CONFIG.value.name  # reads the config now: a missing file is a usage error too
         return argv
     except flags.Error as error:
         _fail(f"{_without_traceback(str(error))}\nPass --helpshort to see the flags.")
@@ -75,7 +87,11 @@ def cpu_defaults(batch_size: int) -> None:
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    cpu_defaults(_CONFIG.value.get("batch_size", 1))
+    if _PRINT_CONFIG.value and _MODE.value == "train":
+        print(_CONFIG.value)  # nothing else: no JAX, no workdir
+        return
+    if _CONFIG.value is not None:
+        cpu_defaults(_CONFIG.value.batch_size)
     import jax  # after flag parsing and cpu_defaults, which must precede JAX's start
 
     if _DISTRIBUTED.value:
@@ -85,15 +101,18 @@ def main(argv: list[str]) -> None:
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
-    config = _CONFIG.value
-    workdir = _WORKDIR.value or os.path.join("runs", config.get("name", "run"))
-    print(f"cfjax: config {config.get('name', '?')} on {jax.device_count()} {jax.default_backend()} device(s); "
-          f"workdir {workdir}", flush=True)
     try:
+        workdir = _WORKDIR.value or os.path.join("runs", _CONFIG.value.name)
+        config = _CONFIG.value
         if _MODE.value != "train":
-            from cfjax.config_defaults import add_missing_sections
+            from cfjax.config.resolve import for_saved_run
 
-            add_missing_sections(config)  # config files older than the analysis settings
+            config = for_saved_run(workdir, config)  # the run's own config, with these evaluation settings
+        if _PRINT_CONFIG.value:
+            print(config)
+            return
+        print(f"cfjax: config {config.name} on {jax.device_count()} {jax.default_backend()} device(s); "
+              f"workdir {workdir}", flush=True)
         if _MODE.value == "explain":
             _explain(config, workdir)
         elif _MODE.value == "attack":

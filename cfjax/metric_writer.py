@@ -19,9 +19,11 @@ class MetricWriter:
         self._tb = SummaryWriter(os.path.join(workdir, "tb"), purge_step=resume_step + 1 if resume_step else None)
 
     def scalars(self, step: int, values: dict, prefix: str = "") -> None:
+        """One log line of `values`; nested dicts (e.g. per-threshold scores) become "outer/inner" names,
+        the layout TensorBoard groups by."""
         if not self.enabled:
             return
-        record = {"step": int(step), **{prefix + k: _plain(v) for k, v in values.items()}}
+        record = {"step": int(step), **{prefix + k: _plain(v) for k, v in _flatten(values).items()}}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         for name, value in record.items():
@@ -36,6 +38,16 @@ class MetricWriter:
     def close(self) -> None:
         if self.enabled:
             self._tb.close()
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def _plain(value):

@@ -1,4 +1,4 @@
-"""optax optimizers from config: Adam(2e-4, b1=0.5) by default, optional clipping and schedules."""
+"""optax optimizers from `config.optimizer.<network>`: Adam with optional clipping, warm-up and schedules."""
 
 import ml_collections
 import optax
@@ -8,7 +8,7 @@ SCHEDULES = ("constant", "cosine", "linear")
 
 def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Schedule:
     """Learning rate against step, with an optional linear warm-up."""
-    warmup = int(cfg.get("warmup_steps", 0))
+    warmup = int(cfg.warmup_steps)
     decay_steps = max(num_steps - warmup, 1)
     if cfg.schedule == "constant":
         main = optax.constant_schedule(cfg.learning_rate)
@@ -26,7 +26,7 @@ def make_schedule(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.Sched
 
 def make_optimizer(cfg: ml_collections.ConfigDict, num_steps: int) -> optax.GradientTransformation:
     """Adam with the configured betas, preceded by global-norm clipping when clip_norm > 0."""
-    adam = optax.adam(make_schedule(cfg, num_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.get("eps", 1e-8))
+    adam = optax.adam(make_schedule(cfg, num_steps), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
     if cfg.clip_norm and cfg.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), adam)
     return adam

@@ -47,7 +47,7 @@ class RestoredRun:
         self.mask_threshold, self.mask_rule = _default_mask_threshold(run, workdir)
 
     def __repr__(self) -> str:
-        return (f"<cfjax run {self.config.get('name', '?')!r} ({self.kind}) at step {self.step} from {self.workdir}, "
+        return (f"<cfjax run {self.config.name!r} ({self.kind}) at step {self.step} from {self.workdir}, "
                 f"on {self._mesh.devices.size} {jax.default_backend()} device(s)>")
 
     # --- the public methods -------------------------------------------------------------------------
@@ -167,8 +167,11 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
         with open(path) as f:
             report = json.load(f)
         tuned = report["methods"][run.kind.saliency_methods().names[0]]["thresholdings"]["tuned"]["threshold"]
-        same_map = report["settings"]["saliency"] == run.config.saliency.to_dict()
-        step = report["step"]
+        settings, step = report["settings"], report["step"]
+        # explain.json before cfjax 0.3 recorded the map's two settings on their own
+        tuned_map = settings.get("saliency") or {"reduce": settings["saliency_reduce"],
+                                                 "blur_radius": settings["blur_radius"]}
+        same_map = all(tuned_map[field] == run.config.saliency[field] for field in ("reduce", "blur_radius"))
     except (OSError, KeyError, TypeError, ValueError):
         return None, "per-image Otsu (no tuned threshold: run --mode=explain to tune one on validation)"
     if step != run.step:
@@ -183,9 +186,6 @@ def restore(workdir: str, step: int | None = None, config: ml_collections.Config
     """Restore the newest (or the given) checkpoint of `workdir` for analysis: parameters only, replicated
     over the devices present. By default the run's own saved config is used; a `config` given instead
     must match it (else `CheckpointError` naming each differing field)."""
-    from cfjax.config_defaults import add_missing_sections
-
     if config is None:
-        config = saved_config(workdir, step)
-        add_missing_sections(config)  # runs saved before the analysis settings existed
+        config = saved_config(workdir, step)  # upgraded: runs saved before today's fields existed
     return RestoredRun(load_run(config, workdir, step), workdir, per_device_batch)

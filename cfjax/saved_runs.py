@@ -9,7 +9,8 @@ import jax
 import ml_collections
 
 from cfjax import checkpoint, kinds, parallel
-from cfjax.config_validation import validate_config
+from cfjax.config.upgrade import upgrade_config
+from cfjax.config.validation import validate_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +35,12 @@ def require_checkpoints(workdir: str) -> None:
 
 
 def saved_config(workdir: str, step: int | None = None) -> ml_collections.ConfigDict:
-    """The config a run was trained with, as saved beside its newest (or the given) checkpoint."""
+    """The config a run was trained with, as saved beside its newest (or the given) checkpoint, upgraded
+    to today's fields."""
     require_checkpoints(workdir)
     checkpointer = checkpoint.Checkpointer(workdir)
     try:
-        return ml_collections.ConfigDict(checkpointer.saved_config(step))
+        return upgrade_config(ml_collections.ConfigDict(checkpointer.saved_config(step)))
     finally:
         checkpointer.close()
 

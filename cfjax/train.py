@@ -12,12 +12,11 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-import cfjax
 from cfjax import checkpoint, evaluate, kinds, parallel
-from cfjax.config_validation import validate_config
+from cfjax.config.validation import validate_config
+from cfjax.version import __version__
 from cfjax.data import pipeline, sources
 from cfjax.metric_writer import MetricWriter
-from cfjax.nested import flatten_dict
 
 
 class NonFiniteError(FloatingPointError):
@@ -175,7 +174,7 @@ def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipp
                 bar.update(1)
                 return True
             bad, skipped_in_a_row = _non_finite_terms(metrics), skipped_in_a_row + 1
-            if config.get("on_non_finite", "stop") == "stop":
+            if config.on_non_finite == "stop":
                 raise _non_finite_error(bad, step, checkpointer)
             if skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
                 raise NonFiniteError(f"{_non_finite_error(bad, step, checkpointer)} {skipped_in_a_row} batches in "
@@ -208,7 +207,7 @@ def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipp
                 kind.write_images(step, state)
             if step % config.eval_every == 0 and step != config.num_steps:
                 val = kind.evaluate(state, "validation")
-                writer.scalars(step, flatten_dict(evaluate.summarize(val, grid), "/"),
+                writer.scalars(step, evaluate.summarize(val, grid),
                                prefix="validation/")
             if step % config.checkpoint_every == 0 or step == config.num_steps or stop_requests:
                 checkpointer.save(step, state, config, data_state=_position(batches, skipped))
@@ -243,9 +242,9 @@ def _final_evaluation(state, kind, config, writer) -> dict:
         "model": kind.name,
         "seed": config.seed,
         "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-        "versions": {"cfjax": cfjax.__version__, "jax": jax.__version__},
+        "versions": {"cfjax": __version__, "jax": jax.__version__},
     }
-    writer.scalars(step, flatten_dict(results["test"], "/"), prefix="test/")
+    writer.scalars(step, results["test"], prefix="test/")
     kind.write_images(step, state)
     return results
 

@@ -8,21 +8,20 @@
 Any field can be overridden with --config.FIELD=VALUE (e.g. --config.num_steps=500).
 """
 
+import os
+import sys
+
 import ml_collections
 
-from cfjax.config_defaults import (
-    base_config,
-    check_variant,
-    grow_to_accelerator,
-    shrink_to_tiny,
-)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # loaded by path: find common.py beside it
+from common import base_config, grow_to_accelerator, parse_arg, shrink_to_tiny  # noqa: E402
 
 VARIANTS = ("default", "tiny", "accelerator", "sut")
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     """The default is sized for a 2-core CPU; `variant` shrinks or grows the run, or picks real data."""
-    variant = check_variant(variant, VARIANTS)
+    variant = parse_arg(variant, {"variant": VARIANTS})["variant"]
     config = base_config("cracks" if variant == "default" else f"cracks_{variant}")
     if variant == "tiny":
         shrink_to_tiny(config)

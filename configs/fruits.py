@@ -11,21 +11,20 @@ Prepare the photos once (the shipped train/test folders are pooled and re-split 
 Photos are resized from 224 px; the counterfactual shows what would make a rotten apple healthy.
 """
 
+import os
+import sys
+
 import ml_collections
 
-from cfjax.config_defaults import (
-    base_config,
-    check_variant,
-    grow_to_accelerator,
-    shrink_to_tiny,
-)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # loaded by path: find common.py beside it
+from common import base_config, grow_to_accelerator, parse_arg, shrink_to_tiny  # noqa: E402
 
 VARIANTS = ("default", "tiny", "accelerator", "all")
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     """Apples at 64 px on a CPU by default; `variant` shrinks, grows, or takes every fruit."""
-    variant = check_variant(variant, VARIANTS)
+    variant = parse_arg(variant, {"variant": VARIANTS})["variant"]
     config = base_config("fruits" if variant == "default" else f"fruits_{variant}")
     config.data.name = "fruit_defects/apples"
     # Colour is the evidence of rot; mild jitter keeps D from keying on one photo session's white balance.

@@ -46,7 +46,7 @@ def quick_flags() -> list[str]:
     sys.path.insert(0, os.path.join(REPO, "configs"))
     import cracks
 
-    from cfjax.nested import flatten_dict
+    from cfjax.config.compare import flatten_dict
 
     default, tiny = (flatten_dict(cracks.get_config(v).to_dict()) for v in ("default", "tiny"))
     skip = ("name", "data.num_train", "data.num_validation", "data.num_test")  # prepared data: whole splits

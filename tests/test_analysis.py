@@ -227,3 +227,29 @@ def test_a_classifier_run_offers_classify_only(tmp_path):
         run.counterfactual(images, 0)
     with pytest.raises(ValueError, match=r"mask\(\) needs a gan or segmenter run"):
         run.mask(images)
+
+
+def test_a_run_saved_before_the_saliency_section_and_balance_classes(trained, tmp_path):
+    """An older run's config is upgraded where it is read: its map settings move to `saliency`, and it
+    did not balance classes, so a current config must say so to resume it."""
+    import shutil
+
+    config, workdir, _ = trained
+    old = tmp_path / "old"
+    shutil.copytree(workdir, old)
+    for metadata in (old / "checkpoints").glob("*/metadata/metadata"):
+        saved = json.loads(metadata.read_text())
+        written = saved["config"]
+        del written["saliency"], written["data"]["balance_classes"], written["model"]
+        written["eval"].update(saliency_reduce="max", contrast_radius=3)
+        written["explain"]["blur_radius"] = 1
+        metadata.write_text(json.dumps(saved))
+    run = cfjax.restore(str(old))
+    assert run.config.saliency.to_dict() == {"reduce": "max", "blur_radius": 1, "contrast_radius": 3}
+    assert run.config.data.balance_classes is False and run.config.model == "gan"
+    assert run.mask_threshold is None  # no explain.json here: per-image Otsu
+    with pytest.raises(CheckpointError, match="data.balance_classes: checkpoint has False, config has True"):
+        train.train_and_evaluate(config, str(old))
+    unbalanced = config.copy_and_resolve_references()
+    unbalanced.data.balance_classes = False
+    assert train.train_and_evaluate(unbalanced, str(old))["step"] == config.num_steps  # finished: resumes as is

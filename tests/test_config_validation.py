@@ -1,10 +1,15 @@
 """Every shipped config variant is valid; bad fields are named."""
 
+import json
+
+import ml_collections
 import pytest
 
 import baselines
 import cracks
-from cfjax.config_validation import ConfigError, validate_config
+from cfjax.config import upgrade_config
+from cfjax.config.validation import validate_config
+from cfjax.errors import ConfigError
 
 
 @pytest.mark.parametrize("variant", cracks.VARIANTS)
@@ -21,12 +26,12 @@ def test_baseline_configs_validate(arg):
 
 
 def test_unknown_baseline_is_named():
-    with pytest.raises(ValueError, match="unknown baseline 'svm'"):
+    with pytest.raises(ValueError, match="unknown config variant 'svm'; choose one of MODEL"):
         baselines.get_config("svm,tiny")
 
 
 def test_a_baseline_argument_with_too_many_parts_is_refused():
-    with pytest.raises(ValueError, match="expected MODEL\\[,TASK\\]\\[,VARIANT\\]"):
+    with pytest.raises(ValueError, match="unknown config variant 'sut'; .* as MODEL,TASK,VARIANT in this order"):
         baselines.get_config("classifier,tiny,sut")
 
 
@@ -81,12 +86,66 @@ def test_the_segmentation_baseline_needs_masks(tiny_config):
         validate_config(tiny_config)
 
 
-def test_older_config_files_get_the_analysis_sections_even_when_locked(tiny_config):
-    from cfjax.config_defaults import add_missing_sections
+def test_a_missing_field_is_named(tiny_config):
+    del tiny_config.data["view"]
+    with pytest.raises(ConfigError, match=r"config.data.view is missing"):
+        validate_config(tiny_config)
 
-    for field in ("explain", "attack", "adversarial_training"):
-        del tiny_config[field]
-    tiny_config.lock()
-    add_missing_sections(tiny_config)
-    assert tiny_config.adversarial_training.epsilon == 0.0 and tiny_config.attack.iterations == 10
-    validate_config(tiny_config)
+
+def test_an_unknown_field_is_refused(tiny_config):
+    with tiny_config.unlocked():
+        tiny_config.data.shuffle = True
+    with pytest.raises(ConfigError, match=r"config.data.shuffle: unknown field"):
+        validate_config(tiny_config)
+
+
+def test_an_old_config_is_upgraded_even_when_locked(tiny_config):
+    """A config saved before the saliency section, balance_classes and the analysis sections: the moved
+    fields keep their values, the added ones get what such a run did."""
+    old = tiny_config.to_dict()
+    for section in ("saliency", "explain", "attack", "adversarial_training"):
+        del old[section]
+    del old["model"], old["data"]["balance_classes"], old["optimizer"]["generator"]["eps"]
+    old["eval"].update(saliency_reduce="max", contrast_radius=3)
+    old["explain"] = {"blur_radius": 1}
+    config = ml_collections.ConfigDict(old)
+    config.lock()
+    assert upgrade_config(config) is config
+    assert config.saliency.to_dict() == {"reduce": "max", "blur_radius": 1, "contrast_radius": 3}
+    assert "saliency_reduce" not in config.eval and "blur_radius" not in config.explain
+    assert config.data.balance_classes is False and config.model == "gan"
+    assert config.optimizer.generator.eps == 1e-8 and config.adversarial_training.epsilon == 0.0
+    assert config.attack.iterations == 10 and config.explain.ig_steps == 16
+    validate_config(config)
+
+
+def test_upgrade_leaves_a_current_config_alone(tiny_config):
+    before = tiny_config.to_dict()
+    assert upgrade_config(tiny_config).to_dict() == before
+
+
+def test_the_adversarial_baseline_follows_num_steps_and_epsilon():
+    config = baselines.get_config("adversarial,fruits")
+    assert config.adversarial_training.warmup_steps == config.num_steps // 3
+    assert config.adversarial_training.step_size == 2.5 * 4.0 / 255 / 7  # the numbers of before, bit for bit
+    config.num_steps = 900
+    config.adversarial_training.epsilon = 8 / 255
+    assert config.adversarial_training.warmup_steps == 300
+    assert config.adversarial_training.step_size == pytest.approx(2.5 * 8 / 255 / 7)
+    saved = config.to_dict()  # what a checkpoint stores: plain numbers
+    assert saved["adversarial_training"]["warmup_steps"] == 300
+    json.dumps(saved)
+    config.adversarial_training.warmup_steps = 10  # the derived field itself may still be set
+    assert config.adversarial_training.warmup_steps == 10 and config.num_steps == 900
+    validate_config(config)
+
+
+def test_variants_of_every_config_are_parsed_by_one_helper():
+    import common
+
+    slots = {"model": ("a", "b"), "task": ("x", "y"), "variant": ("default", "tiny")}
+    assert common.parse_arg("b,tiny", slots) == {"model": "b", "task": "x", "variant": "tiny"}
+    assert common.parse_arg("", slots) == {"model": "a", "task": "x", "variant": "default"}
+    with pytest.raises(ValueError, match=r"unknown config variant 'x'; choose one of MODEL \('a', 'b'\), "
+                                         r"TASK \('x', 'y'\), VARIANT \('default', 'tiny'\)"):
+        common.parse_arg("tiny,x", slots)

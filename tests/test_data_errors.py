@@ -9,7 +9,7 @@ from data_helpers import copy_pairs, prepare
 from PIL import Image
 
 from cfjax import train
-from cfjax.config_validation import ConfigError
+from cfjax.errors import ConfigError
 from cfjax.data import sources
 from cfjax.errors import DataError, ManualDirError
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cfjax.config_validation import DATASET_BUILDERS
+from cfjax.config.validation import DATASET_BUILDERS
 from cfjax.data import patches, sources
 from cfjax.data import prepare as prepare_lib
 from cfjax.data.builders import BUILDERS, files
@@ -150,7 +150,8 @@ def test_class_folders_refuse_an_ambiguous_mask(tmp_path):
 
 
 def test_full_crack_photos_cannot_be_cropped_for_training(tiny_config):
-    from cfjax.config_validation import ConfigError, validate_config
+    from cfjax.config.validation import validate_config
+    from cfjax.errors import ConfigError
 
     tiny_config.data.name = "crack_segmentation/sut"
     tiny_config.data.view = "full"

@@ -49,6 +49,7 @@ def test_generator_loss_without_cycles_has_zero_cycle_term():
     images = jnp.zeros((1, 2, 2, 1))
     _, terms = losses.generator_loss(
         jnp.zeros((1, 3)), jnp.array([0]), jnp.zeros((1, 2)), jnp.array([1]), images, images, [],
+        adversarial_weight=1.0, cls_weight=1.0, cycle_weight=10.0, prox_weight=10.0,
     )
     assert float(terms["g_cycle_l1"]) == 0.0
 

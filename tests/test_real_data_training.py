@@ -45,6 +45,6 @@ def test_tiny_fruit_run_has_no_mask_scores(tmp_path):
 
 @pytest.mark.parametrize("variant", fruits.VARIANTS)
 def test_fruit_config_variants_validate(variant):
-    from cfjax.config_validation import validate_config
+    from cfjax.config.validation import validate_config
 
     validate_config(fruits.get_config(variant))

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from cfjax import kinds, parallel, train
-from cfjax.errors import CheckpointError
-from cfjax.errors import ConfigError
+from cfjax.errors import CheckpointError, ConfigError
 from cfjax.robustness import metrics, protocols
 from cfjax.robustness.run import attack
 
@@ -89,6 +88,26 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     assert saved["models"]["D"]["clean"] == d["clean"]
     assert "| transfer from cracks_tiny_classifier/classifier |" in (tmp_path / "robustness.md").read_text()
     assert (tmp_path / "robustness.png").stat().st_size > 0 and (tmp_path / "risk_coverage.png").stat().st_size > 0
+
+
+def test_attack_reads_the_runs_saved_config(runs, tmp_path):
+    """--mode=attack without --config: the run's own config; a --config sets only the evaluation sections
+    and may not differ from the run elsewhere."""
+    from cfjax.config.compare import config_differences
+    from cfjax.config.resolve import for_saved_run
+
+    gan, _, classifier, classifier_dir = runs
+    config = for_saved_run(classifier_dir)
+    assert config.name == classifier.name and config_differences(config.to_dict(), classifier.to_dict()) == []
+    config.attack.max_examples = 8
+    results = attack(config, classifier_dir, out_dir=str(tmp_path))
+    assert set(results["models"]) == {"classifier"} and results["data"]["num_images"] == 8
+    mine = classifier.copy_and_resolve_references()
+    mine.attack.iterations, mine.num_steps = 2, 100
+    merged = for_saved_run(classifier_dir, mine)
+    assert merged.attack.iterations == 2 and merged.num_steps == classifier.num_steps
+    with pytest.raises(CheckpointError, match="model: checkpoint has 'classifier', config has 'gan'"):
+        for_saved_run(classifier_dir, gan)
 
 
 def test_the_attacked_readouts_of_each_run_kind(runs):

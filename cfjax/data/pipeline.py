@@ -55,10 +55,10 @@ def training_dataset(source: sources.SplitSource, config: ml_collections.ConfigD
         raise DataError(f"the training split of {data.name} has {len(source)} examples, fewer than "
                         f"config.batch_size={config.batch_size}")
     seed = data.seed + config.seed
-    transform = functools.partial(_training_example, size=data.image_size, fit_mode=data.get("fit", "resize"),
-                                  augment=data.augment, jitter=data.get("colour_jitter", 0.0), with_masks=with_masks)
+    transform = functools.partial(_training_example, size=data.image_size, fit_mode=data.fit,
+                                  augment=data.augment, jitter=data.colour_jitter, with_masks=with_masks)
     dataset = grain.MapDataset.source(source.examples)
-    if data.get("balance_classes", False):
+    if data.balance_classes:
         indices = balanced_indices(source.examples.labels(), config.num_classes, source.class_names, seed)
         dataset = grain.MapDataset.source(indices).map(source.examples.__getitem__)
     dataset = dataset.shuffle(seed=seed).repeat()
@@ -145,15 +145,15 @@ def training_source(config: ml_collections.ConfigDict) -> sources.SplitSource:
 
 def train_batches(source: sources.SplitSource, config: ml_collections.ConfigDict, mesh, *, with_masks: bool = False
                   ) -> TrainBatches:
-    fingerprint = {"name": config.data.name, "view": config.data.get("view", "patches"),
+    fingerprint = {"name": config.data.name, "view": config.data.view,
                    "examples": len(source), "classes": list(source.class_names)}
     return TrainBatches(training_dataset(source, config, with_masks=with_masks), mesh, fingerprint=fingerprint,
-                        num_threads=config.data.get("num_workers", 2), prefetch=config.data.get("prefetch", 4))
+                        num_threads=config.data.num_workers, prefetch=config.data.prefetch)
 
 
 def evaluation_arrays(config: ml_collections.ConfigDict, split: str) -> dict:
     """A validation or test split as arrays at the training resolution (no augmentation)."""
     data = config.data
     source = sources.open_split(config, split)
-    transform = functools.partial(_evaluation_example, size=data.image_size, fit_mode=data.get("fit", "resize"))
+    transform = functools.partial(_evaluation_example, size=data.image_size, fit_mode=data.fit)
     return sources.as_arrays(source, transform)

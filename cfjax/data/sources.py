@@ -84,7 +84,7 @@ def undecoded(builder, split: str, features: tuple = ("image",)):
 def split_name(config: ml_collections.ConfigDict, split: str, available) -> str:
     """The TFDS split to read: a dataset's patch view when it has one, unless `data.view` is "full"."""
     patches = f"{split}_patches"
-    if config.data.get("view", "patches") == "patches" and patches in available:
+    if config.data.view == "patches" and patches in available:
         return patches
     return split
 
@@ -164,14 +164,14 @@ def check_prepared(config: ml_collections.ConfigDict) -> None:
     """DataError, saying how to prepare it, when the config's dataset is not prepared: checked before a
     run writes anything."""
     if config.data.name != SYNTHETIC:
-        open_builder(config.data.name, config.data.get("data_dir"))
+        open_builder(config.data.name, config.data.data_dir)
 
 
 def open_split(config: ml_collections.ConfigDict, split: str) -> SplitSource:
     """The examples of `split` ("train", "validation" or "test") of the dataset in `config.data`."""
     if config.data.name == SYNTHETIC:
         return _synthetic_split(config, split)
-    builder = open_builder(config.data.name, config.data.get("data_dir"))
+    builder = open_builder(config.data.name, config.data.data_dir)
     name = split_name(config, split, builder.info.splits)
     if name not in builder.info.splits:
         raise DataError(f"dataset {config.data.name} has no split {name!r} (it has {sorted(builder.info.splits)})")

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-import cfjax
+from cfjax.version import __version__
 from cfjax import evaluate, visualize
 from cfjax.data import pipeline
 from cfjax.errors import DataError
@@ -71,7 +71,7 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
                      "mask_rule": None if folder is None else
                      (f"== {crack_value}" if crack_value is not None else f"> {mask_threshold}")},
         "methods": summary,
-        "versions": {"cfjax": cfjax.__version__, "jax": jax.__version__},
+        "versions": {"cfjax": __version__, "jax": jax.__version__},
     }
     out_dir = out_dir or os.path.join(workdir, "explain" if folder is None else
                                       f"explain_{os.path.basename(os.path.normpath(folder))}")
@@ -120,7 +120,7 @@ def _tiles_images(config: ml_collections.ConfigDict) -> bool:
     """Runs trained on crops of photographs (patch views, the embedded set) explain a larger image tile
     by tile; runs trained on whole resized images see it resized."""
     name = config.data.name
-    return name == "synthetic" or (name.startswith("crack_segmentation") and config.data.get("view") == "patches")
+    return name == "synthetic" or (name.startswith("crack_segmentation") and config.data.view == "patches")
 
 
 def _add_maps(examples: list, run: LoadedRun, methods, config: ml_collections.ConfigDict) -> None:

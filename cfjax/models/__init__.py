@@ -13,7 +13,7 @@ def make_generator(config: ml_collections.ConfigDict) -> Generator:
 
 def _execution(config: ml_collections.ConfigDict) -> dict:
     """How the networks run (not what they compute up to rounding): compute dtype and rematerialisation."""
-    return {"compute_dtype": config.get("compute_dtype", "float32"), "remat": config.get("remat", False)}
+    return {"compute_dtype": config.compute_dtype, "remat": config.remat}
 
 
 def make_discriminator(config: ml_collections.ConfigDict) -> ResNetClassifier:

@@ -15,7 +15,7 @@ class ResNetClassifier(nn.Module):
     """
 
     num_outputs: int
-    widths: tuple = (32, 64, 128)
+    widths: tuple  # no default for the size: config.discriminator sets it
     blocks_per_stage: int = 1
     norm: str = "group"
     stem: str = "unshuffle"

@@ -28,8 +28,8 @@ class Generator(nn.Module):
     """
 
     num_classes: int
-    width: int = 32
-    depth: int = 3
+    width: int  # no defaults for the size: config.generator sets it
+    depth: int
     norm: str = "group"
     output: str = "residual"
     stem: str = "unshuffle"

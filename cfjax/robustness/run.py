@@ -10,7 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 
-import cfjax
+from cfjax.version import __version__
 from cfjax import checkpoint
 from cfjax.errors import ConfigError
 from cfjax.data import pipeline
@@ -28,7 +28,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     start = time.time()
     saved_source = _transfer_config(transfer_from, config) if transfer_from else None
     run = load_run(config, workdir)
-    models = _chosen(run.kind.readouts(run.params), config.attack.get("models", ()))
+    models = _chosen(run.kind.readouts(run.params), config.attack.models)
     sources = _transfer_sources(transfer_from, saved_source) if transfer_from else []
     data = pipeline.evaluation_arrays(config, split)
     if config.attack.max_examples:
@@ -51,7 +51,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
                              mixed_logits=sweep.outputs(reference)["logits"])
         results["models"][model.name] = {"clean": clean["scores"], "risk_coverage": clean["risk_coverage"],
                                          "sweeps": rows, "checks": check_rows}
-    results["versions"] = {"cfjax": cfjax.__version__, "jax": jax.__version__}
+    results["versions"] = {"cfjax": __version__, "jax": jax.__version__}
     results["wall_time_s"] = time.time() - start
     out_dir = out_dir or os.path.join(workdir, "attack")
     if jax.process_index() == 0:

@@ -1,4 +1,7 @@
-"""Up-front checks of a training config: every problem named by its field, before any compilation."""
+"""Up-front checks of a complete config: every problem named by its field, before any compilation.
+
+Every field is required and unknown fields are refused, so code after validation reads plain fields.
+A saved config of an older run goes through `cfjax.config.upgrade_config` first."""
 
 import ml_collections
 
@@ -17,15 +20,57 @@ VIEWS = ("patches", "full")
 MODELS = ("gan", "classifier", "segmenter")
 NON_FINITE_POLICIES = ("stop", "skip_batch")
 
+_OPTIMIZER_FIELDS = ("learning_rate", "b1", "b2", "eps", "clip_norm", "schedule", "warmup_steps")
+# Every field of a config, by section ("" is the top level): all required, nothing else allowed.
+FIELDS = {
+    "": ("name", "seed", "num_classes", "model", "batch_size", "num_steps", "ema_decay", "log_every",
+         "image_every", "eval_every", "checkpoint_every", "keep_checkpoints", "on_non_finite", "compute_dtype",
+         "remat"),
+    "data": ("name", "data_dir", "view", "seed", "image_size", "fit", "augment", "colour_jitter",
+             "balance_classes", "num_train", "num_validation", "num_test", "num_workers", "prefetch"),
+    "generator": ("width", "depth", "norm", "output", "stem", "head_dropout"),
+    "discriminator": ("widths", "blocks_per_stage", "norm", "stem", "dropout"),
+    "loss": ("adversarial_weight", "cls_weight", "cycle_weight", "prox_weight", "num_cycles", "fake_weight",
+             "fake_on_cycles"),
+    "optimizer": (),
+    "optimizer.generator": _OPTIMIZER_FIELDS,
+    "optimizer.discriminator": _OPTIMIZER_FIELDS,
+    "eval": ("batch_size", "num_thresholds", "num_image_rows"),
+    "saliency": ("reduce", "blur_radius", "contrast_radius"),
+    "explain": ("fixed_fraction", "top_k_percent", "ig_steps", "histogram_bins", "max_figures", "contact_rows"),
+    "adversarial_training": ("epsilon", "step_size", "num_steps", "norm", "warmup_steps"),
+    "attack": ("paper_step_sizes_255", "paper_iterations", "linf_epsilons_255", "l2_epsilons", "iterations",
+               "restarts", "check_epsilon_255", "strong_iterations", "strong_restarts", "adaptive_weight",
+               "max_examples", "models"),
+}
 
+
+def _value(config, field: str):
+    for part in field.split("."):
+        config = config[part] if isinstance(config, ml_collections.ConfigDict) and part in config else None
+    return config
 
 
 def _require(condition: bool, field: str, message: str, config) -> None:
     if not condition:
-        value = config
-        for part in field.split("."):
-            value = value.get(part) if hasattr(value, "get") else None
-        raise ConfigError(f"config.{field}={value!r}: {message}")
+        raise ConfigError(f"config.{field}={_value(config, field)!r}: {message}")
+
+
+def _validate_fields(config: ml_collections.ConfigDict) -> None:
+    """Every field of FIELDS present, and no other: a typo or a field of an older cfjax is named."""
+    for section, fields in FIELDS.items():
+        node = _value(config, section) if section else config
+        prefix = f"config.{section}." if section else "config."
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise ConfigError(f"config.{section} is missing")
+        subsections = {name.rpartition(".")[2] for name in FIELDS if name and name.rpartition(".")[0] == section}
+        for field in fields:
+            if field not in node:
+                raise ConfigError(f"{prefix}{field} is missing")
+        for field in node.keys():
+            if field not in fields and field not in subsections:
+                raise ConfigError(f"{prefix}{field}: unknown field (a saved config of an older cfjax goes "
+                                  "through cfjax.config.upgrade_config first)")
 
 
 def _downsamplings(stem: str, count: int) -> int:
@@ -38,9 +83,6 @@ def _is_int(value) -> bool:
 
 def _validate_data(config: ml_collections.ConfigDict) -> None:
     data = config.data
-    for field in ("name", "seed", "image_size", "augment"):
-        if field not in data:
-            raise ConfigError(f"config.data.{field} is missing")
     name = data.name
     known = name == "synthetic" or (isinstance(name, str) and name.split("/")[0] in DATASET_BUILDERS)
     _require(known, "data.name",
@@ -48,35 +90,33 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     if name == "synthetic":
         _require(config.num_classes in (2, 3, 4), "num_classes",
                  "the synthetic dataset has 2 (crack / no crack), 3 or 4 classes (crack types)", config)
-    _require(data.get("view", "patches") in VIEWS, "data.view", f"must be one of {VIEWS}", config)
-    _require(data.get("fit", "resize") in FIT_MODES, "data.fit", f"must be one of {FIT_MODES}", config)
-    _require(not (name.startswith("crack_segmentation") and data.get("view") == "full" and data.get("fit") == "crop"),
+    _require(data.view in VIEWS, "data.view", f"must be one of {VIEWS}", config)
+    _require(data.fit in FIT_MODES, "data.fit", f"must be one of {FIT_MODES}", config)
+    _require(not (name.startswith("crack_segmentation") and data.view == "full" and data.fit == "crop"),
              "data.fit", "cannot be 'crop' with data.view='full': a crop of a crack photo keeps the photo's label "
              "but may miss its crack; use the patch view, or fit='resize'", config)
-    _require(0.0 <= data.get("colour_jitter", 0.0) < 1.0, "data.colour_jitter", "must be in [0, 1)", config)
-    _require(_is_int(data.get("num_workers", 0)) and data.get("num_workers", 0) >= 0, "data.num_workers",
+    _require(0.0 <= data.colour_jitter < 1.0, "data.colour_jitter", "must be in [0, 1)", config)
+    _require(isinstance(data.balance_classes, bool), "data.balance_classes", "must be True or False", config)
+    _require(_is_int(data.num_workers) and data.num_workers >= 0, "data.num_workers",
              "must be an integer >= 0", config)
-    _require(_is_int(data.get("prefetch", 1)) and data.get("prefetch", 1) >= 1, "data.prefetch",
+    _require(_is_int(data.prefetch) and data.prefetch >= 1, "data.prefetch",
              "must be an integer >= 1", config)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Raise `ConfigError` for the first field that cannot work."""
-    for field in ("num_classes", "batch_size", "num_steps", "seed", "data", "generator", "discriminator",
-                  "loss", "optimizer", "eval"):
-        if field not in config:
-            raise ConfigError(f"config.{field} is missing")
+    _validate_fields(config)
     _require(_is_int(config.num_classes) and config.num_classes >= 2, "num_classes", "must be an integer >= 2", config)
     _require(_is_int(config.batch_size) and config.batch_size > 0, "batch_size", "must be a positive integer", config)
     _require(_is_int(config.num_steps) and config.num_steps >= 0, "num_steps", "must be an integer >= 0", config)
     _require(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)", config)
     for field in ("log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
         _require(_is_int(config[field]) and config[field] > 0, field, "must be a positive integer", config)
-    _require(config.get("on_non_finite", "stop") in NON_FINITE_POLICIES, "on_non_finite",
+    _require(config.on_non_finite in NON_FINITE_POLICIES, "on_non_finite",
              f"must be one of {NON_FINITE_POLICIES}", config)
-    _require(config.get("compute_dtype", "float32") in COMPUTE_DTYPES, "compute_dtype",
+    _require(config.compute_dtype in COMPUTE_DTYPES, "compute_dtype",
              f"must be one of {tuple(COMPUTE_DTYPES)}", config)
-    _require(isinstance(config.get("remat", False), bool), "remat", "must be True or False", config)
+    _require(isinstance(config.remat, bool), "remat", "must be True or False", config)
 
     gen, disc = config.generator, config.discriminator
     _require(gen.norm in NORMS, "generator.norm", f"must be one of {NORMS}", config)
@@ -88,7 +128,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(len(disc.widths) >= 1, "discriminator.widths", "must list at least one stage width", config)
 
     _validate_data(config)
-    model = config.get("model", "gan")
+    model = config.model
     _require(model in MODELS, "model", f"must be one of {MODELS}", config)
     _require(model != "segmenter" or not config.data.name.startswith("fruit_defects"), "model",
              "the segmentation baseline trains on masks, and fruit_defects has none", config)
@@ -116,11 +156,15 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _require(opt.learning_rate > 0, f"optimizer.{name}.learning_rate", "must be > 0", config)
         _require(opt.schedule in SCHEDULES, f"optimizer.{name}.schedule", f"must be one of {SCHEDULES}", config)
         _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, f"optimizer.{name}.b1", "b1 and b2 must be in [0, 1)", config)
-
-    _require(config.saliency.reduce in REDUCTIONS, "saliency.reduce", f"must be one of {REDUCTIONS}", config)
-    for field in ("blur_radius", "contrast_radius"):
-        _require(_is_int(config.saliency[field]) and config.saliency[field] >= 0, f"saliency.{field}",
+        _require(opt.eps > 0, f"optimizer.{name}.eps", "must be > 0", config)
+        _require(_is_int(opt.warmup_steps) and opt.warmup_steps >= 0, f"optimizer.{name}.warmup_steps",
                  "must be an integer >= 0", config)
+
+    saliency = config.saliency
+    _require(saliency.reduce in REDUCTIONS, "saliency.reduce", f"must be one of {REDUCTIONS}", config)
+    for field in ("blur_radius", "contrast_radius"):
+        _require(_is_int(saliency[field]) and saliency[field] >= 0, f"saliency.{field}", "must be an integer >= 0",
+                 config)
     _require(config.eval.num_thresholds >= 2, "eval.num_thresholds", "must be >= 2", config)
     _validate_explain(config)
     _validate_adversarial_training(config)
@@ -128,24 +172,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_adversarial_training(config: ml_collections.ConfigDict) -> None:
-    if "adversarial_training" not in config:
-        return  # runs saved before the field existed trained without it
     adversarial = config.adversarial_training
     _require(adversarial.epsilon >= 0, "adversarial_training.epsilon", "must be >= 0 (0: off)", config)
-    _require(adversarial.epsilon == 0 or config.get("model", "gan") == "classifier", "adversarial_training.epsilon",
+    _require(adversarial.epsilon == 0 or config.model == "classifier", "adversarial_training.epsilon",
              "PGD training applies to the plain classifier only (config.model='classifier')", config)
     _require(adversarial.step_size > 0, "adversarial_training.step_size", "must be > 0", config)
     _require(_is_int(adversarial.num_steps) and adversarial.num_steps >= 1, "adversarial_training.num_steps",
              "must be an integer >= 1", config)
     _require(adversarial.norm in ATTACK_NORMS, "adversarial_training.norm", f"must be one of {ATTACK_NORMS}", config)
-    warmup = adversarial.get("warmup_steps", 0)
+    warmup = adversarial.warmup_steps
     _require(_is_int(warmup) and 0 <= warmup <= config.num_steps, "adversarial_training.warmup_steps",
              "must be an integer in [0, num_steps]", config)
 
 
 def _validate_attack(config: ml_collections.ConfigDict) -> None:
-    if "attack" not in config:
-        return  # runs saved before the field existed: `--mode=attack` adds the defaults
     attack = config.attack
     for field in ("paper_step_sizes_255", "linf_epsilons_255", "l2_epsilons"):
         values = attack[field]
@@ -157,13 +197,11 @@ def _validate_attack(config: ml_collections.ConfigDict) -> None:
     _require(attack.adaptive_weight >= 0, "attack.adaptive_weight", "must be >= 0", config)
     _require(_is_int(attack.max_examples) and attack.max_examples >= 0, "attack.max_examples",
              "must be an integer >= 0 (0: the whole test split)", config)
-    _require(all(isinstance(name, str) for name in attack.get("models", ())), "attack.models",
+    _require(all(isinstance(name, str) for name in attack.models), "attack.models",
              "must list model names such as 'D', 'G_head', 'classifier' (empty: all)", config)
 
 
 def _validate_explain(config: ml_collections.ConfigDict) -> None:
-    if "explain" not in config:
-        return  # runs saved before explain existed: `--mode=explain` adds the defaults
     explain = config.explain
     _require(0.0 <= explain.fixed_fraction < 1.0, "explain.fixed_fraction", "must be in [0, 1)", config)
     _require(0.0 <= explain.top_k_percent < 100.0, "explain.top_k_percent",

@@ -1,5 +1,11 @@
-"""Default settings shared by the configs in configs/: a GAN sized for a 2-core CPU, and its
-`:tiny` and `:accelerator` variants. Each configs/*.py file starts from these and says what differs."""
+"""Default settings shared by the configs in this folder: a GAN sized for a 2-core CPU, and its
+`:tiny` and `:accelerator` variants. Each config file starts from these and says what differs.
+
+Config files are loaded by path (`--config=configs/cracks.py`), so they import this module after putting
+their own folder on sys.path; the library never imports it (a saved run carries its whole config).
+"""
+
+from typing import Mapping, Sequence
 
 import ml_collections
 
@@ -27,12 +33,26 @@ def data_config(name: str = "synthetic") -> ml_collections.ConfigDict:
     return data
 
 
-def check_variant(variant: str | None, variants: tuple) -> str:
-    """The variant after a config path's colon ("" means "default"), or ValueError listing the choices."""
-    variant = variant or "default"
-    if variant not in variants:
-        raise ValueError(f"unknown config variant {variant!r}; choose one of {variants}")
-    return variant
+def parse_arg(arg: str | None, slots: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """The argument after a config path's colon, "A[,B]...", as {slot: choice}.
+
+    `slots` names the parts in order with their choices, the first being the default: each part fills
+    the next slot that accepts it, skipped slots keep their default. Anything else is one ValueError
+    listing every slot's choices (e.g. `baselines.py:unet,sut` is {model: unet, task: cracks, variant: sut}).
+    """
+    parsed = {name: choices[0] for name, choices in slots.items()}
+    names = list(slots)
+    position = 0
+    for part in (arg or "").split(",") if arg else []:
+        match = next((i for i in range(position, len(names)) if part in slots[names[i]]), None)
+        if match is None:
+            form = ",".join(name.upper() for name in names)
+            choices = ", ".join(f"{name.upper()} {tuple(choices)}" for name, choices in slots.items())
+            raise ValueError(f"unknown config variant {part!r}; choose one of {choices}, as {form} in this "
+                             f"order (each optional); got {arg!r}")
+        parsed[names[match]] = part
+        position = match + 1
+    return parsed
 
 
 def base_config(name: str) -> ml_collections.ConfigDict:
@@ -110,25 +130,11 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.eval.num_thresholds = 101
     config.eval.num_image_rows = 6
 
-    # The counterfactual map |x - x_hat| (and its baselines), as training, explain and restore all draw it.
-    config.saliency = ml_collections.ConfigDict()
-    config.saliency.reduce = "mean"  # over the colour channels: "mean", "max" or "l2"
-    config.saliency.blur_radius = 0  # box blur before thresholding
-    config.saliency.contrast_radius = 2  # the local-contrast baseline's window
+    config.saliency = saliency_config()
     config.explain = explain_config()
     config.adversarial_training = adversarial_training_config()
     config.attack = attack_config()
     return config
-
-
-def add_missing_sections(config: ml_collections.ConfigDict) -> None:
-    """Config files written before `explain`, `attack` or `adversarial_training` existed get the defaults
-    (the last one off), so older runs can be explained and attacked."""
-    with config.unlocked():
-        for field, default in (("explain", explain_config), ("attack", attack_config),
-                               ("adversarial_training", adversarial_training_config)):
-            if field not in config:
-                config[field] = default()
 
 
 def adversarial_training_config() -> ml_collections.ConfigDict:
@@ -169,6 +175,16 @@ def attack_config() -> ml_collections.ConfigDict:
     attack.max_examples = 0  # 0: the whole test split
     attack.models = ()  # which of the run's classifiers to attack (e.g. ("D",)); empty: all of them
     return attack
+
+
+def saliency_config() -> ml_collections.ConfigDict:
+    """The counterfactual map |x - x_hat| as evaluation and `--mode=explain` read it, and the local-contrast
+    baseline it is compared with (never changes training)."""
+    saliency = ml_collections.ConfigDict()
+    saliency.reduce = "mean"  # over colour channels: "mean" or "max"
+    saliency.blur_radius = 0  # box blur of the counterfactual saliency before thresholding
+    saliency.contrast_radius = 2  # the local-contrast baseline's neighbourhood
+    return saliency
 
 
 def explain_config() -> ml_collections.ConfigDict:

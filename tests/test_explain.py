@@ -12,10 +12,9 @@ from conftest import shared_dataset
 from PIL import Image
 
 from cfjax import train
-from cfjax.errors import CheckpointError
-from cfjax.errors import DataError
-from cfjax.masks import thresholds
+from cfjax.errors import CheckpointError, DataError
 from cfjax.explain.run import explain
+from cfjax.masks import thresholds
 
 GAN_METHODS = {"counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients", "dark_pixels",
                "local_contrast"}
@@ -51,6 +50,20 @@ def test_explain_scores_every_method_and_thresholding_on_the_test_split(gan_run,
     assert len(figures) == min(config.explain.max_figures, results["data"]["num_damaged"])
     width = np.asarray(Image.open(figures[0])).shape[1]
     assert width > 5 * config.data.image_size  # x, x_hat, heatmap, predicted mask, truth side by side
+
+
+def test_training_and_explain_score_one_map_when_it_is_blurred(tmp_path):
+    """The `sut` variant's map (max over channels, 3x3 blur) is what training's evaluation reports too:
+    results.json's `iou_counterfactual` and explain.json's `counterfactual` are one number."""
+    config = cracks.get_config("tiny")
+    config.num_steps = 3
+    config.saliency.reduce, config.saliency.blur_radius = "max", 1
+    trained = train.train_and_evaluate(config, str(tmp_path / "run"))
+    results = explain(config, str(tmp_path / "run"), out_dir=str(tmp_path / "out"))
+    ours = results["methods"]["counterfactual"]["thresholdings"]["tuned"]
+    assert results["settings"]["saliency"] == {"reduce": "max", "blur_radius": 1, "contrast_radius": 2}
+    assert ours["iou_mean"] == pytest.approx(trained["test"]["iou_counterfactual"]["iou_mean"], abs=1e-6)
+    assert ours["threshold"] == pytest.approx(trained["test"]["iou_counterfactual"]["threshold"])
 
 
 def _copy_real_pairs(destination, count=3):

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import orbax.checkpoint as ocp
 
-from cfjax.config.compare import RESUMABLE_FIELDS, config_differences  # noqa: F401  (also used from here)
+from cfjax.config.compare import config_differences
 from cfjax.errors import CheckpointError, DataError
 from cfjax.version import __version__
 

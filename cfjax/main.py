@@ -9,7 +9,6 @@ a `--config` given with them sets only its evaluation sections (and where the da
 import os
 import sys
 
-import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 

@@ -6,6 +6,7 @@ import pytest
 from helpers import fresh_state_and_batch
 
 from cfjax import checkpoint, parallel, steps
+from cfjax.config import compare
 
 
 def _state(config):
@@ -67,10 +68,10 @@ def test_config_differences_ignore_tuple_vs_list_and_resumable_fields(tiny_confi
     current = tiny_config.copy_and_resolve_references()
     current.discriminator.widths = list(current.discriminator.widths)
     current.num_steps, current.log_every, current.eval.batch_size = 100, 7, 4  # allowed on resume
-    assert checkpoint.config_differences(saved, current.to_dict()) == []
+    assert compare.config_differences(saved, current.to_dict()) == []
     current.data.image_size = 64
     current.loss.cycle_weight = 3.0
-    assert checkpoint.config_differences(saved, current.to_dict()) == [
+    assert compare.config_differences(saved, current.to_dict()) == [
         "data.image_size: checkpoint has 32, config has 64",
         "loss.cycle_weight: checkpoint has 10.0, config has 3.0",
     ]
@@ -81,7 +82,7 @@ def test_num_steps_is_structural_under_a_decaying_schedule(tiny_config):
     current = tiny_config.copy_and_resolve_references()
     current.optimizer.generator.schedule = saved["optimizer"]["generator"]["schedule"] = "cosine"
     current.num_steps = 100
-    assert checkpoint.config_differences(saved, current.to_dict()) == [
+    assert compare.config_differences(saved, current.to_dict()) == [
         f"num_steps: checkpoint has {tiny_config.num_steps}, config has 100"
     ]
 

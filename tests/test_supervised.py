@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from cfjax import checkpoint, losses, parallel, supervised, train
+from cfjax.config import compare
 from cfjax.data import synthetic
 
 
@@ -86,10 +87,10 @@ def test_train_and_evaluate_runs_a_baseline(tmp_path, baseline, score):
 def test_runs_saved_before_the_model_field_still_count_as_gans(tiny_config):
     saved = tiny_config.to_dict()
     del saved["model"]
-    assert checkpoint.config_differences(saved, tiny_config.to_dict()) == []
-    assert checkpoint.config_differences(tiny_config.to_dict(), saved) == []  # an old saved config, reused
+    assert compare.config_differences(saved, tiny_config.to_dict()) == []
+    assert compare.config_differences(tiny_config.to_dict(), saved) == []  # an old saved config, reused
     tiny_config.model = "classifier"
-    assert checkpoint.config_differences(saved, tiny_config.to_dict()) == [
+    assert compare.config_differences(saved, tiny_config.to_dict()) == [
         "model: checkpoint has 'gan', config has 'classifier'"]
 
 

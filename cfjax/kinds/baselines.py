@@ -7,7 +7,6 @@
   ceiling of the counterfactual masks; restored, its crack probability is its saliency.
 """
 
-import functools
 from typing import ClassVar
 
 import jax

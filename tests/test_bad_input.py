@@ -74,8 +74,8 @@ def places(tmp_path_factory):
                 data = _png(root / name / cls / f"{i}.png", (64, 64, 3))
     (root / "broken" / "bad" / "broken.png").write_bytes(b"garbage")
     (root / "truncated" / "bad" / "cut.png").write_bytes(data[: len(data) // 2])
-    return {"RUN": root / "trained", "OLD_RUN": root / "old", "CORRUPT_FOLDER": root / "corrupt", "BAD_MASK_FOLDER": root / "bad_mask",
-            "ZERO_ONE_MASKS": root / "zero_one",
+    return {"RUN": root / "trained", "OLD_RUN": root / "old", "CORRUPT_FOLDER": root / "corrupt",
+            "BAD_MASK_FOLDER": root / "bad_mask", "ZERO_ONE_MASKS": root / "zero_one",
             "EMPTY_CLASS": root / "empty_class", "BROKEN_IMAGE": root / "broken",
             "TRUNCATED_IMAGE": root / "truncated"}
 

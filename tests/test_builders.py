@@ -6,12 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import shared_dataset
 from data_helpers import copy_pairs, prepare
+from PIL import Image
 
-from cfjax.data import sources
 from cfjax.data import prepare as prepare_lib
+from cfjax.data import sources
 from cfjax.data.builders import files
 from cfjax.data.builders.fruit_defects import AUGMENTATION_PREFIXES
 

@@ -1,9 +1,9 @@
 """Every shipped config variant is valid; bad fields are named."""
 
-import pytest
-
 import baselines
 import cracks
+import pytest
+
 from cfjax.config_validation import ConfigError, validate_config
 
 

@@ -11,10 +11,10 @@ import pytest
 from cfjax import train
 from cfjax.checkpoint import CheckpointError
 from cfjax.config_validation import ConfigError
-from cfjax.saved_runs import LoadedRun
 from cfjax.robustness import metrics, protocols
 from cfjax.robustness.models import attacked_models
 from cfjax.robustness.run import attack
+from cfjax.saved_runs import LoadedRun
 
 
 def test_f1_is_the_damaged_class_for_two_classes_and_macro_beyond():

@@ -39,13 +39,13 @@ def test_train_and_evaluate_writes_everything(tmp_path, tiny_config):
         assert 0.0 <= test[f"iou_{method}"]["iou_mean"] <= 1.0
         assert test[f"iou_{method}"]["num_images"] == test["num_crack_images"] > 0
     assert results["test"] == test
-    lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    train_lines = [l for l in lines if "train/d_loss" in l]
-    assert [l["step"] for l in train_lines] == [2, 4, 6]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [line for line in lines if "train/d_loss" in line]
+    assert [line["step"] for line in train_lines] == [2, 4, 6]
     for key in ("train/g_grad_norm", "train/d_param_norm", "train/flip_rate", "train/p_fake_real",
                 "train/steps_per_sec", "train/d_acc_real"):
         assert key in train_lines[-1]
-    assert any("validation/iou_counterfactual/iou_mean" in l for l in lines)
+    assert any("validation/iou_counterfactual/iou_mean" in line for line in lines)
 
 
 # Resumption after a crash is tested by killing real runs: tests/test_preemption.py.

@@ -47,4 +47,10 @@ def test_tiny_fruit_run_has_no_mask_scores(tmp_path):
 def test_fruit_config_variants_validate(variant):
     from cfjax.config_validation import validate_config
 
-    validate_config(fruits.get_config(variant))
+    config = fruits.get_config(variant)
+    validate_config(config)
+    assert config.name == ("fruits" if variant == "default" else f"fruits_{variant}")
+    assert config.data.name == ("fruit_defects/all" if variant == "all" else "fruit_defects/apples")
+    if variant != "default":  # each variant changes more than the name
+        default = fruits.get_config("default")
+        assert {**config.to_dict(), "name": None} != {**default.to_dict(), "name": None}

@@ -21,6 +21,9 @@ from cfjax.data import pipeline
 from cfjax.explain import saliency
 from cfjax.models import p_fake, predict_class
 
+# Every test restores or trains a tiny run (most share one trained on two devices: a module fixture).
+pytestmark = pytest.mark.slow
+
 NUM_IMAGES = 12
 
 
@@ -97,6 +100,7 @@ np.savez(sys.argv[3] + "/one_device.npz", **outputs(cfjax.restore(sys.argv[3] + 
 """
 
 
+@pytest.mark.subprocess
 def test_runs_move_between_one_and_two_devices_bit_identically(trained, tmp_path, repo_root):
     """Trained on 2 devices, restored on 1 in a fresh process: the live model's bits. And back: trained
     on 1 device there, restored on 2 here: the bits the 1-device process computed."""

@@ -94,6 +94,8 @@ def test_the_table_covers_every_kind_of_input():
         assert kind in kinds, kind
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case, command, message", ROWS, ids=[row[0] for row in ROWS])
 def test_bad_input_is_one_clear_line(places, tmp_path, repo_root, case, command, message):
     where = {**places, "TMP": tmp_path}

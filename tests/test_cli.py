@@ -5,6 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# Trains, explains and attacks through `python -m cfjax.main` processes.
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 
 def _run(args, repo_root, **env):
     environment = {**os.environ, **env}

@@ -17,6 +17,9 @@ from cfjax.data.errors import DataError
 from cfjax.explain import thresholds
 from cfjax.explain.run import explain
 
+# `--mode=explain` on tiny runs trained here.
+pytestmark = pytest.mark.slow
+
 GAN_METHODS = {"counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients", "dark_pixels",
                "local_contrast"}
 
@@ -70,6 +73,7 @@ def _copy_real_pairs(destination, count=3):
     return [name.rsplit(".", 1)[0] for name in names]
 
 
+@pytest.mark.real_data
 def test_explain_a_folder_of_real_photographs_tile_by_tile(gan_run, tmp_path):
     config, workdir, _ = gan_run
     stems = _copy_real_pairs(tmp_path / "photos")

@@ -14,6 +14,8 @@ sys.path.insert(0, str(REPO / "configs"))
 import fruits  # noqa: E402
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_tiny_run_on_real_crack_patches_scores_masks(tmp_path, tiny_config):
     manual = copy_pairs(shared_dataset("sut_crack_seg"), tmp_path / "files", [str(i) for i in range(1, 11)])
     prepare("crack_segmentation/sut", manual, tmp_path / "data")
@@ -28,6 +30,8 @@ def test_tiny_run_on_real_crack_patches_scores_masks(tmp_path, tiny_config):
     assert sorted(p.name for p in (tmp_path / "run" / "images").iterdir())  # grids were written
 
 
+@pytest.mark.slow
+@pytest.mark.real_data
 def test_tiny_fruit_run_has_no_mask_scores(tmp_path):
     source = shared_dataset("fruits_fresh_rotten_224")
     manual = tmp_path / "files"

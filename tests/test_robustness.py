@@ -68,6 +68,7 @@ def runs(tmp_path_factory):
     return gan, str(root / "gan"), classifier, str(root / "classifier")
 
 
+@pytest.mark.slow
 def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     gan, gan_dir, _, classifier_dir = runs
     gan = gan.copy_and_resolve_references()
@@ -93,6 +94,7 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     assert (tmp_path / "robustness.png").stat().st_size > 0 and (tmp_path / "risk_coverage.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_the_attacked_readouts_of_each_run_kind(runs):
     gan, gan_dir, classifier, classifier_dir = runs
     from cfjax.data import pipeline
@@ -139,6 +141,7 @@ def test_attacked_models_run_in_inference_mode():
     np.testing.assert_array_equal(g_head.apply_fn(g_head.params, images), g_head.apply_fn(g_head.params, images))
 
 
+@pytest.mark.slow
 def test_attack_errors_name_the_workdir_or_field(runs, tmp_path):
     gan, gan_dir, _, classifier_dir = runs
     with pytest.raises(CheckpointError, match="--transfer_from=.*: no checkpoint in"):

@@ -42,6 +42,7 @@ def test_step_is_sharded_and_donates_state(tiny_config):
         assert np.isfinite(float(metrics[name])), name
 
 
+@pytest.mark.slow
 def test_a_few_hundred_steps_on_a_fixed_batch_learn(tiny_config):
     """On one fixed batch D learns the classes and spots the fakes, G's head learns the classes, and G
     edits its input until D's class readout of x_hat is the target (measured: flip rate 0.1 -> 1.0)."""

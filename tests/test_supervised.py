@@ -70,6 +70,7 @@ def test_soft_dice_loss_by_hand():
     assert float(losses.soft_dice_loss(jnp.full((2, 2), 0.5), truth, smooth=0.0)) == pytest.approx(1 - 2 * 1 / 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline, score", [("classifier", "accuracy"), ("unet", "iou_segmenter")])
 def test_train_and_evaluate_runs_a_baseline(tmp_path, baseline, score):
     config = baselines.get_config(f"{baseline},tiny")

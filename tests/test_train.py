@@ -13,6 +13,9 @@ from cfjax import checkpoint, parallel, steps, train
 from cfjax.data import pipeline
 from cfjax.explain import saliency
 
+# `train_and_evaluate` end to end, several runs per test.
+pytestmark = pytest.mark.slow
+
 
 def _restore(workdir, config):
     """(step, state as numpy) of the newest checkpoint in `workdir`."""

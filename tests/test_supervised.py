@@ -37,6 +37,7 @@ def test_a_baseline_fits_one_batch_without_recompiling(baseline, loss_name):
     chex.clear_trace_counter()
 
 
+@pytest.mark.slow
 def test_adversarial_training_fits_pgd_examples_that_stay_in_the_ramped_budget():
     config = baselines.get_config("adversarial,tiny")
     mesh = parallel.make_mesh()

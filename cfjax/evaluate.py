@@ -36,8 +36,8 @@ class SplitEvaluator:
             batch = {name: pad_batch(self.data[name][start:start + self.batch_size], self.batch_size)[mine]
                      for name in self.fields}
             out = self._evaluate_batch(params, parallel.shard_batch(batch, self.mesh))
-            valid = min(self.batch_size, num - start)
-            chunks.append(jax.tree.map(lambda a: np.asarray(a)[:valid], out))
+            valid = slice(0, min(self.batch_size, num - start))
+            chunks.append(jax.tree.map(lambda a, rows=valid: np.asarray(a)[rows], out))
         per_image = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
         per_image["has_mask"] = np.asarray(self.data.get("has_mask", np.ones(num, bool)), bool)
         return per_image

@@ -4,7 +4,7 @@ D: CE(D(x), y) + w_fake * [CE(D(sg(x_hat)), FAKE) + sum_k CE(D(sg(x_cycle_k)), F
 G: w_adv * CE(D(x_hat), t) + w_cls * CE(y_hat(x), y) + w_cyc * sum_k |x_2k - x|_1 + w_prox * |x_hat - x|_1
 """
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp

@@ -46,7 +46,7 @@ def parse_flags(argv: list[str]) -> list[str]:
             if _WORKDIR.value is None:
                 _fail(f"--mode={_MODE.value} without --config needs --workdir: the trained run to read")
         else:
-            _CONFIG.value.name  # reads the config now: a missing file is a usage error too
+            _ = _CONFIG.value.name  # reads the config now: a missing file is a usage error too
         return argv
     except flags.Error as error:
         _fail(f"{_without_traceback(str(error))}\nPass --helpshort to see the flags.")

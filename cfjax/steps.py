@@ -1,7 +1,8 @@
 """Pure step functions: one GAN update (D then G) and one evaluation pass, each under one jit."""
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import chex
 import flax

@@ -14,9 +14,9 @@ from tqdm.auto import tqdm
 
 from cfjax import checkpoint, evaluate, kinds, parallel
 from cfjax.config.validation import validate_config
-from cfjax.version import __version__
 from cfjax.data import pipeline, sources
 from cfjax.metric_writer import MetricWriter
+from cfjax.version import __version__
 
 
 class NonFiniteError(FloatingPointError):

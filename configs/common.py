@@ -5,7 +5,7 @@ Config files are loaded by path (`--config=configs/cracks.py`), so they import t
 their own folder on sys.path; the library never imports it (a saved run carries its whole config).
 """
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import ml_collections
 

@@ -18,9 +18,7 @@ import os
 
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from common import REPO, mean_std
-
 
 from cfjax import evaluate
 from cfjax.data import pipeline

@@ -175,7 +175,8 @@ def multiclass(r: Reproduction) -> None:
     report = _read_json(os.path.join(workdir, "explain", "explain.json"))
     results = _read_json(os.path.join(workdir, "results.json"))
     markdown = (f"K=3 on the embedded crack types ({config}): D accuracy {results['test']['d_accuracy']:.3f}, "
-                f"G head accuracy {results['test']['g_head_accuracy']:.3f}, flip rate {results['test']['flip_rate']:.3f}; "
+                f"G head accuracy {results['test']['g_head_accuracy']:.3f}, "
+                f"flip rate {results['test']['flip_rate']:.3f}; "
                 f"figure multiclass.png.\n")
     _write(r.out, "multiclass", markdown, {"results": results, "explain": report})
 

@@ -15,11 +15,14 @@ import pytest
 
 import cfjax
 from cfjax import checkpoint, kinds, parallel, saved_runs, steps, train
-from cfjax.restored_run import PER_DEVICE_BATCH
-from cfjax.errors import CheckpointError
 from cfjax.data import pipeline
+from cfjax.errors import CheckpointError
 from cfjax.masks import maps
 from cfjax.models import p_fake, predict_class
+from cfjax.restored_run import PER_DEVICE_BATCH
+
+# Every test restores or trains a tiny run (most share one trained on two devices: a module fixture).
+pytestmark = pytest.mark.slow
 
 NUM_IMAGES = 12
 
@@ -97,6 +100,7 @@ np.savez(sys.argv[3] + "/one_device.npz", **outputs(cfjax.restore(sys.argv[3] + 
 """
 
 
+@pytest.mark.subprocess
 def test_runs_move_between_one_and_two_devices_bit_identically(trained, tmp_path, repo_root):
     """Trained on 2 devices, restored on 1 in a fresh process: the live model's bits. And back: trained
     on 1 device there, restored on 2 here: the bits the 1-device process computed."""

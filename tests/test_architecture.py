@@ -54,7 +54,8 @@ def _imports(path: pathlib.Path, module: str):
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
             for alias in node.names:  # `from cfjax import kinds` imports the module cfjax.kinds
                 yield f"{base}.{alias.name}" if base == "cfjax" else base
 

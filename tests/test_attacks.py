@@ -160,7 +160,9 @@ def test_an_unrolled_attack_computes_each_iterate_once(cnn):
     """Unrolled, XLA:CPU would fuse the chain of all earlier updates into each iteration's consumers, so
     iteration k would recompute k signed-gradient steps (44 `sign` operations for 8 iterations); each
     iterate is materialised instead: one `sign` per iteration per restart in the compiled program, whether
-    the budget is an argument (make_attack) or a constant (adversarial training without warm-up)."""
+    the budget is an argument (make_attack) or a constant (adversarial training without warm-up).
+    A check of what the compiled program computes, timed nowhere: it stays with the attack's correctness
+    tests in the fast tier, not with the benchmarks (perf)."""
     apply_fn, params, images, labels = cnn
     for restarts in (1, 2):
         attack = attacks.make_attack(apply_fn, attacks.AttackSpec(num_classes=3, restarts=restarts, unroll=True))

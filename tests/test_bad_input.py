@@ -74,8 +74,8 @@ def places(tmp_path_factory):
                 data = _png(root / name / cls / f"{i}.png", (64, 64, 3))
     (root / "broken" / "bad" / "broken.png").write_bytes(b"garbage")
     (root / "truncated" / "bad" / "cut.png").write_bytes(data[: len(data) // 2])
-    return {"RUN": root / "trained", "OLD_RUN": root / "old", "CORRUPT_FOLDER": root / "corrupt", "BAD_MASK_FOLDER": root / "bad_mask",
-            "ZERO_ONE_MASKS": root / "zero_one",
+    return {"RUN": root / "trained", "OLD_RUN": root / "old", "CORRUPT_FOLDER": root / "corrupt",
+            "BAD_MASK_FOLDER": root / "bad_mask", "ZERO_ONE_MASKS": root / "zero_one",
             "EMPTY_CLASS": root / "empty_class", "BROKEN_IMAGE": root / "broken",
             "TRUNCATED_IMAGE": root / "truncated"}
 
@@ -94,6 +94,8 @@ def test_the_table_covers_every_kind_of_input():
         assert kind in kinds, kind
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("case, command, message", ROWS, ids=[row[0] for row in ROWS])
 def test_bad_input_is_one_clear_line(places, tmp_path, repo_root, case, command, message):
     where = {**places, "TMP": tmp_path}

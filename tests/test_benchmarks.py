@@ -1,11 +1,18 @@
-"""The performance benchmark runs end to end at a tiny size and writes what README's table is made of.
-(Its figures are measured by running it, never asserted here: a timed test would be flaky and prove nothing.)"""
+"""The performance benchmark runs end to end at a tiny size and writes what README's table is made of
+(marked perf: a whole benchmark script in a subprocess). Its figures are measured by running it, never
+asserted here: a timed test would be flaky and prove nothing. The profiler's reading of a compiled
+program's HLO is a correctness check, fast and unmarked."""
 
 import json
 import subprocess
 import sys
 
+import pytest
 
+
+@pytest.mark.perf
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_performance_benchmark_runs_at_a_tiny_size_and_writes_its_json(repo_root, tmp_path):
     command = [sys.executable, str(repo_root / "experiments" / "benchmarks" / "performance.py"), "--tiny",
                "--sizes=16", "--devices=1,2", "--repeats=1", "--no-torch-compile",

@@ -6,12 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import shared_dataset
 from data_helpers import copy_pairs, prepare
+from PIL import Image
 
-from cfjax.data import sources
 from cfjax.data import prepare as prepare_lib
+from cfjax.data import sources
 from cfjax.data.builders import files
 from cfjax.data.builders.fruit_defects import AUGMENTATION_PREFIXES
 
@@ -37,6 +37,7 @@ def sut(tmp_path_factory):
     return manual, _builder("crack_segmentation/sut", data_dir), summary
 
 
+@pytest.mark.real_data
 def test_sut_full_images_are_split_by_photo_with_binarised_antialiased_masks(sut):
     manual, builder, summary = sut
     sources = {split: [r["source"].decode() for r in _records(builder, split)] for split in files.SPLITS}
@@ -51,6 +52,7 @@ def test_sut_full_images_are_split_by_photo_with_binarised_antialiased_masks(sut
     assert record["label"] == 1  # every SUT photo holds a crack
 
 
+@pytest.mark.real_data
 def test_patches_never_cross_splits_and_their_labels_follow_the_masks(sut):
     manual, builder, _ = sut
     config = prepare_lib.builder_config("crack_segmentation/sut", {})[1]
@@ -78,6 +80,7 @@ def test_patches_never_cross_splits_and_their_labels_follow_the_masks(sut):
     assert not (photos["validation"] & photos["test"])
 
 
+@pytest.mark.real_data
 def test_crack500_masks_are_read_as_zero_or_255(tmp_path):
     manual = copy_pairs(shared_dataset("crack500_crops_360"), tmp_path / "files", ["1", "2", "3", "5", "6", "7"])
     prepare("crack_segmentation/crack500", manual, tmp_path / "data")
@@ -90,6 +93,7 @@ def test_crack500_masks_are_read_as_zero_or_255(tmp_path):
             assert record["image"].shape == (360, 360, 3)
 
 
+@pytest.mark.real_data
 def test_uav75_keeps_cracks_drops_formwork_and_regroups_tiles_of_one_photo(tmp_path):
     source = shared_dataset("uav75")
     manual = tmp_path / "files"
@@ -113,6 +117,7 @@ def test_uav75_keeps_cracks_drops_formwork_and_regroups_tiles_of_one_photo(tmp_p
     assert split_of["DSC00550"] == split_of["DSC00550b"] and split_of["DSC00552"] == split_of["DSC00552b"]
 
 
+@pytest.mark.real_data
 def test_folder_config_reads_a_users_label_map_with_a_crack_value(tmp_path):
     manual = copy_pairs(shared_dataset("sut_crack_seg"), tmp_path / "files", ["1", "2", "3"])
     (manual / "images").rename(manual / "photos")
@@ -152,6 +157,7 @@ def fruit_files(tmp_path_factory):
     return manual
 
 
+@pytest.mark.real_data
 def test_fruit_apples_split_by_base_photo_and_label_healthy_vs_defective(fruit_files, tmp_path):
     summary = prepare("fruit_defects/apples", fruit_files, tmp_path)
     builder = _builder("fruit_defects/apples", tmp_path)
@@ -171,6 +177,7 @@ def test_fruit_apples_split_by_base_photo_and_label_healthy_vs_defective(fruit_f
     assert sum(c["healthy"] + c["defective"] for c in counts) == len(files_on_disk)
 
 
+@pytest.mark.real_data
 def test_fruit_state_has_one_class_per_fruit_and_state(fruit_files, tmp_path):
     prepare("fruit_defects/fruit_state", fruit_files, tmp_path)
     builder = _builder("fruit_defects/fruit_state", tmp_path)

@@ -5,6 +5,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+# Trains, explains and attacks through `python -m cfjax.main` processes.
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 
 def _run(args, repo_root, **env):
     environment = {**os.environ, **env}
@@ -77,4 +82,5 @@ def test_config_is_required_to_train(repo_root):
     assert proc.returncode == 2 and "--mode=explain without --config needs --workdir" in proc.stderr
 
 
-# Bad flags and config fields, one line each with exit code 2: tests/test_bad_input.py (the table in docs/reliability.md).
+# Bad flags and config fields, one line each with exit code 2: tests/test_bad_input.py (the table in
+# docs/reliability.md).

@@ -2,27 +2,53 @@
 
 import json
 
+import baselines
+import cracks
+import fruits
 import ml_collections
 import pytest
 
-import baselines
-import cracks
 from cfjax.config import upgrade_config
 from cfjax.config.validation import validate_config
 from cfjax.errors import ConfigError
 
 
+def _without_name(config) -> dict:
+    fields = config.to_dict()
+    del fields["name"]
+    return fields
+
+
 @pytest.mark.parametrize("variant", cracks.VARIANTS)
 def test_shipped_variants_validate(variant):
-    validate_config(cracks.get_config(variant))
+    config = cracks.get_config(variant)
+    validate_config(config)
+    assert config.name == ("cracks" if variant == "default" else f"cracks_{variant}")
+    if variant != "default":  # each variant changes more than the name
+        assert _without_name(config) != _without_name(cracks.get_config("default"))
 
 
-@pytest.mark.parametrize("arg", ["classifier", "unet", "classifier,tiny", "unet,sut", "adversarial,fruits",
-                                 "classifier,fruits,tiny"])
-def test_baseline_configs_validate(arg):
+@pytest.mark.parametrize("arg, model, mirrored", [
+    ("classifier", "classifier", cracks.get_config("default")),
+    ("unet", "segmenter", cracks.get_config("default")),
+    ("classifier,tiny", "classifier", cracks.get_config("tiny")),
+    ("unet,sut", "segmenter", cracks.get_config("sut")),
+    ("adversarial,fruits", "classifier", fruits.get_config("default")),
+    ("classifier,fruits,tiny", "classifier", fruits.get_config("tiny")),
+])
+def test_baseline_configs_validate_and_mirror_their_gan_config(arg, model, mirrored):
+    """Each baseline is the GAN config of its task and variant with `model` switched (and, for
+    `adversarial` only, PGD training on): the same data, backbone and budget."""
     config = baselines.get_config(arg)
     validate_config(config)
-    assert config.model in ("classifier", "segmenter")
+    assert config.model == model and config.name == f"{mirrored.name}_{arg.split(',')[0]}"
+    assert config.data.to_dict() == mirrored.data.to_dict() and config.num_steps == mirrored.num_steps
+    assert config.discriminator.to_dict() == mirrored.discriminator.to_dict()
+    adversarial = config.adversarial_training
+    if arg.startswith("adversarial"):
+        assert adversarial.epsilon == pytest.approx(4 / 255) and adversarial.warmup_steps == config.num_steps // 3
+    else:
+        assert adversarial.epsilon == 0.0
 
 
 def test_unknown_baseline_is_named():

@@ -9,9 +9,8 @@ from data_helpers import copy_pairs, prepare
 from PIL import Image
 
 from cfjax import train
-from cfjax.errors import ConfigError
 from cfjax.data import sources
-from cfjax.errors import DataError, ManualDirError
+from cfjax.errors import ConfigError, DataError, ManualDirError
 
 
 @pytest.fixture
@@ -30,11 +29,13 @@ def test_empty_manual_dir_prints_the_instructions(tmp_path):
         prepare("crack_segmentation/sut", tmp_path / "empty", tmp_path / "data")
 
 
+@pytest.mark.real_data
 def test_manual_dir_without_the_layouts_folders_names_them(tmp_path, sut_files):
     with pytest.raises(ManualDirError, match="lacks train_img, val_img"):
         prepare("crack_segmentation/uav75", sut_files, tmp_path / "data")
 
 
+@pytest.mark.real_data
 def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path, sut_files):
     copy_pairs(shared_dataset("sut_crack_seg"), sut_files, ["5"])  # a second training photo
     corrupt = sut_files / "images" / "4.jpg"  # photos 4 and 5 hash to train, 1 to validation, 2 to test
@@ -46,6 +47,7 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path, sut_files):
     assert sum(summary["splits"][s]["examples"] for s in ("train", "validation", "test")) == 4
 
 
+@pytest.mark.real_data
 def test_mask_of_another_size_names_both_files(tmp_path, sut_files):
     mask = sut_files / "masks" / "3.png"
     Image.open(mask).resize((256, 256)).save(mask)
@@ -53,6 +55,7 @@ def test_mask_of_another_size_names_both_files(tmp_path, sut_files):
         prepare("crack_segmentation/sut", sut_files, tmp_path / "data")
 
 
+@pytest.mark.real_data
 def test_image_without_a_mask_is_named(tmp_path, sut_files):
     (sut_files / "masks" / "4.png").unlink()
     with pytest.raises(DataError, match=r"image .*4.jpg has no mask named 4.\*"):
@@ -67,6 +70,7 @@ def test_class_folder_without_images_is_named(tmp_path):
         prepare("class_folders", tmp_path / "mine", tmp_path / "data")
 
 
+@pytest.mark.real_data
 def test_unknown_builder_config_lists_the_choices(tmp_path, sut_files):
     with pytest.raises(DataError, match=r"crack_segmentation has no config 'nope'; choose one of .*'sut'"):
         prepare("crack_segmentation/nope", sut_files, tmp_path / "data")
@@ -74,6 +78,7 @@ def test_unknown_builder_config_lists_the_choices(tmp_path, sut_files):
         prepare("cracks/sut", sut_files, tmp_path / "data")
 
 
+@pytest.mark.real_data
 def test_failed_rebuild_keeps_the_prepared_dataset(tmp_path, sut_files):
     data_dir = tmp_path / "data"
     before = prepare("crack_segmentation/sut", sut_files, data_dir)
@@ -101,6 +106,7 @@ def test_unknown_dataset_name_is_a_config_error(tmp_path, tiny_config):
         train.train_and_evaluate(tiny_config, str(tmp_path))
 
 
+@pytest.mark.real_data
 def test_class_count_mismatch_names_the_field(tmp_path, tiny_config, sut_files):
     prepare("crack_segmentation/sut", sut_files, tmp_path / "data")
     tiny_config.data.name = "crack_segmentation/sut"

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from cfjax.models import (
-    ResNetClassifier, make_discriminator, make_generator, make_plain_classifier, p_fake, predict_class,
+    ResNetClassifier,
+    make_discriminator,
+    make_generator,
+    make_plain_classifier,
+    p_fake,
+    predict_class,
 )
 from cfjax.models.generator import Generator
 from cfjax.models.layers import GroupNorm, pixel_shuffle, pixel_unshuffle

@@ -34,6 +34,8 @@ def test_notebooks_are_stored_without_outputs(repo_root, name):
     assert code and all(not cell["outputs"] and cell["execution_count"] is None for cell in code)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_training_then_analysis_notebook_run_top_to_bottom(repo_root, tmp_path, monkeypatch):
     workdir, saved = tmp_path / "runs" / "cracks_tiny", tmp_path / "drive"
     monkeypatch.setenv("CFJAX_NOTEBOOK_TINY", "1")

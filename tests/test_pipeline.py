@@ -127,6 +127,7 @@ def sut_data(tmp_path_factory):
     return data_dir
 
 
+@pytest.mark.real_data
 def test_real_crack_patches_reach_balanced_device_batches(sut_data, tiny_config):
     tiny_config.data.name = "crack_segmentation/sut"
     tiny_config.data.data_dir = str(sut_data)
@@ -141,6 +142,7 @@ def test_real_crack_patches_reach_balanced_device_batches(sut_data, tiny_config)
     assert batch["image"].shape == (8, 32, 32, 3) and len(batch["image"].sharding.device_set) == jax.device_count()
 
 
+@pytest.mark.real_data
 def test_evaluation_arrays_keep_masks_aligned_with_labels(sut_data, tiny_config):
     tiny_config.data.name = "crack_segmentation/sut"
     tiny_config.data.data_dir = str(sut_data)
@@ -154,6 +156,7 @@ def test_evaluation_arrays_keep_masks_aligned_with_labels(sut_data, tiny_config)
     assert len(full) == len(arrays["label"])
 
 
+@pytest.mark.real_data
 def test_full_image_view_is_resized_to_the_training_size(sut_data, tiny_config):
     tiny_config.data.name = "crack_segmentation/sut"
     tiny_config.data.data_dir = str(sut_data)

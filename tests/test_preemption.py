@@ -23,6 +23,8 @@ def harness(repo_root):
     sys.path.remove(str(repo_root / "experiments"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_five_sigkills_resume_bit_identically(harness, tmp_path):
     """Also the determinism check: two runs of one config and seed, in separate processes, give the
     same bits (the straight run and the killed-and-restarted one)."""
@@ -37,6 +39,7 @@ def test_five_sigkills_resume_bit_identically(harness, tmp_path):
     assert harness.differences(straight, interrupted) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_sigint_save_the_current_step_then_stop(tmp_path, tiny_config, monkeypatch, signum):
     tiny_config.checkpoint_every = 1000  # only the signal makes this save

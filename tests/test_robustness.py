@@ -65,6 +65,7 @@ def runs(tmp_path_factory):
     return gan, str(root / "gan"), classifier, str(root / "classifier")
 
 
+@pytest.mark.slow
 def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     gan, gan_dir, _, classifier_dir = runs
     gan = gan.copy_and_resolve_references()
@@ -90,6 +91,7 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     assert (tmp_path / "robustness.png").stat().st_size > 0 and (tmp_path / "risk_coverage.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_attack_reads_the_runs_saved_config(runs, tmp_path):
     """--mode=attack without --config: the run's own config; a --config sets only the evaluation sections
     and may not differ from the run elsewhere."""
@@ -110,6 +112,7 @@ def test_attack_reads_the_runs_saved_config(runs, tmp_path):
         for_saved_run(classifier_dir, gan)
 
 
+@pytest.mark.slow
 def test_the_attacked_readouts_of_each_run_kind(runs):
     gan, gan_dir, classifier, classifier_dir = runs
     from cfjax.data import pipeline
@@ -154,6 +157,7 @@ def test_readouts_run_in_inference_mode():
     np.testing.assert_array_equal(g_head.apply_fn(g_head.params, images), g_head.apply_fn(g_head.params, images))
 
 
+@pytest.mark.slow
 def test_attack_errors_name_the_workdir_or_field(runs, tmp_path):
     gan, gan_dir, _, classifier_dir = runs
     with pytest.raises(CheckpointError, match="--transfer_from=.*: no checkpoint in"):

@@ -9,6 +9,8 @@ from helpers import fresh_state_and_batch
 from cfjax import parallel, steps
 
 
+# Compiles the GAN step for one and two devices: minutes on a busy 2-core CPU.
+@pytest.mark.slow
 def test_two_devices_match_one_device(tiny_config):
     assert jax.device_count() >= 2, "conftest forces two CPU devices"
     # Adam turns gradients that are zero up to rounding (biases before instance-like norms) into
@@ -42,6 +44,7 @@ def test_step_is_sharded_and_donates_state(tiny_config):
         assert np.isfinite(float(metrics[name])), name
 
 
+@pytest.mark.slow
 def test_a_few_hundred_steps_on_a_fixed_batch_learn(tiny_config):
     """On one fixed batch D learns the classes and spots the fakes, G's head learns the classes, and G
     edits its input until D's class readout of x_hat is the target (measured: flip rate 0.1 -> 1.0)."""
@@ -96,6 +99,8 @@ def _first_step_metrics(config):
     return jax.device_get(first), jax.device_get(second)
 
 
+# Compiles five GAN step variants.
+@pytest.mark.slow
 @pytest.mark.parametrize("num_classes, num_cycles", [(2, 0), (3, 2), (4, 1)])
 def test_step_variants_run_without_recompiling(tiny_config, num_classes, num_cycles):
     """c = 0 and c = 2 cycles and K > 2 targets; with cycle outputs labelled fake or not."""

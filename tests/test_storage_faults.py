@@ -12,6 +12,9 @@ import pytest
 
 from cfjax import checkpoint, kinds, parallel, train
 
+# Tiny training runs with failing or damaged checkpoints.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):

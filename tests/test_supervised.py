@@ -38,6 +38,7 @@ def test_a_baseline_fits_one_batch_without_recompiling(baseline, loss_name):
     chex.clear_trace_counter()
 
 
+@pytest.mark.slow
 def test_adversarial_training_fits_pgd_examples_that_stay_in_the_ramped_budget():
     config = baselines.get_config("adversarial,tiny")
     mesh = parallel.make_mesh()
@@ -71,6 +72,7 @@ def test_soft_dice_loss_by_hand():
     assert float(losses.soft_dice_loss(jnp.full((2, 2), 0.5), truth, smooth=0.0)) == pytest.approx(1 - 2 * 1 / 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("baseline, score", [("classifier", "accuracy"), ("unet", "iou_segmenter")])
 def test_train_and_evaluate_runs_a_baseline(tmp_path, baseline, score):
     config = baselines.get_config(f"{baseline},tiny")

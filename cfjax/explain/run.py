@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cfjax.version import __version__
 from cfjax import evaluate, visualize
 from cfjax.data import pipeline
 from cfjax.errors import DataError
@@ -21,6 +20,7 @@ from cfjax.explain import folder as folders
 from cfjax.explain import report
 from cfjax.masks import scoring, thresholds
 from cfjax.saved_runs import LoadedRun, load_run
+from cfjax.version import __version__
 
 DEFAULT_TOP_K_PERCENT = 2.0  # when neither the config nor a validation split gives one
 

@@ -6,7 +6,8 @@ convolutions, whose gradients are much faster on XLA:CPU (docs/design.md, sectio
 """
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -60,6 +60,6 @@ def check_settings(attack: ml_collections.ConfigDict, has_detector: bool) -> lis
         _madry("strong", "linf", eps, attack.strong_iterations, restarts=attack.strong_restarts),
     ]
     if has_detector:
-        settings.append(_madry("adaptive", "linf", eps, attack.iterations, loss="joint_margin", restarts=attack.restarts,
-                               adaptive=True))
+        settings.append(_madry("adaptive", "linf", eps, attack.iterations, loss="joint_margin",
+                               restarts=attack.restarts, adaptive=True))
     return settings

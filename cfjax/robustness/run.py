@@ -10,14 +10,14 @@ import jax
 import ml_collections
 import numpy as np
 
-from cfjax.version import __version__
 from cfjax import checkpoint
-from cfjax.errors import ConfigError
 from cfjax.data import pipeline
+from cfjax.errors import ConfigError
 from cfjax.kinds import Readout
 from cfjax.robustness import protocols, report
 from cfjax.robustness.sweep import ModelSweep, clean_scores
 from cfjax.saved_runs import load_run, saved_config
+from cfjax.version import __version__
 
 
 def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: str | None = None,

@@ -16,8 +16,8 @@ import numpy as np
 from jax.sharding import Mesh
 
 from cfjax import attacks, evaluate
-from cfjax.models import p_fake, predict_class
 from cfjax.kinds import Readout
+from cfjax.models import p_fake, predict_class
 from cfjax.robustness import metrics
 from cfjax.robustness.protocols import AttackSetting
 

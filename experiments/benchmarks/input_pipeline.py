@@ -60,7 +60,7 @@ def jax_block(metrics):
 def measure(dataset: str, steps: int) -> dict | None:
     import jax
 
-    from cfjax import parallel, train
+    from cfjax import parallel
     from cfjax import steps as steps_lib
     from cfjax.data import pipeline
     from cfjax.errors import DataError

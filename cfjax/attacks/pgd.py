@@ -38,8 +38,8 @@ class AttackSpec:
     `num_classes` is K: the decision attacked is the argmax over the first K logits. The adaptive attack
     on D (K+1 logits) uses `loss="joint_margin"`, which also counts success over all K+1 logits (a wrong
     real class must beat "fake"); `detector_weight` > 0 adds weight x D's real log-odds to any loss.
-    `optimizer` None means steepest ascent (signed gradient for L-inf, normalised gradient for L2); an optax transformation
-    with learning rate 1 is scaled by the step size instead.
+    `optimizer` None means steepest ascent (signed gradient for L-inf, normalised gradient for L2); an
+    optax transformation with learning rate 1 is scaled by the step size instead.
     """
 
     num_classes: int

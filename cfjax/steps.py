@@ -1,4 +1,5 @@
-"""Pure step functions: one GAN update (D then G) and one evaluation pass, each under one jit."""
+"""The GAN's train state and its jitted update (D, then G against the new D), and what every step shares:
+the NaN guard (`keep_if_finite`) and the jit over the device mesh (`jit_step`)."""
 
 import functools
 from collections.abc import Callable

@@ -11,7 +11,7 @@ import pytest
 import cfjax
 from cfjax import checkpoint, parallel, steps, train
 from cfjax.data import pipeline
-from cfjax.explain import saliency
+from cfjax.masks import maps as saliency
 
 # `train_and_evaluate` end to end, several runs per test.
 pytestmark = pytest.mark.slow

@@ -50,9 +50,13 @@ FLAG_OF_FIELD = {field: name for name, field, *_ in _FLAGS if field}
 _TUPLE_FIELDS = ("image_dirs", "mask_dirs", "class_names")
 
 
+_BOUNDS = {"mask_threshold": {"lower_bound": 0, "upper_bound": 254},  # damage is a level above it
+           "crack_value": {"lower_bound": 0, "upper_bound": 255}}
+
+
 def _define_flags() -> None:
     for name, _, kind, default, help_text in _FLAGS:
-        getattr(flags, f"DEFINE_{kind}")(name, default, help_text)
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **_BOUNDS.get(name, {}))
     flags.mark_flags_as_required(["dataset", "manual_dir"])
 
 

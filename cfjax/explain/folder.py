@@ -32,7 +32,8 @@ def load_pairs(folder: str, *, images: str = "images", masks: str = "masks", mas
     examples, levels = [], files.MaskLevels()
     for image_path, mask_path in pairs:
         image = files.read_image(image_path)
-        mask = files.read_binary_mask(mask_path, threshold=threshold, crack_value=crack_value, levels_seen=levels)
+        mask = files.read_binary_mask(mask_path, threshold=threshold, crack_value=crack_value, levels_seen=levels,
+                                      image=(image_path, image))
         files.check_same_size(image, mask, image_path, mask_path)
         examples.append({"name": files.stem(image_path), "image": transforms.to_float(image), "mask": mask})
     levels.check(mask_dir, threshold=threshold, crack_value=crack_value)

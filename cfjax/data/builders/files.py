@@ -160,12 +160,15 @@ def binarize(levels: np.ndarray, *, threshold: int | None, crack_value: int | No
 
 
 def read_binary_mask(path: str, *, threshold: int | None, crack_value: int | None,
-                     levels_seen: "MaskLevels | None" = None) -> np.ndarray:
+                     levels_seen: "MaskLevels | None" = None, image: tuple | None = None) -> np.ndarray:
     """A mask file as a boolean (H, W) crack map (see `read_mask_levels`). Refused as ambiguous: a mask
     whose values all sit at or below a non-zero threshold (0/1 masks, dim label maps: it would silently
-    become empty), and one whose border is mostly damage (its background is not black: inverted?)."""
+    become empty), and one whose border is mostly damage (its background is not black: inverted?).
+    `image` = (its image's path, array): a mask of another size is refused first."""
     check_mask_rule(threshold, crack_value)
     levels = read_mask_levels(path, crack_value=crack_value)
+    if image is not None:
+        check_same_size(image[1], levels, image[0], path)
     if crack_value is None:
         threshold = 127 if threshold is None else threshold
         if 0 < levels.max() <= threshold:

@@ -22,9 +22,10 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "explain", "attack"],
                           "attack: PGD sweeps and p_fake uncertainty on a trained run.")
 _FOLDER = flags.DEFINE_string("folder", None, "--mode=explain: a folder with images/ and masks/ to explain "
                               "instead of the run's test split (no dataset to prepare).")
-_MASK_THRESHOLD = flags.DEFINE_integer("mask_threshold", 127, "--folder masks: damage where the mask is above this.")
+_MASK_THRESHOLD = flags.DEFINE_integer("mask_threshold", 127, "--folder masks: damage where the mask is above this.",
+                                       lower_bound=0, upper_bound=254)
 _CRACK_VALUE = flags.DEFINE_integer("crack_value", None, "--folder masks: damage where the mask equals this value "
-                                    "(label maps); overrides --mask_threshold.")
+                                    "(label maps); overrides --mask_threshold.", lower_bound=0, upper_bound=255)
 _OUT = flags.DEFINE_string("out", None, "--mode=explain|attack: output folder (default WORKDIR/explain[_FOLDER] "
                            "or WORKDIR/attack).")
 _TRANSFER_FROM = flags.DEFINE_string("transfer_from", None, "--mode=attack: another run's workdir whose models craft "

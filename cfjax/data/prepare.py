@@ -16,8 +16,11 @@ import io
 import json
 import os
 import shutil
+import signal
+import socket
 import sys
 import tempfile
+import time
 
 from absl import app, flags, logging
 
@@ -47,9 +50,13 @@ FLAG_OF_FIELD = {field: name for name, field, *_ in _FLAGS if field}
 _TUPLE_FIELDS = ("image_dirs", "mask_dirs", "class_names")
 
 
+_BOUNDS = {"mask_threshold": {"lower_bound": 0, "upper_bound": 254},  # damage is a level above it
+           "crack_value": {"lower_bound": 0, "upper_bound": 255}}
+
+
 def _define_flags() -> None:
     for name, _, kind, default, help_text in _FLAGS:
-        getattr(flags, f"DEFINE_{kind}")(name, default, help_text)
+        getattr(flags, f"DEFINE_{kind}")(name, default, help_text, **_BOUNDS.get(name, {}))
     flags.mark_flags_as_required(["dataset", "manual_dir"])
 
 
@@ -96,6 +103,8 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *, overr
 
     builder_class, config = builder_config(dataset, dict(overrides or {}), config_name)
     data_dir = os.path.abspath(os.path.expanduser(data_dir or sources.default_data_dir()))
+    if os.path.isdir(data_dir):
+        sweep_scratch(data_dir)
     final = builder_class(config=config, data_dir=data_dir, file_format="array_record")
     if final.is_prepared() and not overwrite:
         saved = _check_same_settings(os.fspath(final.data_path), _config_fields(config))
@@ -103,8 +112,13 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *, overr
         return saved or summarize(final)
     files.require_manual_dir(manual_dir, builder_class.MANUAL_DOWNLOAD_INSTRUCTIONS)
     os.makedirs(data_dir, exist_ok=True)
-    # Build beside the target and move it in only when complete: a failed build loses nothing.
-    with tempfile.TemporaryDirectory(prefix=".cfjax_prepare_", dir=data_dir) as scratch:
+    target = os.fspath(final.data_path)
+    # Build beside the target, summary included, and move it in only when complete: a failed, interrupted
+    # or killed build loses nothing and leaves nothing half-written (a killed one's scratch folder is
+    # swept by the next prepare into the same data_dir).
+    scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}_", dir=data_dir)
+    try:
+        _write_owner(scratch, target)
         builder = builder_class(config=config, data_dir=scratch, file_format="array_record",
                                 skip_bad_files=skip_bad_files)
         print(f"Preparing {dataset} from {manual_dir} ...", flush=True)
@@ -118,19 +132,88 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *, overr
         except AssertionError as error:  # TFDS's "No examples were yielded" for a split
             raise DataError(f"preparing {dataset} from {manual_dir}: {error} (images smaller than the "
                                   f"patch size, or every file skipped?)") from error
-        target = os.fspath(final.data_path)
+        builder.mask_levels.check(manual_dir, threshold=getattr(config, "mask_threshold", None),
+                                  crack_value=getattr(config, "crack_value", None))
+        built = os.fspath(builder.data_path)
+        summary = summarize(tfds.builder_from_directory(built), skipped=builder.bad_files.skipped)
+        summary["path"] = target
+        summary["builder_config"] = _config_fields(config)
+        with open(os.path.join(built, SUMMARY_FILE), "w") as f:
+            json.dump(summary, f, indent=2)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         previous = os.path.join(scratch, "previous")  # the old build stays whole until the new one is in
         if os.path.exists(target):
             os.rename(target, previous)
-        shutil.move(os.fspath(builder.data_path), target)
-        skipped = builder.bad_files.skipped
-    built = tfds.builder_from_directory(target)
-    summary = summarize(built, skipped=skipped)
-    summary["builder_config"] = _config_fields(config)
-    with open(os.path.join(target, "cfjax_summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+        os.rename(built, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return summary
+
+
+SCRATCH_PREFIX = ".cfjax_prepare_"
+SUMMARY_FILE = "cfjax_summary.json"
+_OWNER_FILE = "owner.json"
+_UNOWNED_AGE_S = 3600  # a scratch folder without an owner file (an older cfjax's) is swept after an hour
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (Linux /proc), telling a reused pid from the original."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _write_owner(scratch: str, target: str) -> None:
+    owner = {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid()),
+             "target": target}
+    with open(os.path.join(scratch, _OWNER_FILE), "w") as f:
+        json.dump(owner, f)
+
+
+def _owner_gone(owner: dict) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return False  # another machine's build (a shared data_dir): not ours to judge
+    pid = int(owner["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    return owner.get("start") is not None and _process_start(pid) not in (None, owner["start"])
+
+
+def sweep_scratch(data_dir: str) -> list[str]:
+    """Remove the scratch folders of builds whose process is gone (killed); a build killed between
+    moving the old dataset aside and the new one in gets the old one back. Returns what it removed."""
+    removed = []
+    for name in sorted(os.listdir(data_dir)):
+        path = os.path.join(data_dir, name)
+        if not name.startswith(SCRATCH_PREFIX) or not os.path.isdir(path):
+            continue
+        try:
+            with open(os.path.join(path, _OWNER_FILE)) as f:
+                owner = json.load(f)
+        except (OSError, ValueError):
+            owner = None
+        try:
+            if owner is None:
+                if time.time() - os.path.getmtime(path) < _UNOWNED_AGE_S:
+                    continue
+            elif not _owner_gone(owner):
+                continue
+            previous = os.path.join(path, "previous")
+            if owner and os.path.isdir(previous) and not os.path.exists(owner["target"]):
+                os.rename(previous, owner["target"])
+        except OSError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    if removed:
+        logging.warning("removed %d scratch folder(s) of interrupted prepare runs in %s", len(removed), data_dir)
+    return removed
 
 
 def _config_fields(config) -> dict:
@@ -143,7 +226,7 @@ def _config_fields(config) -> dict:
 def _check_same_settings(path: str, settings: dict) -> dict | None:
     """The summary saved when `path` was prepared (None if there is none), after refusing to pass
     off a dataset prepared with other settings as this one."""
-    summary_path = os.path.join(path, "cfjax_summary.json")
+    summary_path = os.path.join(path, SUMMARY_FILE)
     if not os.path.exists(summary_path):
         return None
     with open(summary_path) as f:
@@ -199,7 +282,21 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM during `prepare`: the build stops, its scratch folder is removed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv) -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     if len(argv) > 1:
         sys.exit(f"cfjax.data.prepare: unexpected arguments {' '.join(argv[1:])}")
 
@@ -220,6 +317,11 @@ def main(argv) -> None:
     except DataError as error:
         print(f"cfjax.data.prepare: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as error:
+        signum = getattr(error, "signum", signal.SIGINT)
+        print(f"\ncfjax.data.prepare: stopped by {signal.Signals(signum).name}; the unfinished build "
+              f"was removed", file=sys.stderr, flush=True)
+        sys.exit(128 + signum)  # the shell's convention for "ended by signal N"
     print(format_summary(summary))
     data_dir = values["data_dir"]
     print(f"Train on it with --config.data.name={summary['dataset']}"

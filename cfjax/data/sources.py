@@ -53,8 +53,10 @@ class ArraySource:
 class RecordSource:
     """A TFDS array_record split, with records reduced to image / label / mask."""
 
-    def __init__(self, builder, split: str):
+    def __init__(self, builder, split: str, name: str | None = None):
         self.builder, self.split = builder, split
+        self.name = name or f"{builder.name}/{builder.info.config_name}"
+        check_files(builder, split, self.name)
         self.data_source = builder.as_data_source(split)
 
     def __len__(self) -> int:
@@ -66,10 +68,47 @@ class RecordSource:
         return np.asarray([records[i]["label"] for i in range(len(records))], np.int32)
 
     def __getitem__(self, index: int) -> dict:
-        record = self.data_source[index]
+        try:
+            record = self.data_source[index]
+        except RuntimeError as error:  # array_record's "Invalid Riegeli/records file"
+            raise DataError(damaged_message(self.name, f"record {index} of split {self.split}",
+                                            f"cannot be read ({error})", self.builder)) from error
         has_mask = bool(record.get("has_mask", True))
         mask = record["mask"][..., 0] > 0 if "mask" in record else np.zeros(record["image"].shape[:2], bool)
         return {"image": record["image"], "label": int(record["label"]), "mask": mask, "has_mask": has_mask}
+
+
+def damaged_message(name: str, what: str, problem: str, builder) -> str:
+    data_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.fspath(builder.data_path))))
+    return (f"the prepared dataset {name} is damaged: {what} {problem}; prepare it again with "
+            f"python -m cfjax.data.prepare --dataset={name} --manual_dir=PATH_TO_FILES --data_dir={data_dir} "
+            f"--overwrite (and the options it was prepared with, listed in cfjax_summary.json)")
+
+
+def check_files(builder, split: str, name: str) -> None:
+    """DataError naming the file, when a file of `split` is missing, truncated or holds another number of
+    records than the dataset's info says: cheap (each file's footer), and before a run reads a batch."""
+    from array_record.python import array_record_module
+
+    info = builder.info.splits[split]
+    for path, expected in zip(info.filepaths, info.shard_lengths, strict=False):
+        path = os.fspath(path)
+        problem = None
+        if not os.path.exists(path):
+            problem = "is missing"
+        else:
+            try:
+                reader = array_record_module.ArrayRecordReader(path)
+                try:
+                    found = reader.num_records()
+                finally:
+                    reader.close()
+                if found != expected:
+                    problem = f"holds {found} records, not the {expected} it was written with"
+            except (RuntimeError, OSError, ValueError) as error:
+                problem = f"cannot be read (truncated or overwritten: {str(error).splitlines()[0][:200]})"
+        if problem:
+            raise DataError(damaged_message(name, path, problem, builder))
 
 
 def undecoded(builder, split: str, features: tuple = ("image",)):
@@ -179,7 +218,7 @@ def open_split(config: ml_collections.ConfigDict, split: str) -> SplitSource:
     if len(class_names) != config.num_classes:
         raise DataError(f"config.num_classes={config.num_classes} but {config.data.name} has "
                         f"{len(class_names)} classes {class_names}")
-    return SplitSource(RecordSource(builder, name), class_names)
+    return SplitSource(RecordSource(builder, name, config.data.name), class_names)
 
 
 def as_arrays(source: SplitSource, transform) -> dict:

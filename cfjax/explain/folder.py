@@ -14,8 +14,10 @@ from cfjax.errors import DataError
 def load_pairs(folder: str, *, images: str = "images", masks: str = "masks", mask_threshold: int | None = 127,
                crack_value: int | None = None) -> list[dict]:
     """[{"name", "image" float32 (H, W, 3) in [0, 1], "mask" bool (H, W)}] for every image in
-    FOLDER/images with a mask of the same name in FOLDER/masks. A mask pixel is damage if it equals
-    `crack_value`, else if it is above `mask_threshold`."""
+    FOLDER/images with a mask of the same name in FOLDER/masks, read as `prepare` reads them
+    (`files.read_image`, `files.read_binary_mask`). A mask pixel is damage if its level equals
+    `crack_value`, else if it is above `mask_threshold`; a rule that makes no pixel of any mask damage,
+    or every pixel of every mask, is refused."""
     if not os.path.isdir(folder):
         raise DataError(f"the folder to explain, {folder!r}, does not exist")
     image_dir, mask_dir = os.path.join(folder, images), os.path.join(folder, masks)
@@ -25,13 +27,16 @@ def load_pairs(folder: str, *, images: str = "images", masks: str = "masks", mas
                             f"{folder}/{images}/NAME.jpg with {folder}/{masks}/NAME.png")
     pairs = files.pair_by_stem(files.list_images(image_dir), files.list_images(mask_dir),
                                image_folder=image_dir, mask_folder=mask_dir)
-    examples = []
+    threshold = None if crack_value is not None else mask_threshold
+    files.check_mask_rule(threshold, crack_value)
+    examples, levels = [], files.MaskLevels()
     for image_path, mask_path in pairs:
         image = files.read_image(image_path)
-        mask = files.read_binary_mask(mask_path, threshold=None if crack_value is not None else mask_threshold,
-                                      crack_value=crack_value)
+        mask = files.read_binary_mask(mask_path, threshold=threshold, crack_value=crack_value, levels_seen=levels,
+                                      image=(image_path, image))
         files.check_same_size(image, mask, image_path, mask_path)
         examples.append({"name": files.stem(image_path), "image": transforms.to_float(image), "mask": mask})
+    levels.check(mask_dir, threshold=threshold, crack_value=crack_value)
     return examples
 
 

@@ -13,6 +13,7 @@ class ManualFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     def __init__(self, *, skip_bad_files: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.bad_files = files.BadFileCounter(skip_bad_files)
+        self.mask_levels = files.MaskLevels()  # every mask read: prepare refuses a rule matching none or all
 
     def _image_mask_info(self, description: str, **features) -> tfds.core.DatasetInfo:
         """Image (RGB) and binary mask as PNG, which TFDS stores and decodes without TensorFlow."""

@@ -124,7 +124,8 @@ class ClassFolders(base.ManualFolderBuilder):
         image = files.read_image(path)
         if mask_path is None:
             return image, np.zeros(image.shape[:2], bool)
-        mask = files.read_binary_mask(mask_path, threshold=cfg.mask_threshold, crack_value=cfg.crack_value)
+        mask = files.read_binary_mask(mask_path, threshold=cfg.mask_threshold, crack_value=cfg.crack_value,
+                                       levels_seen=self.mask_levels, image=(path, image))
         files.check_same_size(image, mask, path, mask_path)
         return image, mask
 

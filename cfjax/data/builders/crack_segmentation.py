@@ -108,7 +108,8 @@ class CrackSegmentation(base.ManualFolderBuilder):
     def _read_pair(self, image_path: str, mask_path: str):
         cfg = self.builder_config
         image = files.read_image(image_path)
-        mask = files.read_binary_mask(mask_path, threshold=cfg.mask_threshold, crack_value=cfg.crack_value)
+        mask = files.read_binary_mask(mask_path, threshold=cfg.mask_threshold, crack_value=cfg.crack_value,
+                                       levels_seen=self.mask_levels, image=(image_path, image))
         files.check_same_size(image, mask, image_path, mask_path)
         return image, mask
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from absl import logging
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cfjax.errors import DataError, ManualDirError
 
@@ -50,44 +50,170 @@ def stem(path: str) -> str:
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def read_image(path: str, *, mode: str = "RGB") -> np.ndarray:
-    """Decode an image file fully (a truncated file fails here, not later), as uint8 in `mode`."""
+# How a file's pixels are read, the same for `prepare` and `--mode=explain --folder`: as a viewer shows
+# them. EXIF orientation is applied; any mode becomes RGB; 16-bit values are scaled by their range
+# (0..65535 -> 0..255), never clipped; float images must hold [0, 1]. Transparency: an image is
+# composited on white (a page behind it), a mask on black (its background).
+_HIGH_BIT_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _open(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(colour (H, W, 3) float32 in [0, 255], alpha (H, W) float32 in [0, 1] or None), upright."""
     try:
         with Image.open(path) as image:
             image.load()
-            return np.asarray(image.convert(mode))
+            image = ImageOps.exif_transpose(image)
+            return _as_colour_and_alpha(image, path, what)
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"cannot read image {path}: {error}") from error
+        raise DataError(f"cannot read {what} {path}: {error}") from error
 
 
-def read_mask_channel(path: str) -> np.ndarray:
-    """The first channel of a mask stored as grayscale, RGB (R = G = B) or RGBA, as uint8 (H, W)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            array = np.asarray(image.convert("L") if image.mode in ("1", "P", "I", "I;16", "F") else image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataError(f"cannot read mask {path}: {error}") from error
-    return array if array.ndim == 2 else array[..., 0]
+def _as_colour_and_alpha(image: Image.Image, path: str, what: str):
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("PA", "La", "RGBa"):
+        image = image.convert("RGBA")
+    elif mode == "1":
+        image = image.convert("L")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGB")
+    mode = image.mode
+    if mode in _HIGH_BIT_DEPTH or mode == "F":
+        values = np.asarray(image).astype(np.float64)
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if mode == "F":
+            if low < 0 or high > 1:
+                raise DataError(f"cannot read {what} {path}: its floating-point values span [{low:g}, {high:g}], "
+                                f"not [0, 1]; save it as an 8- or 16-bit image")
+            values = values * 255.0
+        else:
+            if low < 0 or high > 65535:
+                raise DataError(f"cannot read {what} {path}: its integer values span [{low:g}, {high:g}], beyond "
+                                f"16 bits; save it as an 8- or 16-bit image")
+            values = values * (255.0 / 65535.0)
+        grey = values.astype(np.float32)
+        return np.stack([grey] * 3, -1), None
+    if mode not in ("L", "LA", "RGB", "RGBA"):
+        raise DataError(f"cannot read {what} {path}: unsupported colour mode {mode}")
+    array = np.asarray(image).astype(np.float32)
+    if mode == "L":
+        return np.stack([array] * 3, -1), None
+    if mode == "LA":
+        return np.stack([array[..., 0]] * 3, -1), array[..., 1] / 255.0
+    if mode == "RGB":
+        return array, None
+    return array[..., :3], array[..., 3] / 255.0
 
 
-def binarize(channel: np.ndarray, *, threshold: int | None, crack_value: int | None) -> np.ndarray:
+def read_image(path: str) -> np.ndarray:
+    """An image file decoded fully (a truncated file fails here, not later) as a viewer shows it:
+    RGB uint8 (H, W, 3), upright, transparency composited on white."""
+    colour, alpha = _open(path, "image")
+    if alpha is not None:
+        colour = colour * alpha[..., None] + 255.0 * (1.0 - alpha[..., None])
+    return np.clip(np.round(colour), 0, 255).astype(np.uint8)
+
+
+def read_mask_levels(path: str, *, crack_value: int | None = None) -> np.ndarray:
+    """A mask file as damage levels, uint8 (H, W): 0 is background (black, or transparent), any other
+    colour is damage, its level the brightest channel (white and pure red, green or blue are all 255;
+    anti-aliased edges are darker). A level that rounds to 0 but is not black stays 1, so faint
+    damage is never read as background. With `crack_value`, pixels of that level in two colours (red
+    cracks and blue formwork, both 255) are refused: the value cannot tell them apart."""
+    colour, alpha = _open(path, "mask")
+    if alpha is not None:
+        if alpha.min() < 1 and alpha.max() > 0 and not colour[alpha > 0].any():
+            raise DataError(f"mask {path} draws its shapes only in transparency (every visible pixel is black); "
+                            f"draw damage in a colour on a black background")
+        if alpha.max() == 0 and colour.any():
+            raise DataError(f"mask {path} is fully transparent but holds colour underneath; "
+                            f"draw damage in a colour on a black background")
+        colour = colour * alpha[..., None]
+    level = colour.max(axis=-1)
+    rounded = np.clip(np.round(level), 0, 255).astype(np.uint8)
+    rounded[(level > 0) & (rounded == 0)] = 1
+    if crack_value is not None:
+        at = np.round(colour[rounded == crack_value]).astype(np.int32)
+        if len(at) and (at != at[0]).any():
+            shown = ", ".join(str(tuple(c)) for c in np.unique(at, axis=0)[:3].tolist())
+            raise DataError(f"mask {path} holds several colours at level {crack_value} ({shown}, ...): "
+                            f"--crack_value cannot tell them apart; save the label map with one channel")
+    return rounded
+
+
+def check_mask_rule(threshold: int | None, crack_value: int | None) -> None:
+    """`mask_threshold` in [0, 255) and `crack_value` in [0, 255]: other values match every pixel or none."""
+    if crack_value is not None and not 0 <= crack_value <= 255:
+        raise DataError(f"--crack_value={crack_value}: must be a mask level in [0, 255]")
+    if crack_value is None and threshold is not None and not 0 <= threshold < 255:
+        raise DataError(f"--mask_threshold={threshold}: must be in [0, 255) (damage is a level above it)")
+
+
+def binarize(levels: np.ndarray, *, threshold: int | None, crack_value: int | None) -> np.ndarray:
     """Crack pixels: `== crack_value` when given (label maps), else `> threshold` (anti-aliased masks)."""
     if crack_value is not None:
-        return channel == crack_value
-    return channel > (127 if threshold is None else threshold)
+        return levels == crack_value
+    return levels > (127 if threshold is None else threshold)
 
 
-def read_binary_mask(path: str, *, threshold: int | None, crack_value: int | None) -> np.ndarray:
-    """A mask file as a boolean (H, W) crack map; a mask whose values all sit at or below a non-zero
-    threshold (0/1 masks, dim label maps) would silently become empty, so it is an error instead."""
-    channel = read_mask_channel(path)
+def read_binary_mask(path: str, *, threshold: int | None, crack_value: int | None,
+                     levels_seen: "MaskLevels | None" = None, image: tuple | None = None) -> np.ndarray:
+    """A mask file as a boolean (H, W) crack map (see `read_mask_levels`). Refused as ambiguous: a mask
+    whose values all sit at or below a non-zero threshold (0/1 masks, dim label maps: it would silently
+    become empty), and one whose border is mostly damage (its background is not black: inverted?).
+    `image` = (its image's path, array): a mask of another size is refused first."""
+    check_mask_rule(threshold, crack_value)
+    levels = read_mask_levels(path, crack_value=crack_value)
+    if image is not None:
+        check_same_size(image[1], levels, image[0], path)
     if crack_value is None:
         threshold = 127 if threshold is None else threshold
-        if 0 < channel.max() <= threshold:
-            raise DataError(f"mask {path} has values up to {channel.max()} only, none above the threshold "
+        if 0 < levels.max() <= threshold:
+            raise DataError(f"mask {path} has values up to {levels.max()} only, none above the threshold "
                             f"{threshold}: set --mask_threshold or --crack_value for this encoding")
-    return binarize(channel, threshold=threshold, crack_value=crack_value)
+    damage = binarize(levels, threshold=threshold, crack_value=crack_value)
+    border = np.concatenate([damage[0], damage[-1], damage[1:-1, 0], damage[1:-1, -1]])
+    if damage.size > 1 and border.mean() > 0.5:
+        rule = f"== {crack_value}" if crack_value is not None else f"> {threshold}"
+        raise DataError(f"mask {path}: {100 * border.mean():.0f}% of its border is damage (level {rule}); "
+                        f"the background must be black, damage any other colour (an inverted mask?)")
+    if levels_seen is not None:
+        levels_seen.add(levels, damage)
+    return damage
+
+
+class MaskLevels:
+    """The levels of every mask read and how many pixels were damage: a threshold or crack value that
+    matches no pixel of any mask, or every pixel of every mask, is refused once all are read."""
+
+    def __init__(self):
+        self.histogram = np.zeros(256, np.int64)
+        self.damage = self.pixels = 0
+
+    def add(self, levels: np.ndarray, damage: np.ndarray) -> None:
+        self.histogram += np.bincount(levels.ravel(), minlength=256)
+        self.damage += int(damage.sum())
+        self.pixels += damage.size
+
+    def held(self) -> str:
+        values = np.flatnonzero(self.histogram).tolist()
+        if len(values) <= 8:
+            return ", ".join(map(str, values))
+        return f"{len(values)} distinct values from {values[0]} to {values[-1]}"
+
+    def check(self, where: str, *, threshold: int | None, crack_value: int | None) -> None:
+        if not self.pixels:
+            return
+        flag = f"--crack_value={crack_value}" if crack_value is not None else \
+            f"--mask_threshold={127 if threshold is None else threshold}"
+        if self.damage == 0 and (crack_value is not None or self.histogram[1:].any()):
+            raise DataError(f"{flag} matches no pixel of any mask in {where}; the masks hold the values {self.held()}")
+        if self.damage == self.pixels:
+            raise DataError(f"{flag} makes every pixel of every mask in {where} damage; "
+                            f"the masks hold the values {self.held()}")
 
 
 def encode_png(array: np.ndarray) -> bytes:

@@ -28,13 +28,15 @@ class _QuietOrbax(logging.Filter):
     (or `-v`): then they are shown as they come."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if f"{os.sep}orbax{os.sep}" not in record.pathname:
+        orbax = f"{os.sep}orbax{os.sep}"
+        if orbax not in record.pathname and orbax not in str(record.msg):
             return True
         return bool(flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present)
 
 
 _QUIET_ORBAX = _QuietOrbax()
-logging.getLogger("absl").addFilter(_QUIET_ORBAX)  # orbax logs through absl's logger
+logging.getLogger("absl").addFilter(_QUIET_ORBAX)  # orbax logs through absl's logger,
+logging.getLogger("asyncio").addFilter(_QUIET_ORBAX)  # and asyncio reports its reads that failed on bad data
 
 # How often a reader lists the checkpoints afresh when each one it tried vanished or was damaged.
 _READ_ROUNDS = 5

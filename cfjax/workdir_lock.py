@@ -28,7 +28,7 @@ class WorkdirInUse(CheckpointError):
 
 def _holder_info() -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv)}
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(getattr(sys, "orig_argv", sys.argv))}
 
 
 def describe_holder(path: str) -> str:

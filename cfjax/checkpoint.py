@@ -5,27 +5,63 @@ the run's config as JSON, so a workdir explains itself and a mismatched config i
 orbax sees it.
 """
 
+import logging
 import os
 import shutil
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import flags
 
 from cfjax.config.compare import config_differences
 from cfjax.errors import CheckpointError, DataError
 from cfjax.version import __version__
 
 
-class Checkpointer:
-    """Orbax `CheckpointManager` over `workdir/checkpoints`, keeping the newest `max_to_keep` steps."""
+class _QuietOrbax(logging.Filter):
+    """Drops orbax's own log records (the tracebacks its background threads log before cfjax reports the
+    failure as one line, and its notes at INFO/WARNING), unless the command line set `--verbosity`
+    (or `-v`): then they are shown as they come."""
 
-    def __init__(self, workdir: str, *, max_to_keep: int = 3):
+    def filter(self, record: logging.LogRecord) -> bool:
+        orbax = f"{os.sep}orbax{os.sep}"
+        if orbax not in record.pathname and orbax not in str(record.msg):
+            return True
+        return bool(flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present)
+
+
+_QUIET_ORBAX = _QuietOrbax()
+logging.getLogger("absl").addFilter(_QUIET_ORBAX)  # orbax logs through absl's logger,
+logging.getLogger("asyncio").addFilter(_QUIET_ORBAX)  # and asyncio reports its reads that failed on bad data
+
+# How often a reader lists the checkpoints afresh when each one it tried vanished or was damaged.
+_READ_ROUNDS = 5
+
+
+class Checkpointer:
+    """Orbax `CheckpointManager` over `workdir/checkpoints`, keeping the newest `max_to_keep` steps.
+
+    With `read_only` (every reader: `cfjax.restore`, --mode=explain|attack), nothing in the workdir is
+    ever created, deleted or moved, so a reader never disturbs a run training there, and every read
+    (`saved_metadata`, `check_compatible`, `read_newest`) uses the newest checkpoint that reads back
+    whole, falling back to older ones when the newest is damaged or deleted while being read."""
+
+    def __init__(self, workdir: str, *, max_to_keep: int = 3, read_only: bool = False):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-        # A save cut short (SIGKILL, a full disk) leaves a temporary folder that never counts as a step;
-        # cleaning those up at start keeps the folder tidy.
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True)
+        self.read_only = read_only
+        if read_only:
+            # (A writable manager would clean up temporary folders: the trainer's save in flight.)
+            options = ocp.CheckpointManagerOptions(read_only=True, create=False, cleanup_tmp_directories=False,
+                                                   max_to_keep=None, save_interval_steps=0)
+        else:
+            # A save cut short (SIGKILL, a full disk) leaves a temporary folder that never counts as a step;
+            # cleaning those up at start keeps the folder tidy. Only the one writer (workdir_lock) does this.
+            options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                                   cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -82,7 +118,11 @@ class Checkpointer:
 
     def saved_metadata(self, step: int | None = None) -> dict:
         """{"config": ..., "cfjax_version": ...} stored beside a checkpoint (the newest by default)."""
-        step = self._step_or_latest(step)
+        if self.read_only:
+            return self.read_newest(self._metadata, step)[1]
+        return self._metadata(self._step_or_latest(step))
+
+    def _metadata(self, step: int) -> dict:
         return self._manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
 
     def saved_config(self, step: int | None = None) -> dict:
@@ -93,6 +133,41 @@ class Checkpointer:
         """Raise `CheckpointError` naming every structural field that differs from the saved run."""
         _refuse_differences(self.directory, self.saved_metadata(step), config)
 
+    def read_newest(self, read: Callable[[int], Any], step: int | None = None) -> tuple[int, Any]:
+        """(step, `read(step)`) for the newest checkpoint (or the given `step`) that `read` can read whole.
+        Steps are listed afresh, so a checkpoint a live run wrote since is found, and one it deleted, or a
+        damaged one (a truncated copy, a lost folder), makes way for the next older one; a CheckpointError
+        that `read` raises (a config mismatch) stops at once. One CheckpointError naming the workdir and
+        every failure when nothing can be read. Nothing on disk is changed."""
+        failures: dict[int, str] = {}
+        on_disk: list[int] = []
+        for _ in range(_READ_ROUNDS):  # a live run may replace the newest checkpoint while it is read
+            try:
+                self._manager.reload()
+            except Exception:  # noqa: BLE001 (a step deleted while it was listed)
+                time.sleep(0.1)
+                continue
+            on_disk = sorted(self._manager.all_steps(), reverse=True)
+            candidates = [s for s in on_disk if s not in failures and (step is None or s == step)]
+            if not candidates:
+                break
+            for candidate in candidates:
+                try:
+                    return candidate, read(candidate)
+                except CheckpointError:
+                    raise
+                except Exception as error:  # noqa: BLE001 (tensorstore raises a plain Exception on bad data)
+                    gone = not os.path.isdir(os.path.join(self.directory, str(candidate)))
+                    what = "was deleted while being read (by the run training there?)" if gone else "could not be read"
+                    failures[candidate] = f"checkpoint {candidate} {what} ({type(error).__name__}: {str(error)[:160]})"
+        if not failures:
+            if step is not None:
+                raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; it holds steps "
+                                      f"{sorted(on_disk) or 'none'}")
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        raise CheckpointError(f"no readable checkpoint in {self.directory}: "
+                              + "; ".join(failures[s] for s in sorted(failures, reverse=True)))
+
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
         """Restore onto the shardings of `abstract_state` (a tree of `jax.ShapeDtypeStruct`)."""
         step = self._step_or_latest(step)
@@ -101,10 +176,17 @@ class Checkpointer:
     def restore_fields(self, abstract_fields: dict, step: int | None = None) -> dict:
         """Restore only some top-level fields of the saved state ({name: abstract subtree}), reading
         nothing else from disk: inference needs the parameters, not the optimizer states."""
-        step = self._step_or_latest(step)
-        restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_fields)
-        return self._read_state(step, ocp.args.PyTreeRestore(item=abstract_fields, restore_args=restore_args,
-                                                             partial_restore=True))
+        return self._read_state(self._step_or_latest(step), _fields_args(abstract_fields))
+
+    def read_compatible_fields(self, config: ml_collections.ConfigDict, abstract_fields: dict,
+                               step: int | None = None) -> tuple[int, dict]:
+        """(step, fields) as `restore_fields`, from the newest checkpoint (or `step`) that reads back whole
+        (`read_newest`), after checking that checkpoint's config against `config`."""
+        def read(candidate: int) -> dict:
+            _refuse_differences(self.directory, self._metadata(candidate), config)
+            return self._read_state(candidate, _fields_args(abstract_fields), damaged_ok=True)
+
+        return self.read_newest(read, step)
 
     def _read_state(self, step: int, args, *, damaged_ok: bool = False) -> Any:
         """The saved state of `step` as `args` describe it; a structural mismatch is a CheckpointError
@@ -139,6 +221,7 @@ class Checkpointer:
         raise CheckpointError(f"no readable checkpoint in {self.directory}: " + "; ".join(notes))
 
     def _set_aside(self, step: int, error: Exception) -> str:
+        assert not self.read_only, "only the run's one writer moves checkpoints"
         damaged = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
         os.makedirs(damaged, exist_ok=True)
         target = os.path.join(damaged, str(step))
@@ -178,6 +261,11 @@ def _refuse_differences(directory: str, saved: dict, config: ml_collections.Conf
             f"the checkpoints in {directory} were written by an incompatible config{writer}:\n  " + "\n  ".join(diffs)
             + "\nUse another --workdir, or the saved config (checkpoints/<step>/metadata)."
         )
+
+
+def _fields_args(abstract_fields: dict) -> Any:
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_fields)
+    return ocp.args.PyTreeRestore(item=abstract_fields, restore_args=restore_args, partial_restore=True)
 
 
 def abstract_like(state: Any) -> Any:

@@ -38,7 +38,7 @@ def saved_config(workdir: str, step: int | None = None) -> ml_collections.Config
     """The config a run was trained with, as saved beside its newest (or the given) checkpoint, upgraded
     to today's fields."""
     require_checkpoints(workdir)
-    checkpointer = checkpoint.Checkpointer(workdir)
+    checkpointer = checkpoint.Checkpointer(workdir, read_only=True)
     try:
         return upgrade_config(ml_collections.ConfigDict(checkpointer.saved_config(step)))
     finally:
@@ -54,16 +54,16 @@ def inference_target(kind: kinds.RunKind) -> dict:
 
 
 def load_run(config: ml_collections.ConfigDict, workdir: str, step: int | None = None) -> LoadedRun:
-    """Restore the newest (or the given) checkpoint of `workdir`, which `config` must have written
-    (fields that only steer evaluation and explanation may differ); CheckpointError otherwise."""
+    """Restore the newest readable (or the given) checkpoint of `workdir`, which `config` must have written
+    (fields that only steer evaluation and explanation may differ); CheckpointError otherwise. Read-only:
+    safe while a run trains there (`checkpoint.Checkpointer.read_newest`)."""
     validate_config(config)
     require_checkpoints(workdir)
     mesh = parallel.make_mesh()
     kind = kinds.make_kind(config, mesh)
-    checkpointer = checkpoint.Checkpointer(workdir)
+    checkpointer = checkpoint.Checkpointer(workdir, read_only=True)  # never disturbs a run training there
     try:
-        checkpointer.check_compatible(config, step)
-        fields = checkpointer.restore_fields(inference_target(kind), step)
+        _, fields = checkpointer.read_compatible_fields(config, inference_target(kind), step)
     finally:
         checkpointer.close()
     return LoadedRun(config, kind, kind.inference_params(fields), int(fields["step"]), mesh)

@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from cfjax import checkpoint, evaluate, kinds, parallel
+from cfjax import checkpoint, evaluate, kinds, parallel, workdir_lock
 from cfjax.config.validation import validate_config
 from cfjax.data import pipeline, sources
 from cfjax.metric_writer import MetricWriter
@@ -94,7 +94,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     parallel.check_batch_size(config.batch_size, mesh)
     sources.check_prepared(config)  # refuse before the workdir is created
     os.makedirs(workdir, exist_ok=True)
+    with workdir_lock.held(workdir, enabled=jax.process_index() == 0):  # one writer: a second is refused here
+        return _train_and_evaluate_locked(config, workdir, mesh, start_time)
 
+
+def _train_and_evaluate_locked(config, workdir, mesh, start_time) -> dict:
     kind = kinds.make_kind(config, mesh)
     state = kind.init_state(jax.random.PRNGKey(config.seed))
     checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)

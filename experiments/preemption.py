@@ -133,7 +133,7 @@ def final_state(workdir: str):
 
     config = saved_config(workdir)
     kind = kinds.make_kind(config, parallel.make_mesh())
-    checkpointer = checkpoint.Checkpointer(workdir)
+    checkpointer = checkpoint.Checkpointer(workdir, read_only=True)
     try:
         abstract = jax.eval_shape(kind.init_state, jax.random.PRNGKey(config.seed))
         return jax.device_get(checkpointer.restore(abstract))

@@ -74,10 +74,26 @@ def places(tmp_path_factory):
                 data = _png(root / name / cls / f"{i}.png", (64, 64, 3))
     (root / "broken" / "bad" / "broken.png").write_bytes(b"garbage")
     (root / "truncated" / "bad" / "cut.png").write_bytes(data[: len(data) // 2])
-    return {"RUN": root / "trained", "OLD_RUN": root / "old", "CORRUPT_FOLDER": root / "corrupt",
+    return {**_live_run(root),
+            "RUN": root / "trained", "OLD_RUN": root / "old", "CORRUPT_FOLDER": root / "corrupt",
             "BAD_MASK_FOLDER": root / "bad_mask", "ZERO_ONE_MASKS": root / "zero_one",
             "EMPTY_CLASS": root / "empty_class", "BROKEN_IMAGE": root / "broken",
             "TRUNCATED_IMAGE": root / "truncated"}
+
+
+_HELD = []
+
+
+def _live_run(root: pathlib.Path) -> dict:
+    """LIVE_RUN: a workdir whose writer lock this test process holds, as a training run would, until it exits."""
+    from cfjax import workdir_lock
+
+    live = root / "live"
+    live.mkdir()
+    lock = workdir_lock.held(str(live))
+    lock.__enter__()
+    _HELD.append(lock)
+    return {"LIVE_RUN": live}
 
 
 def _substitute(text: str, places: dict) -> str:

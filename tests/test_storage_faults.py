@@ -113,3 +113,114 @@ def test_no_readable_checkpoint_is_one_clear_error(straight, tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match=r"no readable checkpoint in .*checkpoint 6 could not be "
                                                          r"read .*; checkpoint 3 could not be read"):
         train.train_and_evaluate(config, str(workdir))
+
+
+# --- readers (cfjax.restore, --mode=explain|attack): damaged checkpoints, and nothing changed on disk ---
+
+def _truncate_data(step_dir):
+    for data_file in (step_dir / "state").rglob("d/*"):
+        data_file.write_bytes(data_file.read_bytes()[:10])
+
+
+def _truncate_metadata(step_dir):
+    metadata = step_dir / "metadata" / "metadata"
+    metadata.write_bytes(metadata.read_bytes()[:10])
+
+
+READER_DAMAGE = {"truncated data files": _truncate_data, "truncated metadata": _truncate_metadata,
+                 "deleted state folder": lambda step_dir: shutil.rmtree(step_dir / "state")}
+
+
+def _snapshot(workdir) -> list:
+    """Every path under `workdir` with its size and modification time: what a reader must leave alone."""
+    return sorted((str(p.relative_to(workdir)), p.stat().st_size, p.stat().st_mtime_ns) for p in workdir.rglob("*"))
+
+
+@pytest.fixture
+def copy_of_straight(straight, tmp_path):
+    config, reference = straight
+    workdir = tmp_path / "copy"
+    shutil.copytree(reference, workdir)
+    return workdir
+
+
+@pytest.mark.parametrize("damage", READER_DAMAGE)
+def test_a_reader_falls_back_from_a_damaged_checkpoint_and_changes_nothing(straight, copy_of_straight, damage):
+    import cfjax
+
+    workdir = copy_of_straight
+    READER_DAMAGE[damage](workdir / "checkpoints" / "6")
+    before = _snapshot(workdir)
+    run = cfjax.restore(str(workdir))
+    assert run.step == 3
+    chex.assert_trees_all_equal(jax.device_get(run.params), jax.device_get(cfjax.restore(str(straight[1]), 3).params))
+    assert _snapshot(workdir) == before  # nothing moved aside, created or deleted
+
+
+@pytest.mark.parametrize("damage", READER_DAMAGE)
+def test_no_readable_checkpoint_is_one_clear_error_for_readers(copy_of_straight, damage):
+    import cfjax
+
+    workdir = copy_of_straight
+    for step in (3, 6):
+        READER_DAMAGE[damage](workdir / "checkpoints" / str(step))
+    before = _snapshot(workdir)
+    with pytest.raises(checkpoint.CheckpointError, match=rf"no readable checkpoint in {workdir}/checkpoints: "
+                                                         r"checkpoint 6 could not be read \(.*\); "
+                                                         r"checkpoint 3 could not be read \("):
+        cfjax.restore(str(workdir))
+    assert _snapshot(workdir) == before
+
+
+def test_a_reader_leaves_a_save_in_flight_alone(copy_of_straight):
+    """A trainer's save in progress is a temporary folder; a reader must neither clean it up nor read it."""
+    import cfjax
+
+    workdir = copy_of_straight
+    in_flight = workdir / "checkpoints" / "7.orbax-checkpoint-tmp-1234567890"
+    shutil.copytree(workdir / "checkpoints" / "6", in_flight)
+    before = _snapshot(workdir)
+    assert cfjax.restore(str(workdir)).step == 6
+    assert _snapshot(workdir) == before
+
+
+# The command line with the asynchronous commit of checkpoint 6 failing, as a disk error would make it.
+FAILING_COMMIT_MAIN = '''
+import errno, sys
+from orbax.checkpoint._src.path import atomicity
+
+original = atomicity.AtomicRenameTemporaryPath.finalize
+
+async def failing(self, *args, **kwargs):
+    if str(self.get_final()).rstrip("/").endswith("/6"):
+        raise OSError(errno.EIO, "Input/output error")
+    return await original(self, *args, **kwargs)
+
+atomicity.AtomicRenameTemporaryPath.finalize = failing
+from absl import app
+from cfjax import main
+app.run(main.main, flags_parser=main.parse_flags)
+'''
+
+
+@pytest.mark.subprocess
+def test_a_failed_write_on_the_command_line_is_one_line_without_orbax_logs(tmp_path, repo_root):
+    """Orbax logs the failure of its background commit with tracebacks (~70 lines); cfjax reports it as
+    one line, and shows orbax's own logs only when asked to with --verbosity."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "failing_main.py"
+    script.write_text(FAILING_COMMIT_MAIN)
+    outputs = {}
+    for verbosity in ([], ["--verbosity=0"]):
+        command = [sys.executable, str(script), "--config=configs/cracks.py:tiny",
+                   f"--workdir={tmp_path / str(len(outputs))}", *verbosity]
+        outputs[bool(verbosity)] = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=600)
+    quiet = outputs[False]
+    assert quiet.returncode == 2
+    lines = [line for line in quiet.stderr.splitlines() if not line.startswith("train:")]  # (the progress bar)
+    assert len(lines) == 1, quiet.stderr[-3000:]
+    assert lines[0].startswith("cfjax: error: ") and "failed (OSError: [Errno 5] Input/output error)" in lines[0]
+    verbose = outputs[True]
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr and "orbax" in verbose.stderr

@@ -16,7 +16,7 @@ def for_saved_run(workdir: str, config: ml_collections.ConfigDict | None = None)
     saved = saved_config(workdir)
     if config is None:
         return saved
-    checkpointer = Checkpointer(workdir)
+    checkpointer = Checkpointer(workdir, read_only=True)
     try:
         checkpointer.check_compatible(upgrade_config(config.copy_and_resolve_references()))
     finally:

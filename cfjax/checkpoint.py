@@ -62,7 +62,20 @@ class Checkpointer:
             # cleaning those up at start keeps the folder tidy. Only the one writer (workdir_lock) does this.
             options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                    cleanup_tmp_directories=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._manager = self._open(options)
+
+    def _open(self, options: ocp.CheckpointManagerOptions) -> ocp.CheckpointManager:
+        """The orbax manager. Opening lists and stats every step: for a reader, a live run may delete a
+        step in between (FileNotFoundError), so the listing is taken again."""
+        for _ in range(_READ_ROUNDS):
+            try:
+                return ocp.CheckpointManager(self.directory, options=options)
+            except FileNotFoundError:
+                if not self.read_only:
+                    raise
+                time.sleep(0.1)
+        raise CheckpointError(f"the checkpoints in {self.directory} changed each of the {_READ_ROUNDS} times they "
+                              "were listed (a run saving very often there?); try again")
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()

@@ -168,6 +168,9 @@ def _main(argv: list[str]) -> None:
     if _MODE.value != "train":
         from cfjax.config.resolve import for_saved_run
 
+        if os.path.isfile(workdir):
+            _fail(f"--workdir={workdir} is a file, not a trained run's folder")
+
         config = for_saved_run(workdir, config)  # the run's own config, with these evaluation settings
     if _PRINT_CONFIG.value:
         print(config)

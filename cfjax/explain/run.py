@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cfjax import evaluate, storage, visualize
+from cfjax import evaluate, interrupts, storage, visualize
 from cfjax.data import pipeline
 from cfjax.errors import DataError
 from cfjax.explain import folder as folders
@@ -76,6 +76,7 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
         "methods": summary,
         "versions": {"cfjax": __version__, "jax": jax.__version__},
     }
+    interrupts.check()  # a stop signal whose exception a callback swallowed: write nothing
     storage.make_dirs(out_dir)
     results["figures"] = _figures(out_dir, examples, scores, damaged, run, methods, summary, config)
     if methods.toward_each_class is not None and config.num_classes > 2 and folder is None:

@@ -9,7 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cfjax import checkpoint, storage
+from cfjax import checkpoint, interrupts, storage
 from cfjax.data import pipeline
 from cfjax.errors import ConfigError
 from cfjax.kinds import Readout
@@ -55,6 +55,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
                                          "sweeps": rows, "checks": check_rows}
     results["versions"] = {"cfjax": __version__, "jax": jax.__version__}
     results["wall_time_s"] = time.time() - start
+    interrupts.check()  # a stop signal whose exception a callback swallowed: write nothing
     if jax.process_index() == 0:
         results["files"] = report.write(out_dir, results)
         storage.write_json_atomic(os.path.join(out_dir, "robustness.json"), results)

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 from absl import flags
 
 from cfjax.config.compare import config_differences
-from cfjax.errors import CheckpointError, DataError
+from cfjax.errors import CheckpointError, CheckpointFault, DataError
 from cfjax.version import __version__
 
 
@@ -74,7 +74,7 @@ class Checkpointer:
                 if not self.read_only:
                     raise
                 time.sleep(0.1)
-        raise CheckpointError(f"the checkpoints in {self.directory} changed each of the {_READ_ROUNDS} times they "
+        raise CheckpointFault(f"the checkpoints in {self.directory} changed each of the {_READ_ROUNDS} times they "
                               "were listed (a run saving very often there?); try again")
 
     def latest_step(self) -> int | None:
@@ -97,10 +97,10 @@ class Checkpointer:
         except Exception as error:  # (orbax and the OS raise many kinds)
             raise self._write_failed(step, error) from error
 
-    def _write_failed(self, step: int | None, error: Exception) -> "CheckpointError":
+    def _write_failed(self, step: int | None, error: Exception) -> CheckpointFault:
         kept = [s for s in self.all_steps() if s != step]
         what = f"writing checkpoint {step}" if step is not None else "finishing a checkpoint write"
-        return CheckpointError(f"{what} in {self.directory} failed ({type(error).__name__}: {error}); the "
+        return CheckpointFault(f"{what} in {self.directory} failed ({type(error).__name__}: {error}); the "
                                f"checkpoints already there ({kept or 'none'}) are untouched, and the same "
                                "command resumes from the newest once the cause is fixed")
 
@@ -178,7 +178,7 @@ class Checkpointer:
                 raise CheckpointError(f"no checkpoint of step {step} in {self.directory}; it holds steps "
                                       f"{sorted(on_disk) or 'none'}")
             raise CheckpointError(f"no checkpoint in {self.directory}")
-        raise CheckpointError(f"no readable checkpoint in {self.directory}: "
+        raise CheckpointFault(f"no readable checkpoint in {self.directory}: "
                               + "; ".join(failures[s] for s in sorted(failures, reverse=True)))
 
     def restore(self, abstract_state: Any, step: int | None = None) -> Any:
@@ -231,7 +231,7 @@ class Checkpointer:
                 notes.append(self._set_aside(step, error))
                 continue
             return state, notes
-        raise CheckpointError(f"no readable checkpoint in {self.directory}: " + "; ".join(notes))
+        raise CheckpointFault(f"no readable checkpoint in {self.directory}: " + "; ".join(notes))
 
     def _set_aside(self, step: int, error: Exception) -> str:
         assert not self.read_only, "only the run's one writer moves checkpoints"

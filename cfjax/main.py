@@ -33,7 +33,11 @@ _TRANSFER_FROM = flags.DEFINE_string("transfer_from", None, "--mode=attack: anot
 _PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config (after overrides and, for "
                                    "--mode=explain|attack, merged into the run's saved one) and exit.")
 
-USAGE_ERROR = 2
+# Exit codes (docs/reliability.md#exit-codes); `exit_code` maps each error type to one, in this one place.
+NON_FINITE = 1  # training stopped on NaN/Inf values (the update was not applied)
+USAGE_ERROR = 2  # bad flags, config or input data: the command cannot work as typed
+FAULT = 3  # the machine or a saved file failed: a full disk, a read-only folder, a damaged checkpoint
+SIGNAL_BASE = 128  # stopped by signal N (Ctrl-C: 130, SIGTERM: 143): the shell's convention
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -66,9 +70,54 @@ def _without_traceback(message: str) -> str:
     return f"{lines[0]} {lines[-1]}"
 
 
-def _fail(message: str) -> None:
-    print(f"cfjax: error: {message}", file=sys.stderr)
-    sys.exit(USAGE_ERROR)
+def _fail(message: str, code: int = USAGE_ERROR) -> None:
+    print(f"cfjax: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _is_fault(error: BaseException) -> bool:
+    """A CheckpointError is a usage error (this workdir cannot serve this command) unless it is a
+    `CheckpointFault` (a write failed, nothing reads back) or an OSError lies underneath it."""
+    from cfjax.errors import CheckpointError, CheckpointFault
+
+    if not isinstance(error, CheckpointError):
+        return isinstance(error, OSError)
+    return isinstance(error, CheckpointFault) or isinstance(error.__cause__, OSError)
+
+
+def exit_code(error: BaseException) -> int | None:
+    """The exit code of an error cfjax reports as one line; None for an unexpected error (a bug: its
+    traceback is shown)."""
+    from cfjax import interrupts
+    from cfjax.errors import CheckpointError, ConfigError, DataError
+
+    if isinstance(error, SystemExit | KeyboardInterrupt):
+        return None  # already reported (flag errors), or not cfjax's to report
+    train = sys.modules.get("cfjax.train")  # imported only once JAX may start
+    if isinstance(error, interrupts.Interrupted) or (train and isinstance(error, train.Preempted)):
+        return SIGNAL_BASE + error.signum
+    if train and isinstance(error, train.NonFiniteError):
+        return NON_FINITE
+    if _is_fault(error):
+        return FAULT
+    if isinstance(error, (ConfigError, CheckpointError, DataError)):
+        return USAGE_ERROR
+    return None
+
+
+def _message(error: BaseException) -> str:
+    """The line printed for `error` (after "cfjax: ")."""
+    from cfjax import interrupts
+
+    train = sys.modules.get("cfjax.train")
+    if train and isinstance(error, train.NonFiniteError):
+        return f"training stopped: {error}"
+    if train and isinstance(error, train.Preempted):
+        return str(error)
+    if isinstance(error, interrupts.Interrupted):
+        return (f"{error}: stopped before finishing; nothing was left half-written, and the same command "
+                "starts again (a training run resumes from its newest checkpoint)")
+    return f"error: {error}"
 
 
 def cpu_defaults(batch_size: int) -> None:
@@ -85,6 +134,20 @@ def cpu_defaults(batch_size: int) -> None:
 
 
 def main(argv: list[str]) -> None:
+    from cfjax import interrupts
+
+    interrupts.install()  # first: Ctrl-C while JAX starts or compiles stops cleanly too (exit code 130)
+    try:
+        _main(argv)
+    except BaseException as error:  # noqa: BLE001 (each known kind becomes one line and its exit code)
+        code = exit_code(error)
+        if code is None:
+            raise
+        print(f"cfjax: {_message(error)}", file=sys.stderr, flush=True)
+        sys.exit(code)
+
+
+def _main(argv: list[str]) -> None:
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if _PRINT_CONFIG.value and _MODE.value == "train":
@@ -97,36 +160,29 @@ def main(argv: list[str]) -> None:
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
     from cfjax import train
-    from cfjax.errors import CheckpointError, ConfigError, DataError
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
-    try:
-        workdir = _WORKDIR.value or os.path.join("runs", _CONFIG.value.name)
-        config = _CONFIG.value
-        if _MODE.value != "train":
-            from cfjax.config.resolve import for_saved_run
+    workdir = _WORKDIR.value or os.path.join("runs", _CONFIG.value.name)
+    config = _CONFIG.value
+    if _MODE.value != "train":
+        from cfjax.config.resolve import for_saved_run
 
-            config = for_saved_run(workdir, config)  # the run's own config, with these evaluation settings
-        if _PRINT_CONFIG.value:
-            print(config)
-            return
-        print(f"cfjax: config {config.name} on {jax.device_count()} {jax.default_backend()} device(s); "
-              f"workdir {workdir}", flush=True)
-        if _MODE.value == "explain":
-            _explain(config, workdir)
-        elif _MODE.value == "attack":
-            _attack(config, workdir)
-        else:
-            train.train_and_evaluate(config, workdir)
-    except (ConfigError, CheckpointError, DataError) as error:
-        _fail(str(error))
-    except train.NonFiniteError as error:
-        print(f"cfjax: training stopped: {error}", file=sys.stderr)
-        sys.exit(1)
-    except train.Preempted as error:
-        print(f"cfjax: {error}", file=sys.stderr, flush=True)
-        sys.exit(128 + error.signum)  # the shell's convention for "ended by signal N"
+        if os.path.isfile(workdir):
+            _fail(f"--workdir={workdir} is a file, not a trained run's folder")
+
+        config = for_saved_run(workdir, config)  # the run's own config, with these evaluation settings
+    if _PRINT_CONFIG.value:
+        print(config)
+        return
+    print(f"cfjax: config {config.name} on {jax.device_count()} {jax.default_backend()} device(s); "
+          f"workdir {workdir}", flush=True)
+    if _MODE.value == "explain":
+        _explain(config, workdir)
+    elif _MODE.value == "attack":
+        _attack(config, workdir)
+    else:
+        train.train_and_evaluate(config, workdir)
 
 
 def _explain(config, workdir: str) -> None:
@@ -153,4 +209,11 @@ def _attack(config, workdir: str) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    from cfjax import interrupts
+
+    interrupts.install()  # before flag parsing, which reads the config file
+    try:
+        app.run(main, flags_parser=parse_flags)
+    except interrupts.Interrupted as stop:  # while the flags were parsed (main reports its own)
+        print(f"cfjax: {_message(stop)}", file=sys.stderr, flush=True)
+        sys.exit(SIGNAL_BASE + stop.signum)

@@ -6,6 +6,8 @@ import os
 import numpy as np
 from tensorboardX import SummaryWriter
 
+from cfjax import storage
+
 
 class MetricWriter:
     """Writes `metrics.jsonl` (one line per logged step) and TensorBoard events under `workdir/tb`."""
@@ -24,8 +26,7 @@ class MetricWriter:
         if not self.enabled:
             return
         record = {"step": int(step), **{prefix + k: _plain(v) for k, v in _flatten(values).items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        storage.append_line(self.path, json.dumps(record))
         for name, value in record.items():
             if name != "step" and isinstance(value, (int, float)):
                 self._tb.add_scalar(name, value, step)
@@ -68,5 +69,4 @@ def _truncate_after(path: str, step: int) -> None:
                 continue
             if record.get("step", 0) <= step:
                 kept.append(line)
-    with open(path, "w") as f:
-        f.writelines(kept)
+    storage.write_text_atomic(path, "".join(kept))

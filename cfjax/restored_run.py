@@ -5,7 +5,16 @@
     masks = run.mask(images)                         # (B, H, W) bool: the crack segmentation from labels alone
     run.classify(images), run.p_fake(images)         # D's decision and its uncertainty
 
-Images are numpy or jax arrays in [0, 1], (B, H, W, 3) or one (H, W, 3), at the run's resolution.
+Images are numpy or jax arrays, (B, H, W, 3) or one (H, W, 3), at the run's resolution. Their dtype says
+how their values are read:
+
+* float (float16/32/64, bfloat16): values in [0, 1], as they are;
+* uint8: 8-bit pixels 0..255, divided by 255;
+* bool and every other integer dtype are refused (a ValueError naming the dtype): a bool or int array is
+  more likely a mask or a label map than a picture, and int16/int32/uint16 have no one scale;
+* a uint8 array whose largest value is at most 1 is refused as ambiguous: it looks like a 0/1 mask,
+  and read as 0..255 it would be an almost black image (divide by 255 yourself, or pass floats).
+
 Every method returns numpy arrays. One host (a notebook, a script); multi-host jobs use the evaluators.
 Each call is cut into chunks of `per_device_batch` images per device (the last one padded), so any
 batch size compiles once and 1 or N devices give the same bits.
@@ -98,7 +107,7 @@ class RestoredRun:
         return result[0] if single else result
 
     def _images(self, images) -> tuple[np.ndarray, bool]:
-        batch = np.asarray(images, np.float32)
+        batch = _as_unit_float(images)
         single = batch.ndim == 3
         size = self.config.data.image_size
         batch = batch[None] if single else batch
@@ -143,6 +152,23 @@ class RestoredRun:
         return self._jitted[method]
 
 
+
+
+def _as_unit_float(images) -> np.ndarray:
+    """float32 images in the unit interval by the rule of the module docstring, or a ValueError."""
+    array = np.asarray(images)
+    dtype = array.dtype
+    if dtype == np.uint8:
+        if array.size and array.max() <= 1:
+            raise ValueError("images are uint8 with values only in {0, 1}: ambiguous, this looks like a 0/1 mask, "
+                             "not 8-bit pixels (0..255); pass float images in [0, 1] (or uint8 images in 0..255)")
+        return array.astype(np.float32) / 255.0
+    if dtype == np.bool_ or np.issubdtype(dtype, np.integer):
+        raise ValueError(f"images of dtype {dtype} are refused: pass float images in [0, 1], or uint8 images "
+                         "in 0..255 (bool and other integer arrays are masks or label maps, or have no one scale)")
+    if not jax.numpy.issubdtype(dtype, jax.numpy.floating):
+        raise ValueError(f"images of dtype {dtype} are refused: pass float images in [0, 1], or uint8 in 0..255")
+    return array.astype(np.float32)
 
 
 def _inference_functions(run: LoadedRun) -> dict[str, Callable]:

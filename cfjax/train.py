@@ -1,10 +1,7 @@
 """`train_and_evaluate(config, workdir)`: the one training loop, called by the CLI, tests and notebooks."""
 
-import contextlib
-import json
 import os
 import signal
-import threading
 import time
 
 import jax
@@ -12,7 +9,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from cfjax import checkpoint, evaluate, kinds, parallel, workdir_lock
+from cfjax import checkpoint, evaluate, interrupts, kinds, parallel, storage, workdir_lock
 from cfjax.config.validation import validate_config
 from cfjax.data import pipeline, sources
 from cfjax.metric_writer import MetricWriter
@@ -32,23 +29,9 @@ class Preempted(RuntimeError):
         self.signum = signum
 
 
-@contextlib.contextmanager
-def _stop_requests():
-    """Within the block, SIGTERM (a preemptible VM's notice) and SIGINT (Ctrl-C) are recorded instead of
-    killing the process, so the loop can finish its step and save first. Signal handlers can only be
-    installed from the main thread; elsewhere (a notebook's worker thread) nothing changes."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    for sig in previous:
-        signal.signal(sig, lambda signum, frame: received.append(signum))
-    try:
-        yield received
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+# Within the training loop, SIGTERM (a preemptible VM's notice) and SIGINT (Ctrl-C) are recorded instead of
+# stopping the process at once, so the loop can finish its step and save first (see cfjax.interrupts).
+_stop_requests = interrupts.deferred
 
 
 # With on_non_finite="skip_batch", this many non-finite batches in a row mean the state itself diverged.
@@ -93,14 +76,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     mesh = parallel.make_mesh()
     parallel.check_batch_size(config.batch_size, mesh)
     sources.check_prepared(config)  # refuse before the workdir is created
-    os.makedirs(workdir, exist_ok=True)
+    storage.check_writable(workdir)  # a read-only or full disk, a file in the way: refused before any work
+    storage.make_dirs(workdir)
+    interrupts.check()  # a stop signal during start-up whose exception was swallowed
     with workdir_lock.held(workdir, enabled=jax.process_index() == 0):  # one writer: a second is refused here
         return _train_and_evaluate_locked(config, workdir, mesh, start_time)
 
 
 def _train_and_evaluate_locked(config, workdir, mesh, start_time) -> dict:
+    """`train_and_evaluate` once this process is the workdir's one writer."""
     kind = kinds.make_kind(config, mesh)
     state = kind.init_state(jax.random.PRNGKey(config.seed))
+    interrupts.check()
     checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
     try:
         if checkpointer.latest_step() is not None:
@@ -108,6 +95,7 @@ def _train_and_evaluate_locked(config, workdir, mesh, start_time) -> dict:
             for note in damaged:
                 print(f"cfjax: warning: {note}", flush=True)
             print(f"cfjax: resuming from step {int(state.step)} in {checkpointer.directory}", flush=True)
+        interrupts.check()
         finished = _saved_results(workdir, int(state.step), config.num_steps)
         if finished is not None:
             print(f"cfjax: {workdir} already finished step {finished['step']}; results in "
@@ -118,19 +106,23 @@ def _train_and_evaluate_locked(config, workdir, mesh, start_time) -> dict:
         checkpointer.close()
     results["wall_time_s"] = time.time() - start_time
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        storage.write_json_atomic(os.path.join(workdir, "results.json"), results)
     _report(workdir, checkpointer, results)
     return results
 
 
 def _saved_results(workdir: str, step: int, num_steps: int) -> dict | None:
-    """The results of a run that already reached num_steps, if they were written."""
+    """The results of a run that already reached num_steps, if they were written. An unreadable
+    results.json (cut short by a crash or a full disk before writes were atomic) counts as not written:
+    the final evaluation runs again from the newest checkpoint, with a warning."""
     path = os.path.join(workdir, "results.json")
     if step < num_steps or not os.path.exists(path):
         return None
-    with open(path) as f:
-        results = json.load(f)
+    results = storage.read_json(path)
+    if not isinstance(results, dict):
+        print(f"cfjax: warning: {path} cannot be read (cut short?); evaluating checkpoint {step} again to "
+              "rewrite it", flush=True)
+        return None
     return results if results.get("step") == step else None
 
 
@@ -153,11 +145,11 @@ def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipp
     is_main = jax.process_index() == 0
     writer = MetricWriter(workdir, resume_step=start_step, enabled=is_main)
     if is_main and start_step == 0:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            json.dump(config.to_dict(), f, indent=2, default=str)
+        storage.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict(), default=str)
 
     kind.attach(data, workdir, writer)
     grid = evaluate.threshold_grid(config)
+    interrupts.check()  # the last moment before the loop takes over the stop signals
 
     last_log_time, last_log_step = time.time(), start_step
     with _stop_requests() as stop_requests, tqdm(total=config.num_steps, initial=start_step, desc="train",

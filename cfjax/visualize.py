@@ -1,7 +1,11 @@
 """PNG grids of counterfactuals: x | x_hat | saliency heatmap | ground-truth mask, one row per image."""
 
+import io
+
 import numpy as np
 from PIL import Image
+
+from cfjax import storage
 
 # Anchor colours of a perceptually ordered black -> purple -> orange -> yellow map (inferno-like).
 _HEAT_ANCHORS = np.array(
@@ -58,8 +62,10 @@ def _vstack(rows, gap):
 
 
 def save_png(path, image: np.ndarray) -> None:
-    """Write a uint8 RGB array as PNG."""
-    Image.fromarray(image).save(path)
+    """Write a uint8 RGB array as PNG, atomically; a failed write is a `StorageError` naming the path."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    storage.write_bytes_atomic(str(path), buffer.getvalue())
 
 
 def outline(panel, colour=(0.0, 1.0, 0.0), width: int = 1) -> np.ndarray:

@@ -175,3 +175,75 @@ def test_variants_of_every_config_are_parsed_by_one_helper():
     with pytest.raises(ValueError, match=r"unknown config variant 'x'; choose one of MODEL \('a', 'b'\), "
                                          r"TASK \('x', 'y'\), VARIANT \('default', 'tiny'\)"):
         common.parse_arg("tiny,x", slots)
+
+
+# Fields that, before they were checked up front, trained for minutes and then failed at the first
+# evaluation (or crashed in JAX), losing the steps: each refused before any work, named with its value.
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("seed", -1, "config.seed=-1: must be an integer in [0, 2147483648)"),
+        ("seed", 2**32, "config.seed=4294967296: must be an integer in [0, 2147483648)"),
+        ("seed", 10**30, "config.seed=1000000000000000000000000000000: must be an integer in"),
+        ("seed", True, "config.seed=True: must be an integer"),
+        ("data.seed", -5, "config.data.seed=-5: must be an integer in [0, 2147483648)"),
+        ("eval.batch_size", 0, "config.eval.batch_size=0: must be an integer >= 1"),
+        ("eval.num_thresholds", 2.5, "config.eval.num_thresholds=2.5: must be an integer >= 2"),
+        ("eval.num_image_rows", -1, "config.eval.num_image_rows=-1: must be an integer >= 0"),
+        ("saliency.blur_radius", -1, "config.saliency.blur_radius=-1: must be an integer >= 0"),
+        ("saliency.contrast_radius", -2, "config.saliency.contrast_radius=-2: must be an integer >= 0"),
+        ("generator.width", 0, "config.generator.width=0: must be an integer >= 1"),
+        ("generator.width", 8.5, "config.generator.width=8.5: must be an integer >= 1"),
+        ("generator.width", "8", "config.generator.width='8': must be an integer >= 1"),
+        ("discriminator.widths", (8, 0), "config.discriminator.widths=(8, 0): must list at least one integer"),
+        ("discriminator.widths", (8, "16"), "config.discriminator.widths=(8, '16'): must list at least one"),
+        ("discriminator.widths", (8, 16.0), "config.discriminator.widths=(8, 16.0): must list at least one"),
+        ("discriminator.widths", (8, True), "config.discriminator.widths=(8, True): must list"),
+        ("discriminator.blocks_per_stage", 0, "config.discriminator.blocks_per_stage=0: must be an integer >= 1"),
+        ("discriminator.dropout", 1.0, "config.discriminator.dropout=1.0: must be in [0, 1)"),
+        ("discriminator.dropout", -0.1, "config.discriminator.dropout=-0.1: must be in [0, 1)"),
+        ("generator.head_dropout", NAN, "config.generator.head_dropout=nan: must be in [0, 1)"),
+        ("data.colour_jitter", NAN, "config.data.colour_jitter=nan: must be in [0, 1)"),
+        ("ema_decay", NAN, "config.ema_decay=nan: must be in [0, 1)"),
+        ("attack.linf_epsilons_255", (2.0, INF), "config.attack.linf_epsilons_255=(2.0, inf): must list at least"),
+        ("attack.l2_epsilons", (NAN,), "config.attack.l2_epsilons=(nan,): must list at least one budget"),
+        ("attack.paper_step_sizes_255", ("1",), "config.attack.paper_step_sizes_255=('1',): must list"),
+        ("attack.check_epsilon_255", INF, "config.attack.check_epsilon_255=inf: must be a finite number > 0"),
+        ("attack.adaptive_weight", NAN, "config.attack.adaptive_weight=nan: must be a finite number >= 0"),
+        ("adversarial_training.epsilon", INF, "config.adversarial_training.epsilon=inf: must be >= 0 (0: off), a "
+                                              "finite number"),
+        ("adversarial_training.epsilon", NAN, "config.adversarial_training.epsilon=nan: must be >= 0"),
+        ("adversarial_training.step_size", INF, "config.adversarial_training.step_size=inf: must be a finite"),
+        ("optimizer.generator.learning_rate", INF, "config.optimizer.generator.learning_rate=inf: must be a finite "
+                                                   "number > 0"),
+        ("optimizer.discriminator.learning_rate", NAN, "config.optimizer.discriminator.learning_rate=nan"),
+        ("optimizer.generator.eps", 0.0, "config.optimizer.generator.eps=0.0: must be a finite number > 0"),
+        ("optimizer.generator.b2", 1.0, "config.optimizer.generator.b2=1.0: must be in [0, 1)"),
+        ("optimizer.generator.clip_norm", -1.0, "config.optimizer.generator.clip_norm=-1.0: must be a finite number"),
+        ("loss.prox_weight", INF, "config.loss.prox_weight=inf: must be >= 0 (a finite number)"),
+        ("loss.fake_on_cycles", 1, "config.loss.fake_on_cycles=1: must be True or False"),
+        ("data.augment", "yes", "config.data.augment='yes': must be True or False"),
+        ("explain.fixed_fraction", NAN, "config.explain.fixed_fraction=nan: must be in [0, 1)"),
+        ("explain.top_k_percent", INF, "config.explain.top_k_percent=inf: must be in [0, 100)"),
+    ],
+)
+def test_every_numeric_field_is_checked_for_type_range_and_finiteness(tiny_config, field, value, message):
+    *path, last = field.split(".")
+    node = tiny_config
+    for part in path:
+        node = node[part]
+    with node.ignore_type():
+        node[last] = value
+    with pytest.raises(ConfigError) as error:
+        validate_config(tiny_config)
+    assert message in str(error.value)
+
+
+def test_the_largest_seeds_are_accepted(tiny_config):
+    from cfjax.config.validation import MAX_SEED
+
+    tiny_config.seed = tiny_config.data.seed = MAX_SEED - 1
+    validate_config(tiny_config)

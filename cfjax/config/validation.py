@@ -3,6 +3,8 @@
 Every field is required and unknown fields are refused, so code after validation reads plain fields.
 A saved config of an older run goes through `cfjax.config.upgrade_config` first."""
 
+import math
+
 import ml_collections
 
 from cfjax.attacks.geometry import NORMS as ATTACK_NORMS
@@ -81,6 +83,46 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value) -> bool:
+    """A finite real number: an int or a float, not a bool, not NaN or infinite."""
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+# Seeds: config.seed + config.data.seed seeds the input pipeline, so each stays below 2^31 (the sum fits 32 bits).
+MAX_SEED = 2**31
+
+
+def _integer(config, field: str, low: int, high: int | None = None) -> None:
+    """`field` an integer (not a bool) in [low, high)."""
+    value = _value(config, field)
+    ok = _is_int(value) and value >= low and (high is None or value < high)
+    span = f">= {low}" if high is None else f"in [{low}, {high})"
+    _require(ok, field, f"must be an integer {span}", config)
+
+
+def _number(config, field: str, low: float, high: float | None = None, *, low_open: bool = False,
+            message: str | None = None) -> None:
+    """`field` a finite number (not a bool) >= low (> low with `low_open`) and < high."""
+    value = _value(config, field)
+    ok = _is_number(value) and (value > low if low_open else value >= low) and (high is None or value < high)
+    if message is None:
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        message = (f"must be a finite number {bound}" if high is None else
+                   f"must be in {'(' if low_open else '['}{low:g}, {high:g})")
+    _require(ok, field, message, config)
+
+
+def _integers(config, field: str, low: int) -> None:
+    """`field` a non-empty tuple of integers >= low."""
+    values = _value(config, field)
+    ok = isinstance(values, (tuple, list)) and len(values) >= 1 and all(_is_int(v) and v >= low for v in values)
+    _require(ok, field, f"must list at least one integer, each >= {low}", config)
+
+
+def _bool(config, field: str) -> None:
+    _require(isinstance(_value(config, field), bool), field, "must be True or False", config)
+
+
 def _validate_data(config: ml_collections.ConfigDict) -> None:
     data = config.data
     name = data.name
@@ -95,12 +137,13 @@ def _validate_data(config: ml_collections.ConfigDict) -> None:
     _require(not (name.startswith("crack_segmentation") and data.view == "full" and data.fit == "crop"),
              "data.fit", "cannot be 'crop' with data.view='full': a crop of a crack photo keeps the photo's label "
              "but may miss its crack; use the patch view, or fit='resize'", config)
-    _require(0.0 <= data.colour_jitter < 1.0, "data.colour_jitter", "must be in [0, 1)", config)
-    _require(isinstance(data.balance_classes, bool), "data.balance_classes", "must be True or False", config)
-    _require(_is_int(data.num_workers) and data.num_workers >= 0, "data.num_workers",
-             "must be an integer >= 0", config)
-    _require(_is_int(data.prefetch) and data.prefetch >= 1, "data.prefetch",
-             "must be an integer >= 1", config)
+    _number(config, "data.colour_jitter", 0.0, 1.0)
+    _bool(config, "data.balance_classes")
+    _bool(config, "data.augment")
+    _integer(config, "data.seed", 0, MAX_SEED)
+    _require(isinstance(data.data_dir, str), "data.data_dir", "must be a folder name (a string)", config)
+    _integer(config, "data.num_workers", 0)
+    _integer(config, "data.prefetch", 1)
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -109,7 +152,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(_is_int(config.num_classes) and config.num_classes >= 2, "num_classes", "must be an integer >= 2", config)
     _require(_is_int(config.batch_size) and config.batch_size > 0, "batch_size", "must be a positive integer", config)
     _require(_is_int(config.num_steps) and config.num_steps >= 0, "num_steps", "must be an integer >= 0", config)
-    _require(0.0 <= config.ema_decay < 1.0, "ema_decay", "must be in [0, 1)", config)
+    _integer(config, "seed", 0, MAX_SEED)
+    _number(config, "ema_decay", 0.0, 1.0)
     for field in ("log_every", "image_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
         _require(_is_int(config[field]) and config[field] > 0, field, "must be a positive integer", config)
     _require(config.on_non_finite in NON_FINITE_POLICIES, "on_non_finite",
@@ -124,8 +168,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _require(gen.output in OUTPUT_MODES, "generator.output", f"must be one of {OUTPUT_MODES}", config)
     _require(gen.stem in STEMS, "generator.stem", f"must be one of {STEMS}", config)
     _require(disc.stem in STEMS, "discriminator.stem", f"must be one of {STEMS}", config)
-    _require(_is_int(gen.depth) and gen.depth >= 1, "generator.depth", "must be an integer >= 1", config)
-    _require(len(disc.widths) >= 1, "discriminator.widths", "must list at least one stage width", config)
+    _integer(config, "generator.depth", 1)
+    _integer(config, "generator.width", 1)
+    _number(config, "generator.head_dropout", 0.0, 1.0)
+    _require(isinstance(disc.widths, (tuple, list)) and len(disc.widths) >= 1, "discriminator.widths",
+             "must list at least one stage width", config)
+    _integers(config, "discriminator.widths", 1)
+    _integer(config, "discriminator.blocks_per_stage", 1)
+    _number(config, "discriminator.dropout", 0.0, 1.0)
 
     _validate_data(config)
     model = config.model
@@ -148,15 +198,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
     loss = config.loss
     for field in ("adversarial_weight", "cls_weight", "cycle_weight", "prox_weight", "fake_weight"):
-        _require(loss[field] >= 0, f"loss.{field}", "must be >= 0", config)
+        _number(config, f"loss.{field}", 0.0, message="must be >= 0 (a finite number)")
+    _bool(config, "loss.fake_on_cycles")
     _require(_is_int(loss.num_cycles) and loss.num_cycles >= 0, "loss.num_cycles", "must be an integer >= 0", config)
 
     for name in ("generator", "discriminator"):
         opt = config.optimizer[name]
-        _require(opt.learning_rate > 0, f"optimizer.{name}.learning_rate", "must be > 0", config)
+        _number(config, f"optimizer.{name}.learning_rate", 0.0, low_open=True)
         _require(opt.schedule in SCHEDULES, f"optimizer.{name}.schedule", f"must be one of {SCHEDULES}", config)
-        _require(0 <= opt.b1 < 1 and 0 <= opt.b2 < 1, f"optimizer.{name}.b1", "b1 and b2 must be in [0, 1)", config)
-        _require(opt.eps > 0, f"optimizer.{name}.eps", "must be > 0", config)
+        for beta in ("b1", "b2"):
+            _number(config, f"optimizer.{name}.{beta}", 0.0, 1.0)
+        _number(config, f"optimizer.{name}.eps", 0.0, low_open=True)
+        _number(config, f"optimizer.{name}.clip_norm", 0.0, message="must be a finite number >= 0 (0: off)")
         _require(_is_int(opt.warmup_steps) and opt.warmup_steps >= 0, f"optimizer.{name}.warmup_steps",
                  "must be an integer >= 0", config)
 
@@ -165,7 +218,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for field in ("blur_radius", "contrast_radius"):
         _require(_is_int(saliency[field]) and saliency[field] >= 0, f"saliency.{field}", "must be an integer >= 0",
                  config)
-    _require(config.eval.num_thresholds >= 2, "eval.num_thresholds", "must be >= 2", config)
+    _integer(config, "eval.batch_size", 1)
+    _integer(config, "eval.num_thresholds", 2)
+    _integer(config, "eval.num_image_rows", 0)
     _validate_explain(config)
     _validate_adversarial_training(config)
     _validate_attack(config)
@@ -173,10 +228,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def _validate_adversarial_training(config: ml_collections.ConfigDict) -> None:
     adversarial = config.adversarial_training
-    _require(adversarial.epsilon >= 0, "adversarial_training.epsilon", "must be >= 0 (0: off)", config)
+    _number(config, "adversarial_training.epsilon", 0.0, message="must be >= 0 (0: off), a finite number")
     _require(adversarial.epsilon == 0 or config.model == "classifier", "adversarial_training.epsilon",
              "PGD training applies to the plain classifier only (config.model='classifier')", config)
-    _require(adversarial.step_size > 0, "adversarial_training.step_size", "must be > 0", config)
+    _number(config, "adversarial_training.step_size", 0.0, low_open=True)
     _require(_is_int(adversarial.num_steps) and adversarial.num_steps >= 1, "adversarial_training.num_steps",
              "must be an integer >= 1", config)
     _require(adversarial.norm in ATTACK_NORMS, "adversarial_training.norm", f"must be one of {ATTACK_NORMS}", config)
@@ -189,12 +244,12 @@ def _validate_attack(config: ml_collections.ConfigDict) -> None:
     attack = config.attack
     for field in ("paper_step_sizes_255", "linf_epsilons_255", "l2_epsilons"):
         values = attack[field]
-        _require(len(values) >= 1 and all(v > 0 for v in values), f"attack.{field}",
-                 "must list at least one budget, each > 0", config)
+        ok = isinstance(values, (tuple, list)) and len(values) >= 1 and all(_is_number(v) and v > 0 for v in values)
+        _require(ok, f"attack.{field}", "must list at least one budget, each > 0 (finite numbers)", config)
     for field in ("paper_iterations", "iterations", "restarts", "strong_iterations", "strong_restarts"):
         _require(_is_int(attack[field]) and attack[field] >= 1, f"attack.{field}", "must be an integer >= 1", config)
-    _require(attack.check_epsilon_255 > 0, "attack.check_epsilon_255", "must be > 0", config)
-    _require(attack.adaptive_weight >= 0, "attack.adaptive_weight", "must be >= 0", config)
+    _number(config, "attack.check_epsilon_255", 0.0, low_open=True)
+    _number(config, "attack.adaptive_weight", 0.0)
     _require(_is_int(attack.max_examples) and attack.max_examples >= 0, "attack.max_examples",
              "must be an integer >= 0 (0: the whole test split)", config)
     _require(all(isinstance(name, str) for name in attack.models), "attack.models",
@@ -203,9 +258,8 @@ def _validate_attack(config: ml_collections.ConfigDict) -> None:
 
 def _validate_explain(config: ml_collections.ConfigDict) -> None:
     explain = config.explain
-    _require(0.0 <= explain.fixed_fraction < 1.0, "explain.fixed_fraction", "must be in [0, 1)", config)
-    _require(0.0 <= explain.top_k_percent < 100.0, "explain.top_k_percent",
-             "must be in [0, 100) (0: from the validation split)", config)
+    _number(config, "explain.fixed_fraction", 0.0, 1.0, message="must be in [0, 1)")
+    _number(config, "explain.top_k_percent", 0.0, 100.0, message="must be in [0, 100) (0: from the validation split)")
     for field in ("max_figures",):
         _require(_is_int(explain[field]) and explain[field] >= 0, f"explain.{field}", "must be an integer >= 0", config)
     for field in ("ig_steps", "histogram_bins", "contact_rows"):

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from cfjax import visualize
+from cfjax import storage, visualize
 
 THRESHOLDING_ORDER = ("tuned", "otsu", "fixed", "top_k")
 
@@ -57,7 +57,7 @@ def write_figures(out_dir: str, examples: list, order: np.ndarray, *, max_figure
     """`examples[i]` = {"name", "iou", "panels"}; `order` sorts them from best to worst IoU.
     Writes figures/NAME.png for the first `max_figures` and best.png / worst.png contact sheets."""
     figures = os.path.join(out_dir, "figures")
-    os.makedirs(figures, exist_ok=True)
+    storage.make_dirs(figures)
     upscale = lambda panels: max(1, 192 // panels[0].shape[0])
     written = []
     for example in examples[:max_figures]:

@@ -4,7 +4,6 @@ explain.md and figures. Called by `python -m cfjax.main --mode=explain` and by n
 """
 
 import functools
-import json
 import os
 import time
 
@@ -13,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cfjax import evaluate, visualize
+from cfjax import evaluate, interrupts, storage, visualize
 from cfjax.data import pipeline
 from cfjax.errors import DataError
 from cfjax.explain import folder as folders
@@ -33,6 +32,10 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
     split when its dataset is present here."""
     start = time.time()
     run = load_run(config, workdir)
+    out_dir = out_dir or os.path.join(workdir, "explain" if folder is None else
+                                      f"explain_{os.path.basename(os.path.normpath(folder))}")
+    if jax.process_index() == 0:
+        storage.check_writable(out_dir)  # before minutes of scoring, not after
     methods = run.kind.saliency_methods()
     grid = evaluate.threshold_grid(config)
     validation, validation_note = _validation_arrays(config)
@@ -73,18 +76,15 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
         "methods": summary,
         "versions": {"cfjax": __version__, "jax": jax.__version__},
     }
-    out_dir = out_dir or os.path.join(workdir, "explain" if folder is None else
-                                      f"explain_{os.path.basename(os.path.normpath(folder))}")
-    os.makedirs(out_dir, exist_ok=True)
+    interrupts.check()  # a stop signal whose exception a callback swallowed: write nothing
+    storage.make_dirs(out_dir)
     results["figures"] = _figures(out_dir, examples, scores, damaged, run, methods, summary, config)
     if methods.toward_each_class is not None and config.num_classes > 2 and folder is None:
         results["multiclass"] = _multiclass(out_dir, data, run, methods.toward_each_class)
     results["wall_time_s"] = time.time() - start
     if jax.process_index() == 0:
-        with open(os.path.join(out_dir, "explain.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        with open(os.path.join(out_dir, "explain.md"), "w") as f:
-            f.write(report.markdown_table(results))
+        storage.write_json_atomic(os.path.join(out_dir, "explain.json"), results)
+        storage.write_text_atomic(os.path.join(out_dir, "explain.md"), report.markdown_table(results))
     results["out_dir"] = out_dir
     return results
 

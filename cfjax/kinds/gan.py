@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cfjax import evaluate, steps, visualize
+from cfjax import evaluate, steps, storage, visualize
 from cfjax.kinds.base import Readout, SaliencyMethods
 from cfjax.masks import NORMAL_CLASS, attribution, maps, scoring
 from cfjax.metric_writer import MetricWriter
@@ -177,7 +177,7 @@ class _ImageLogger:
         self._counterfactual = jax.jit(counterfactual_and_map)
 
     def write(self, step: int, g_params) -> list[str]:
-        os.makedirs(self.directory, exist_ok=True)
+        storage.make_dirs(self.directory)
         paths = []
         for k, examples in enumerate(self.per_class):
             if not len(examples["label"]):

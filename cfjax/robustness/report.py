@@ -1,7 +1,10 @@
 """robustness.md and the plots of `--mode=attack`; the plotting functions take several models' results
 (one run's models, or the models of many runs in experiments/robustness_table.py)."""
 
+import io
 import os
+
+from cfjax import storage
 
 _AXES = {"paper": ("step size alpha (x 1/255), epsilon = 10 alpha", 255.0), "linf": ("L-inf epsilon (x 1/255)", 255.0),
          "l2": ("L2 epsilon", 1.0)}
@@ -55,9 +58,12 @@ def _pyplot():
 
 
 def _save(plt, figure, path: str) -> str:
+    """The figure as a PNG at `path`, written atomically (a failed write is a StorageError naming it)."""
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=os.path.splitext(path)[1].lstrip(".") or "png", dpi=110)
     plt.close(figure)
+    storage.write_bytes_atomic(path, buffer.getvalue())
     return path
 
 
@@ -104,10 +110,9 @@ def plot_risk_coverage(models: dict, path: str) -> str:
 
 def write(out_dir: str, results: dict) -> dict:
     """robustness.md, robustness.png and risk_coverage.png in `out_dir`; their paths."""
-    os.makedirs(out_dir, exist_ok=True)
+    storage.make_dirs(out_dir)
     paths = {"table": os.path.join(out_dir, "robustness.md")}
-    with open(paths["table"], "w") as f:
-        f.write(markdown(results))
+    storage.write_text_atomic(paths["table"], markdown(results))
     paths["sweeps"] = plot_sweeps(results["models"], os.path.join(out_dir, "robustness.png"))
     paths["risk_coverage"] = plot_risk_coverage(results["models"], os.path.join(out_dir, "risk_coverage.png"))
     return paths

@@ -2,7 +2,6 @@
 robustness.json, robustness.md and plots. Called by `python -m cfjax.main --mode=attack` and notebooks."""
 
 import dataclasses
-import json
 import os
 import time
 
@@ -10,7 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cfjax import checkpoint
+from cfjax import checkpoint, interrupts, storage
 from cfjax.data import pipeline
 from cfjax.errors import ConfigError
 from cfjax.kinds import Readout
@@ -26,8 +25,11 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     run's workdir), also PGD examples made on that run's models and scored on this run's. Returns
     robustness.json's content."""
     start = time.time()
+    out_dir = out_dir or os.path.join(workdir, "attack")
     saved_source = _transfer_config(transfer_from, config) if transfer_from else None
     run = load_run(config, workdir)
+    if jax.process_index() == 0:
+        storage.check_writable(out_dir)  # before minutes of attacks, not after
     models = _chosen(run.kind.readouts(run.params), config.attack.models)
     sources = _transfer_sources(transfer_from, saved_source) if transfer_from else []
     data = pipeline.evaluation_arrays(config, split)
@@ -53,11 +55,10 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
                                          "sweeps": rows, "checks": check_rows}
     results["versions"] = {"cfjax": __version__, "jax": jax.__version__}
     results["wall_time_s"] = time.time() - start
-    out_dir = out_dir or os.path.join(workdir, "attack")
+    interrupts.check()  # a stop signal whose exception a callback swallowed: write nothing
     if jax.process_index() == 0:
         results["files"] = report.write(out_dir, results)
-        with open(os.path.join(out_dir, "robustness.json"), "w") as f:
-            json.dump(results, f, indent=2)
+        storage.write_json_atomic(os.path.join(out_dir, "robustness.json"), results)
     results["out_dir"] = out_dir
     return results
 

@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -28,10 +29,25 @@ class _QuietOrbax(logging.Filter):
     (or `-v`): then they are shown as they come."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        orbax = f"{os.sep}orbax{os.sep}"
-        if orbax not in record.pathname and orbax not in str(record.msg):
+        if not _from_orbax(record):
             return True
         return bool(flags.FLAGS.is_parsed() and flags.FLAGS["verbosity"].present)
+
+
+def _from_orbax(record: logging.LogRecord) -> bool:
+    """Logged by orbax, or about an exception raised inside it (asyncio's "Task exception was never
+    retrieved" for a read that failed on a checkpoint a live run deleted)."""
+    orbax = f"{os.sep}orbax{os.sep}"
+    if orbax in record.pathname or orbax in str(record.msg):
+        return True
+    error = record.exc_info[1] if record.exc_info else None
+    for _ in range(8):  # the exception and the ones it was raised from
+        if error is None:
+            return False
+        if any(orbax in frame.filename for frame in traceback.extract_tb(error.__traceback__)):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 _QUIET_ORBAX = _QuietOrbax()

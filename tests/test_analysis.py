@@ -208,7 +208,7 @@ def test_bad_images_and_methods_the_run_lacks_are_named(trained, repo_root):
     with pytest.raises(ValueError, match=rf"images must be \(B, {size}, {size}, 3\).*got shape \(2, 8, 8, 3\)"):
         run.classify(np.zeros((2, 8, 8, 3)))
     with pytest.raises(ValueError, match=r"in \[0, 1\] \(divide 8-bit images by 255\)"):
-        run.classify(np.full((1, size, size, 3), 255, np.uint8))
+        run.classify(np.full((1, size, size, 3), 255.0, np.float32))  # floats are on [0, 1]; uint8 on 0..255
     with pytest.raises(ValueError, match=r"target must be an integer class in 0..1"):
         run.counterfactual(np.zeros((1, size, size, 3)), target=2)
     with pytest.raises(ValueError, match=r"target must be an integer class in 0..1 .*got 0.7"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cfjax import interrupts, main, storage, train, visualize
-from cfjax.errors import CheckpointError, ConfigError, DataError, StorageError
+from cfjax.errors import CheckpointError, CheckpointFault, ConfigError, DataError, StorageError
 from cfjax.explain import report as explain_report
 from cfjax.robustness import report as robustness_report
 
@@ -166,7 +166,7 @@ def _write_failure() -> CheckpointError:
     (CheckpointError("the checkpoints in RUN were written by an incompatible config"), 2),
     (CheckpointError("no checkpoint in RUN/checkpoints: train the run first"), 2),
     (_write_failure(), 3),
-    (CheckpointError("no readable checkpoint in RUN/checkpoints: checkpoint 6 could not be read"), 3),
+    (CheckpointFault("no readable checkpoint in RUN/checkpoints: checkpoint 6 could not be read"), 3),
     (StorageError("writing RUN/results.json failed: No space left on device"), 3),
     (ENOSPC, 3),
     (train.NonFiniteError("non-finite values at step 3"), 1),

@@ -219,7 +219,7 @@ def test_a_failed_write_on_the_command_line_is_one_line_without_orbax_logs(tmp_p
         outputs[bool(verbosity)] = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=600)
     quiet = outputs[False]
     assert quiet.returncode == 3  # a fault of the machine, not a usage error (docs/reliability.md)
-    lines = [line for line in quiet.stderr.splitlines() if not line.startswith("train:")]  # (the progress bar)
+    lines = [line for line in quiet.stderr.splitlines() if line.strip() and not line.startswith("train:")]  # (bar)
     assert len(lines) == 1, quiet.stderr[-3000:]
     assert lines[0].startswith("cfjax: error: ") and "failed (OSError: [Errno 5] Input/output error)" in lines[0]
     verbose = outputs[True]

@@ -40,13 +40,6 @@ def load_pairs(folder: str, *, images: str = "images", masks: str = "masks", mas
     return examples
 
 
-def tiles_photos(config) -> bool:
-    """Runs trained on crops of photographs (patch views, the embedded set) see a larger image tile by tile
-    (`cfjax.tiling`: overlapping, blended); runs trained on whole resized images see it resized."""
-    name = config.data.name
-    return name == "synthetic" or (name.startswith("crack_segmentation") and config.data.view == "patches")
-
-
 def check_tileable(image: np.ndarray, size: int, name: str) -> None:
     if image.shape[0] < 2 or image.shape[1] < 2:
         raise DataError(f"image {name} is {image.shape[1]}x{image.shape[0]}, too small to explain")

@@ -120,7 +120,7 @@ def _add_maps(examples: list, run: LoadedRun, methods, config: ml_collections.Co
     """Each example gets "maps" {method: (H, W)} (and "counterfactual" for GAN runs) at its own size: runs
     trained on crops see overlapping tiles blended seamlessly (`cfjax.tiling`), the others a resized copy."""
     size, batch_size = config.data.image_size, config.eval.batch_size
-    tile = folders.tiles_photos(config)
+    tile = pipeline.tiles_photos(config)
     wanted = methods.names + (("counterfactual_image",) if methods.draws_counterfactual else ())
 
     def maps_only(params, images):

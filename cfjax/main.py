@@ -55,10 +55,10 @@ def parse_flags(argv: list[str]) -> list[str]:
                       "(--mode=explain|attack|predict read a trained run's saved config)")
             if _WORKDIR.value is None:
                 _fail(f"--mode={_MODE.value} without --config needs --workdir: the trained run to read")
-        if _MODE.value == "predict" and _FOLDER.value is None:
-            _fail("--mode=predict needs --folder: the photos to predict on")
         else:
             _ = _CONFIG.value.name  # reads the config now: a missing file is a usage error too
+        if _MODE.value == "predict" and _FOLDER.value is None:
+            _fail("--mode=predict needs --folder: the photos to predict on")
         return argv
     except flags.Error as error:
         _fail(f"{_without_traceback(str(error))}\nPass --helpshort to see the flags.")

@@ -11,7 +11,7 @@ table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:3px 6px;verti
 th{background:#eee;cursor:pointer;user-select:none;position:sticky;top:0}th.sorted-asc:after{content:" \\25B2"}
 th.sorted-desc:after{content:" \\25BC"}tr.abstained{background:#fff3cd}img{max-height:120px;display:block}
 .filters{margin:0.8em 0;display:flex;gap:1em;flex-wrap:wrap;align-items:center}.num{text-align:right}
-.muted{color:#777}code{background:#f4f4f4;padding:0 3px}
+.muted{color:#777}code{background:#f4f4f4;padding:0 3px}input[type=number]{width:5em}
 """
 
 _SCRIPT = """

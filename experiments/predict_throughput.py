@@ -8,6 +8,7 @@ thumbnails and their PNG/JPEG writes; reading is not included).
 """
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -30,6 +31,8 @@ def main():
     rng = np.random.default_rng(0)
     print(f"{run!r}; {jax.device_count()} {jax.default_backend()} device(s); tile batch {run.tile_batch}/device")
     with tempfile.TemporaryDirectory() as out:
+        for sub in ("maps", "thumbs"):
+            os.makedirs(os.path.join(out, sub))
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             photos = [rng.random((height, width, 3), np.float32) for _ in range(args.count + 1)]

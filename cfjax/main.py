@@ -2,7 +2,8 @@
 
 Only parses flags and calls `train.train_and_evaluate(config, workdir)` (flax/examples style), or on a
 trained run, `explain.run.explain(config, workdir, ...)` (`--mode=explain`) or
-`robustness.run.attack(config, workdir, ...)` (`--mode=attack`). Those two read the run's saved config;
+`robustness.run.attack(config, workdir, ...)` (`--mode=attack`) or `predict.run.predict(config, workdir,
+folder, ...)` (`--mode=predict`). Those read the run's saved config;
 a `--config` given with them sets only its evaluation sections (and where the data is on this machine).
 """
 
@@ -17,17 +18,21 @@ _CONFIG = config_flags.DEFINE_config_file(
     "(optional there) only its sections eval, saliency, explain, attack and data location replace the saved run's.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: runs/<config name>).")
 _DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "explain", "attack"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "explain", "attack", "predict"],
                           "train (and evaluate); explain: score a trained run's masks and attributions; "
-                          "attack: PGD sweeps and p_fake uncertainty on a trained run.")
+                          "attack: PGD sweeps and p_fake uncertainty on a trained run; predict: classes, p_fake, "
+                          "maps, masks and counterfactuals of every photo under --folder.")
 _FOLDER = flags.DEFINE_string("folder", None, "--mode=explain: a folder with images/ and masks/ to explain "
-                              "instead of the run's test split (no dataset to prepare).")
+                              "instead of the run's test split (no dataset to prepare). --mode=predict (required): "
+                              "the photos, any format and size, found recursively.")
+_ABSTAIN_THRESHOLD = flags.DEFINE_float("abstain_threshold", None, "--mode=predict: abstain when p_fake is above "
+                                        "this (default: chosen on the run's validation split).")
 _MASK_THRESHOLD = flags.DEFINE_integer("mask_threshold", 127, "--folder masks: damage where the mask is above this.",
                                        lower_bound=0, upper_bound=254)
 _CRACK_VALUE = flags.DEFINE_integer("crack_value", None, "--folder masks: damage where the mask equals this value "
                                     "(label maps); overrides --mask_threshold.", lower_bound=0, upper_bound=255)
-_OUT = flags.DEFINE_string("out", None, "--mode=explain|attack: output folder (default WORKDIR/explain[_FOLDER] "
-                           "or WORKDIR/attack).")
+_OUT = flags.DEFINE_string("out", None, "--mode=explain|attack|predict: output folder (default "
+                           "WORKDIR/explain[_FOLDER], WORKDIR/attack or WORKDIR/predict_FOLDER).")
 _TRANSFER_FROM = flags.DEFINE_string("transfer_from", None, "--mode=attack: another run's workdir whose models craft "
                                      "transfer attacks on this run's (a gradient-masking check).")
 _PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config (after overrides and, for "
@@ -47,11 +52,13 @@ def parse_flags(argv: list[str]) -> list[str]:
         if _CONFIG.value is None:
             if _MODE.value == "train":
                 _fail("--config is required to train, e.g. --config=configs/cracks.py:tiny "
-                      "(--mode=explain|attack read a trained run's saved config)")
+                      "(--mode=explain|attack|predict read a trained run's saved config)")
             if _WORKDIR.value is None:
                 _fail(f"--mode={_MODE.value} without --config needs --workdir: the trained run to read")
         else:
             _ = _CONFIG.value.name  # reads the config now: a missing file is a usage error too
+        if _MODE.value == "predict" and _FOLDER.value is None:
+            _fail("--mode=predict needs --folder: the photos to predict on")
         return argv
     except flags.Error as error:
         _fail(f"{_without_traceback(str(error))}\nPass --helpshort to see the flags.")
@@ -181,6 +188,8 @@ def _main(argv: list[str]) -> None:
         _explain(config, workdir)
     elif _MODE.value == "attack":
         _attack(config, workdir)
+    elif _MODE.value == "predict":
+        _predict(config, workdir)
     else:
         train.train_and_evaluate(config, workdir)
 
@@ -206,6 +215,20 @@ def _attack(config, workdir: str) -> None:
         print(f.read())
     print(f"cfjax: wrote {os.path.join(results['out_dir'], 'robustness.json')}, robustness.md and plots in "
           f"{results['out_dir']}", flush=True)
+
+
+def _predict(config, workdir: str) -> None:
+    from cfjax.predict.run import predict
+
+    summary = predict(config, workdir, _FOLDER.value, out_dir=_OUT.value, abstain_threshold=_ABSTAIN_THRESHOLD.value)
+    counts, out = summary["counts"], summary["out_dir"]
+    abstain = summary["abstain"]
+    print(f"cfjax: {counts['predicted']} of {counts['photos_found']} photos predicted ({summary['resumed']} already "
+          f"done), {counts['skipped']} skipped, {counts['abstained']} abstained; abstain threshold "
+          f"{abstain['threshold']} ({abstain['rule']})", flush=True)
+    for skipped in summary["skipped"]:
+        print(f"cfjax: skipped {skipped['path']}: {skipped['reason']}", flush=True)
+    print(f"cfjax: wrote predictions.csv, predictions.jsonl, summary.json and report.html in {out}", flush=True)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from cfjax import kinds, parallel
+from cfjax import kinds, parallel, tiling
+from cfjax.data import pipeline
 from cfjax.evaluate import pad_batch
 from cfjax.masks import NORMAL_CLASS, thresholds
 from cfjax.saved_runs import LoadedRun, load_run, saved_config
@@ -36,6 +37,10 @@ from cfjax.saved_runs import LoadedRun, load_run, saved_config
 # Images each device computes per call (a call pads up to it): small enough for a laptop, and fixed,
 # so that a run gives the same bits on any number of devices (XLA's kernels depend on the batch shape).
 PER_DEVICE_BATCH = 8
+
+# Tiles each device computes per call in `full_resolution` (a photo of any size is cut into many).
+TILE_BATCH = 64
+
 
 class RestoredRun:
     """A restored run. `config`, `step`, `kind` ("gan", "classifier" or "segmenter": `config.model`) and
@@ -46,6 +51,7 @@ class RestoredRun:
         if per_device_batch < 1:
             raise ValueError(f"per_device_batch must be at least 1; got {per_device_batch}")
         self.per_device_batch = per_device_batch
+        self.tile_batch = TILE_BATCH
         self.config, self.step, self.kind, self.params = run.config, run.step, run.kind.name, run.params
         self.offers = run.kind.offers
         self.workdir = workdir
@@ -89,6 +95,78 @@ class RestoredRun:
         if threshold is None:
             return self._apply("otsu_mask", images, target)
         return self.saliency(images, target) > threshold
+
+    def probabilities(self, images) -> np.ndarray:
+        """Class probabilities (B, K): D's hybrid readout (softmax over its K class logits), a classifier's softmax."""
+        return self._apply("probabilities", images)
+
+    def generator_probabilities(self, images) -> np.ndarray:
+        """Class probabilities (B, K) of G's classification head."""
+        return self._apply("generator_probabilities", images)
+
+    # --- one photo of any size --------------------------------------------------------------------
+
+    def saliency_full(self, photo, target=NORMAL_CLASS) -> np.ndarray:
+        """(H, W) map of one (H, W, 3) photo of any size (see `full_resolution`)."""
+        return self.full_resolution(photo, ("saliency",), target)["saliency"]
+
+    def counterfactual_full(self, photo, target=NORMAL_CLASS) -> np.ndarray:
+        """(H, W, 3) counterfactual of one photo of any size toward `target` (see `full_resolution`)."""
+        return self.full_resolution(photo, ("counterfactual",), target)["counterfactual"]
+
+    def mask_full(self, photo, threshold: float | None = None, target=NORMAL_CLASS) -> np.ndarray:
+        """(H, W) bool mask of one photo of any size: `saliency_full` above `threshold` (by default
+        `self.mask_threshold`), else above the photo's own Otsu threshold."""
+        self._require("mask")
+        saliency = self.saliency_full(photo, target)
+        threshold = self.mask_threshold if threshold is None else float(threshold)
+        if threshold is None:
+            return np.asarray(thresholds.otsu(jax.numpy.asarray(saliency)[None])[0])
+        return saliency > threshold
+
+    def full_resolution(self, photo, methods=("saliency",), target=NORMAL_CLASS, *, progress=None) -> dict:
+        """{method: output} for one (H, W, 3) photo of any size, in one pass over it. A run trained on crops
+        (patches, the embedded set: `pipeline.tiles_photos`) sees overlapping tiles of its training size
+        blended by a Hann window (`cfjax.tiling`: no seams at tile borders); a run trained on whole images
+        sees the photo resized to its size, and its maps are resized back. Maps and counterfactuals come
+        back at (H, W); per-image outputs (`probabilities`, `p_fake`, `classify`...) one row per tile,
+        (tiles, ...), with "tile_weight" (tiles,): the share of each tile's window on the photo."""
+        for method in methods:
+            self._require(method)
+        batch = _as_unit_float(photo)
+        if batch.ndim != 3 or batch.shape[-1] != 3:
+            raise ValueError(f"photo must be one (H, W, 3) image; got shape {np.shape(photo)}")
+        if not (np.isfinite(batch).all() and batch.min() >= 0.0 and batch.max() <= 1.0):
+            raise ValueError("photo must be finite and in [0, 1] (divide 8-bit images by 255)")
+        size = self.config.data.image_size
+        tile = pipeline.tiles_photos(self.config)
+        image = batch if tile else np.asarray(jax.image.resize(batch, (size, size, 3), method="bilinear"))
+        layout = tiling.Layout.of(image.shape[:2], size, overlap=tile)
+        target = int(self._targets(target, 1)[0])
+        fn = self._tiled(tuple(methods), target)
+        out = tiling.apply(fn, image, layout, batch_size=self._tile_batch(tile), progress=progress)
+        if not tile:
+            out = {name: np.asarray(jax.image.resize(value, batch.shape[:2] + value.shape[2:], method="bilinear"))
+                   if value.shape[:2] == (size, size) else value for name, value in out.items()}
+        out["tile_weight"] = layout.weights_inside()
+        return out
+
+    def _tile_batch(self, tile: bool) -> int:
+        """Tiles per call: many for a tiled photo, one chunk of images for a resized one (a single tile)."""
+        return (self.tile_batch if tile else self.per_device_batch) * self._mesh.devices.size
+
+    def _tiled(self, methods: tuple, target: int) -> Callable:
+        key = ("tiled", methods, target)
+        if key not in self._jitted:
+            functions = _inference_functions(self._run)
+
+            def per_tile(params, tiles):
+                targets = jax.numpy.full(tiles.shape[:1], target, jax.numpy.int32)
+                return {method: functions[method](params, tiles, targets) for method in methods}
+
+            self._jitted[key] = tiling.on_mesh(per_tile, self.params, self._mesh,
+                                               self._tile_batch(pipeline.tiles_photos(self.config)))
+        return self._jitted[key]
 
     # --- batching over the devices ----------------------------------------------------------------
 

@@ -16,14 +16,14 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cfjax"
 LAYERS = (
     ("cfjax.errors", "cfjax.version", "cfjax.interrupts"),
     ("cfjax.storage", "cfjax.workdir_lock"),
-    ("cfjax.config.upgrade", "cfjax.config.compare", "cfjax.config", "cfjax.parallel", "cfjax.metric_writer",
-     "cfjax.visualize", "cfjax.optim", "cfjax.losses", "cfjax.colab"),
+    ("cfjax.config.upgrade", "cfjax.config.compare", "cfjax.config", "cfjax.parallel", "cfjax.tiling",
+     "cfjax.metric_writer", "cfjax.visualize", "cfjax.optim", "cfjax.losses", "cfjax.colab"),
     ("cfjax.data", "cfjax.models"),
     ("cfjax.masks", "cfjax.attacks"),
     ("cfjax.steps", "cfjax.supervised", "cfjax.evaluate", "cfjax.checkpoint", "cfjax.config.validation"),
     ("cfjax.kinds",),
     ("cfjax.train", "cfjax.saved_runs", "cfjax.config.resolve"),
-    ("cfjax.restored_run", "cfjax.explain", "cfjax.robustness"),
+    ("cfjax.restored_run", "cfjax.explain", "cfjax.robustness", "cfjax.predict"),
     ("cfjax.main",),
 )
 

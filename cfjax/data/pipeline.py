@@ -151,6 +151,13 @@ def train_batches(source: sources.SplitSource, config: ml_collections.ConfigDict
                         num_threads=config.data.num_workers, prefetch=config.data.prefetch)
 
 
+def tiles_photos(config: ml_collections.ConfigDict) -> bool:
+    """Whether a run sees a photo larger than its training size tile by tile (runs trained on crops of
+    photographs: patch views and the embedded set) or resized (runs trained on whole resized images)."""
+    name = config.data.name
+    return name == "synthetic" or (name.startswith("crack_segmentation") and config.data.view == "patches")
+
+
 def evaluation_arrays(config: ml_collections.ConfigDict, split: str) -> dict:
     """A validation or test split as arrays at the training resolution (no augmentation)."""
     data = config.data

@@ -1,5 +1,5 @@
-"""Evaluation data straight from a folder of image/mask pairs (no TFDS dataset to build), and the
-tiling that lets a model trained on patches explain whole photographs."""
+"""Evaluation data straight from a folder of image/mask pairs (no TFDS dataset to build), and how a
+run trained on patches sees whole photographs (blended tiles, `cfjax.tiling`) or resized ones."""
 
 import os
 
@@ -38,26 +38,6 @@ def load_pairs(folder: str, *, images: str = "images", masks: str = "masks", mas
         examples.append({"name": files.stem(image_path), "image": transforms.to_float(image), "mask": mask})
     levels.check(mask_dir, threshold=threshold, crack_value=crack_value)
     return examples
-
-
-def to_tiles(image: np.ndarray, size: int) -> tuple[np.ndarray, tuple]:
-    """(N, size, size, C) tiles covering the image row by row; the right and bottom edges are padded
-    by reflection to a multiple of `size`. Returns the tiles and the padded (rows, cols) grid."""
-    height, width = image.shape[:2]
-    rows, cols = -(-height // size), -(-width // size)
-    pad = ((0, rows * size - height), (0, cols * size - width)) + ((0, 0),) * (image.ndim - 2)
-    padded = np.pad(image, pad, mode="reflect" if min(height, width) > 1 else "edge")
-    tiles = padded.reshape(rows, size, cols, size, *image.shape[2:]).swapaxes(1, 2)
-    return tiles.reshape(rows * cols, size, size, *image.shape[2:]), (rows, cols)
-
-
-def from_tiles(tiles: np.ndarray, grid: tuple, shape: tuple) -> np.ndarray:
-    """Inverse of `to_tiles`: stitch (N, size, size, ...) tiles and crop to the original (H, W)."""
-    rows, cols = grid
-    size = tiles.shape[1]
-    stitched = tiles.reshape(rows, cols, size, size, *tiles.shape[3:]).swapaxes(1, 2)
-    stitched = stitched.reshape(rows * size, cols * size, *tiles.shape[3:])
-    return stitched[: shape[0], : shape[1]]
 
 
 def check_tileable(image: np.ndarray, size: int, name: str) -> None:

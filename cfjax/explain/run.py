@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cfjax import evaluate, interrupts, storage, visualize
+from cfjax import evaluate, interrupts, storage, tiling, visualize
 from cfjax.data import pipeline
 from cfjax.errors import DataError
 from cfjax.explain import folder as folders
@@ -116,43 +116,26 @@ def _split_examples(data: dict, split: str) -> list[dict]:
              "label": int(data["label"][i])} for i in range(len(data["label"]))]
 
 
-def _tiles_images(config: ml_collections.ConfigDict) -> bool:
-    """Runs trained on crops of photographs (patch views, the embedded set) explain a larger image tile
-    by tile; runs trained on whole resized images see it resized."""
-    name = config.data.name
-    return name == "synthetic" or (name.startswith("crack_segmentation") and config.data.view == "patches")
-
-
 def _add_maps(examples: list, run: LoadedRun, methods, config: ml_collections.ConfigDict) -> None:
-    """Each example gets "maps" {method: (H, W)} (and "counterfactual" for GAN runs) at its own size."""
-    size = config.data.image_size
-    tile = _tiles_images(config)
-    pieces, layout = [], []
+    """Each example gets "maps" {method: (H, W)} (and "counterfactual" for GAN runs) at its own size: runs
+    trained on crops see overlapping tiles blended seamlessly (`cfjax.tiling`), the others a resized copy."""
+    size, batch_size = config.data.image_size, config.eval.batch_size
+    tile = pipeline.tiles_photos(config)
+    wanted = methods.names + (("counterfactual_image",) if methods.draws_counterfactual else ())
+
+    def maps_only(params, images):
+        maps, extras = methods.maps(params, images, jnp.full(images.shape[:1], -1, jnp.int32))
+        return {name: {**maps, **extras}[name] for name in wanted}
+
+    batch_fn = tiling.on_mesh(maps_only, run.params, run.mesh, batch_size)
     for example in examples:
         folders.check_tileable(example["image"], size, example["name"])
-        if tile:
-            tiles, grid = folders.to_tiles(example["image"], size)
-        else:
-            tiles, grid = folders.resize_to(example["image"], size)[None], None
-        layout.append((len(tiles), grid))
-        pieces.append(tiles)
-    tiles = np.concatenate(pieces)
-    data = {"image": tiles, "label": np.full(len(tiles), -1, np.int32)}
-
-    def maps_only(params, batch):
-        maps, extras = methods.maps(params, batch["image"], batch["label"])
-        return {**maps, **extras}
-
-    out = evaluate.SplitEvaluator(data, maps_only, batch_size=config.eval.batch_size, mesh=run.mesh,
-                                  fields=("image", "label")).run(run.params)
-    start = 0
-    for example, (count, grid) in zip(examples, layout):
         shape = example["image"].shape[:2]
-        rows = slice(start, start + count)
-        start += count
-        wanted = methods.names + (("counterfactual_image",) if methods.draws_counterfactual else ())
-        placed = {name: folders.from_tiles(out[name][rows], grid, shape) if tile else
-                  folders.resize_back(out[name][rows][0], shape) for name in wanted}
+        image = example["image"] if tile else folders.resize_to(example["image"], size)
+        placed = tiling.apply(batch_fn, image, tiling.Layout.of(image.shape[:2], size, overlap=tile),
+                              batch_size=batch_size)
+        if not tile:
+            placed = {name: folders.resize_back(placed[name], shape) for name in wanted}
         example["counterfactual"] = placed.pop("counterfactual_image", None)
         example["maps"] = placed
 

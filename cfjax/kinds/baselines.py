@@ -55,7 +55,7 @@ class ClassifierKind(_SupervisedKind):
 
     name: ClassVar[str] = "classifier"
     progress_fields: ClassVar[tuple] = (("loss", "loss"), ("acc", "acc"))
-    offers: ClassVar[tuple] = ("classify",)
+    offers: ClassVar[tuple] = ("classify", "probabilities")
 
     def __init__(self, config: ml_collections.ConfigDict, mesh):
         super().__init__(config, mesh, supervised.build_classifier(config))
@@ -64,7 +64,8 @@ class ClassifierKind(_SupervisedKind):
         return {"label": batch["label"], "pred": jnp.argmax(self.model.apply(params, batch["image"]), -1)}
 
     def inference_functions(self) -> dict:
-        return {"classify": lambda params, x, t: jnp.argmax(self.model.apply(params, x), -1)}
+        return {"classify": lambda params, x, t: jnp.argmax(self.model.apply(params, x), -1),
+                "probabilities": lambda params, x, t: jax.nn.softmax(self.model.apply(params, x), -1)}
 
     def saliency_methods(self) -> SaliencyMethods:
         """Grad-CAM, input gradients and integrated gradients on its class logit."""

@@ -75,7 +75,8 @@ class GanKind:
     progress_fields: ClassVar[tuple] = (("d", "d_loss"), ("g", "g_loss"), ("flip", "flip_rate"),
                                         ("acc", "d_acc_real"))
     inference_fields: ClassVar[tuple] = ("step", "g_ema_params", "d_params")  # G's EMA weights, not the raw ones
-    offers: ClassVar[tuple] = ("classify", "p_fake", "generator_classify", "counterfactual", "saliency", "mask")
+    offers: ClassVar[tuple] = ("classify", "probabilities", "p_fake", "generator_classify", "generator_probabilities",
+                               "counterfactual", "saliency", "mask")
     mask_threshold: ClassVar[float | None] = None
 
     def __init__(self, config: ml_collections.ConfigDict, mesh):
@@ -119,8 +120,10 @@ class GanKind:
 
         return {
             "classify": lambda params, x, t: predict_class(self._d_logits(params, x), k),
+            "probabilities": lambda params, x, t: jax.nn.softmax(class_logits(self._d_logits(params, x), k), -1),
             "p_fake": lambda params, x, t: p_fake(self._d_logits(params, x)),
             "generator_classify": lambda params, x, t: jnp.argmax(self._g_outputs(params, x, t)[1], -1),
+            "generator_probabilities": lambda params, x, t: jax.nn.softmax(self._g_outputs(params, x, t)[1], -1),
             "counterfactual": lambda params, x, t: self._g_outputs(params, x, t)[0],
             "saliency": saliency,
         }

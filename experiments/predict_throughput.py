@@ -1,0 +1,49 @@
+"""Photos per second of --mode=predict's per-photo work (docs/predicting.md#throughput).
+
+    PYTHONPATH=. python experiments/predict_throughput.py --workdir=RUN [--sizes=480x320,4000x3000]
+
+Restores the run once, predicts one warm-up photo of each size (compiles), then times `--count` photos
+of each size through `cfjax.predict.run.predict_photo` (tiles, maps, mask, overlay, counterfactual,
+thumbnails and their PNG/JPEG writes; reading is not included).
+"""
+
+import argparse
+import os
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+import cfjax
+from cfjax.predict import run as predict_run
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--sizes", default="480x320,4000x3000")
+    parser.add_argument("--count", type=int, default=3)
+    args = parser.parse_args()
+    run = cfjax.restore(args.workdir)
+    methods = tuple(m for m in predict_run.METHODS if m in run.offers)
+    abstain, mask = {"threshold": None}, {"threshold": run.mask_threshold, "rule": run.mask_rule}
+    rng = np.random.default_rng(0)
+    print(f"{run!r}; {jax.device_count()} {jax.default_backend()} device(s); tile batch {run.tile_batch}/device")
+    with tempfile.TemporaryDirectory() as out:
+        for sub in ("maps", "thumbs"):
+            os.makedirs(os.path.join(out, sub))
+        for size in args.sizes.split(","):
+            width, height = (int(v) for v in size.split("x"))
+            photos = [rng.random((height, width, 3), np.float32) for _ in range(args.count + 1)]
+            predict_run.predict_photo(run, photos[0], "warmup", "warmup", out, methods, abstain, mask)
+            start = time.time()
+            for i, photo in enumerate(photos[1:]):
+                record = predict_run.predict_photo(run, photo, f"p{i}", f"p{i}", out, methods, abstain, mask)
+            seconds = (time.time() - start) / args.count
+            print(f"{width}x{height}: {record['tiles']} tiles, {seconds:.2f} s/photo, {1 / seconds:.3f} photos/s, "
+                  f"{record['tiles'] / seconds:.0f} tiles/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""`--mode=predict` on tiny runs trained here: a folder of generated photos of several formats, sizes and
+names (a corrupt one, hidden and system files), resuming, each kind, the CLI without --config, the report."""
+
+import csv
+import html.parser
+import json
+import os
+import shutil
+import subprocess
+import sys
+import urllib.parse
+
+import baselines
+import cracks
+import numpy as np
+import pytest
+from PIL import Image
+
+from cfjax import train
+from cfjax.data.builders import files
+from cfjax.errors import DataError
+from cfjax.predict import photos
+from cfjax.predict.run import choose_abstain_threshold, predict
+
+READABLE = ("a.jpg", "grey.png", "exif_rotated.jpg", "sub/rgba.png", "sub/palette.bmp", "sub/cmyk.tiff",
+            "sub/ünïcode dir/sixteen bit.tif", "sub/ünïcode dir/фото.webp")
+
+
+def make_photos(folder) -> None:
+    """The readable photos above (grey, RGBA, palette, CMYK, 16-bit, EXIF-rotated, non-ASCII names), a
+    corrupt JPEG, hidden and system files, and a text file."""
+    os.makedirs(os.path.join(folder, "sub", "ünïcode dir"), exist_ok=True)
+    os.makedirs(os.path.join(folder, ".hidden_dir"), exist_ok=True)
+    rng = np.random.default_rng(0)
+
+    def image(h, w):
+        y, x = np.mgrid[:h, :w]
+        grey = (128 + 60 * np.sin(x / 17.0) * np.cos(y / 23.0) + rng.normal(0, 8, (h, w))).clip(0, 255)
+        grey[h // 2:h // 2 + 3, :] = 30  # a dark line, crack-like
+        return np.stack([grey, grey * 0.95, grey * 0.9], -1).astype(np.uint8)
+
+    path = lambda name: os.path.join(folder, name)  # noqa: E731
+    Image.fromarray(image(320, 480)).save(path("a.jpg"), quality=90)
+    Image.fromarray(image(100, 70)).convert("L").save(path("grey.png"))
+    Image.fromarray(image(64, 96)).convert("RGBA").save(path("sub/rgba.png"))
+    Image.fromarray(image(50, 50)).convert("P").save(path("sub/palette.bmp"))
+    Image.fromarray(image(90, 60)).convert("CMYK").save(path("sub/cmyk.tiff"))
+    Image.fromarray(image(40, 80)[..., 0].astype(np.uint16) * 257).save(path("sub/ünïcode dir/sixteen bit.tif"))
+    Image.fromarray(image(48, 48)).save(path("sub/ünïcode dir/фото.webp"))
+    rotated = Image.fromarray(image(40, 60))
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees: 40 wide, 60 tall
+    rotated.save(path("exif_rotated.jpg"), exif=exif)
+    with open(path("corrupt.jpg"), "wb") as f:
+        f.write(b"\xff\xd8\xff\xe0 not a JPEG at all")
+    for name, data in ((".DS_Store", b"\0\0\0\1Bud1"), ("._a.jpg", b"\0\5\26\7"), ("Thumbs.db", b"\xd0\xcf"),
+                       (".hidden_dir/b.jpg", b"hidden"), ("notes.txt", b"not a photo")):
+        with open(path(name), "wb") as f:
+            f.write(data)
+
+
+def test_photos_are_listed_recursively_without_hidden_or_system_files(tmp_path):
+    make_photos(tmp_path)
+    found, others = photos.list_photos(str(tmp_path))
+    assert set(found) == set(READABLE) | {"corrupt.jpg"}
+    assert others == 1  # notes.txt
+    keys = [photos.key(p) for p in found]
+    assert len(set(keys)) == len(keys) and all(k.isascii() for k in keys)
+    with pytest.raises(DataError, match="does not exist"):
+        photos.list_photos(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("x")
+    with pytest.raises(DataError, match="no image files under .*1 other file"):
+        photos.list_photos(str(tmp_path / "empty"))
+
+
+def test_the_abstain_threshold_keeps_the_largest_coverage_that_halves_the_error():
+    p_fake = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
+    wrong = np.array([0, 0, 0, 1, 0, 1, 1, 1], bool)  # error 0.5; kept error <= 0.25 up to 0.5 (1 of 5 = 0.2)
+    threshold, rule, stats = choose_abstain_threshold(p_fake, wrong)
+    assert threshold == 0.5 and stats["coverage"] == 5 / 8 and "half" in rule
+    assert choose_abstain_threshold(p_fake, np.zeros(8, bool))[0] == 0.8  # no error: only stranger inputs abstain
+    assert choose_abstain_threshold(p_fake, np.ones(8, bool))[0] is None  # nothing halves it
+    ties = choose_abstain_threshold(np.array([0.1, 0.1, 0.9]), np.array([0, 1, 1], bool))
+    assert ties[0] is None  # the tied 0.1s cannot be split: keeping one keeps both (error 0.5 > 1/3)
+
+
+class _Page(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.rows, self.links, self.scripts, self.in_body = [], [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tbody":
+            self.in_body = True
+        if tag == "tr" and self.in_body:
+            self.rows.append(attrs)
+        for name in ("href", "src"):
+            if attrs.get(name) and tag in ("a", "img", "script", "link"):
+                self.links.append(attrs[name])
+
+
+def check_report(out_dir, count) -> _Page:
+    page = _Page()
+    page.feed((out_dir / "report.html").read_text(encoding="utf-8"))
+    assert len(page.rows) == count
+    for link in page.links:
+        assert not urllib.parse.urlparse(link).scheme, f"{link}: the page must not reach the network"
+        assert (out_dir / urllib.parse.unquote(link)).is_file(), link
+    return page
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+    config = cracks.get_config("tiny")
+    workdir = str(tmp_path_factory.mktemp("gan"))
+    train.train_and_evaluate(config, workdir)
+    return config, workdir
+
+
+@pytest.mark.slow
+def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path):
+    config, workdir = gan_run
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    make_photos(folder)
+    summary = predict(config, workdir, str(folder), out_dir=str(out), progress=False)
+    assert summary["counts"] == {"photos_found": 9, "predicted": 8, "skipped": 1,
+                                 "abstained": summary["counts"]["abstained"]}
+    assert summary["skipped"][0]["path"] == "corrupt.jpg" and "cannot read image" in summary["skipped"][0]["reason"]
+    assert summary["abstain"]["rule"] and "validation_error" in summary["abstain"]
+    assert "Otsu" in summary["mask"]["rule"]
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["path"] for r in records} == set(READABLE)
+    for record in records:
+        shown = files.read_image(str(folder / record["path"]))  # as a viewer shows it: EXIF applied
+        assert (record["height"], record["width"]) == shown.shape[:2]
+        for name in ("saliency", "mask", "counterfactual", "overlay"):
+            with Image.open(out / record["files"][name]) as image:
+                assert image.size == (record["width"], record["height"])
+        assert sum(record["probabilities"]) == pytest.approx(1.0, abs=1e-5)
+        assert 0 <= record["p_fake"] <= 1 and isinstance(record["abstained"], bool)
+        assert record["g_class"] in (0, 1) and 0 <= record["mask_area"] <= 1
+    exif = next(r for r in records if r["path"] == "exif_rotated.jpg")
+    assert (exif["width"], exif["height"]) == (40, 60)
+    with open(out / "predictions.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["path"] for r in rows] == [r["path"] for r in records] and "p_crack" in rows[0]
+    check_report(out, 8)
+    # Resuming: a run stopped after some photos (their records written, the tables not) completes the rest
+    # and the tables, and computes nothing twice.
+    for name in ("predictions.csv", "predictions.jsonl", "summary.json", "report.html"):
+        (out / name).unlink()
+    removed = sorted((out / "records").iterdir())[:3]
+    for path in removed:
+        path.unlink()
+    again = predict(config, workdir, str(folder), out_dir=str(out), progress=False)
+    assert again["resumed"] == 5 and again["counts"]["predicted"] == 8
+    assert len((out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()) == 8
+    assert json.loads((out / "summary.json").read_text())["counts"]["predicted"] == 8
+    # a given threshold overrides the validation rule
+    forced = predict(config, workdir, str(folder), out_dir=str(tmp_path / "forced"), abstain_threshold=0.0,
+                     progress=False)
+    assert forced["abstain"]["rule"] == "given by --abstain_threshold" and forced["counts"]["abstained"] == 8
+
+
+@pytest.mark.slow
+def test_the_report_renders_in_headless_chromium(gan_run, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no headless Chromium here (apt-get install chromium); the report is still parsed above")
+    config, workdir = gan_run
+    folder, out = tmp_path / "photos", tmp_path / "out"
+    make_photos(folder)
+    predict(config, workdir, str(folder), out_dir=str(out), progress=False)
+    shot = tmp_path / "report.png"
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                           "--window-size=1400,1000", f"file://{out / 'report.html'}"],
+                          capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), proc.stderr[-2000:]
+    with Image.open(shot) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.std() > 10  # not a blank page
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          f"file://{out / 'report.html'}"], capture_output=True, text=True, timeout=120)
+    assert '<b id="shown">8</b>' in dom.stdout  # the inline script ran and counted the shown rows
+
+
+def _cli(args, repo_root):
+    return subprocess.run([sys.executable, "-m", "cfjax.main", *args], cwd=repo_root, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+@pytest.mark.parametrize("variant, has_classes, has_masks", [("classifier,tiny", True, False),
+                                                             ("unet,tiny", False, True)])
+def test_each_kind_predicts_what_it_offers_through_the_cli_without_config(tmp_path, repo_root, variant,
+                                                                          has_classes, has_masks):
+    workdir = tmp_path / "run"
+    train.train_and_evaluate(baselines.get_config(variant), str(workdir))
+    folder = tmp_path / "photos"
+    make_photos(folder)
+    proc = _cli(["--mode=predict", f"--workdir={workdir}", f"--folder={folder}"], repo_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = workdir / "predict_photos"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts"]["predicted"] == 8 and summary["abstain"]["threshold"] is None
+    record = json.loads((out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert ("probabilities" in record) == has_classes and ("mask_area" in record) == has_masks
+    assert "counterfactual" not in record["files"] and "p_fake" not in record
+    check_report(out, 8)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_cli_predict_errors_are_one_line(gan_run, tmp_path, repo_root):
+    _, workdir = gan_run
+    missing = _cli(["--mode=predict", f"--workdir={workdir}", f"--folder={tmp_path / 'nope'}"], repo_root)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = _cli(["--mode=predict", f"--workdir={workdir}", f"--folder={tmp_path / 'empty'}"], repo_root)
+    assert empty.returncode == 2 and "no image files under" in empty.stderr
+    no_folder = _cli(["--mode=predict", f"--workdir={workdir}"], repo_root)
+    assert no_folder.returncode == 2 and "needs --folder" in no_folder.stderr

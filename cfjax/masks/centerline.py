@@ -53,7 +53,11 @@ def skeletonize(masks: jnp.ndarray) -> jnp.ndarray:
 def centerline_counts(predicted: jnp.ndarray, truth_band: jnp.ndarray, radius: int) -> dict:
     """Per image: |A ∩ B| and |A ∪ B| of A = the predicted skeleton dilated by a disk of `radius` and
     B = `truth_band` (the true skeleton, dilated the same way: `centerline_band`). True negatives never count."""
-    band = centerline_band(predicted, radius)
+    return band_overlap(centerline_band(predicted, radius), truth_band)
+
+
+def band_overlap(band: jnp.ndarray, truth_band: jnp.ndarray) -> dict:
+    """Per image: |A ∩ B| and |A ∪ B| of two dilated skeletons (B, H, W)."""
     count = lambda a: jnp.sum(a, axis=(1, 2)).astype(jnp.float32)
     return {"cl_intersection": count(band & truth_band), "cl_union": count(band | truth_band)}
 

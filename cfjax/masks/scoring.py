@@ -44,18 +44,12 @@ def score_batch(maps: dict, masks: jnp.ndarray, *, grid: jnp.ndarray, per_image:
     ({method: the threshold `tuned` froze}) as well, clIoU's counts at that threshold."""
     out = {"truth": jnp.sum(masks, axis=(1, 2)).astype(jnp.float32),
            "pixels": jnp.full(masks.shape[:1], masks.shape[1] * masks.shape[2], jnp.float32)}
-    if tolerances is not None and frozen:
-        truth_band = centerline.centerline_band(masks, tolerances.centerline)
     for name, saliency_map in maps.items():
         out[f"{name}/grid_intersection"], out[f"{name}/grid_union"] = metrics.iou_counts(saliency_map, masks, grid)
         out[f"{name}/grid_predicted"] = jnp.sum(saliency_map[..., None] > grid, axis=(1, 2)).astype(jnp.float32)
         if tolerances is not None:
             out[f"{name}/grid_matched"], out[f"{name}/grid_found"] = tolerant.tolerant_counts(
                 saliency_map, masks, grid, tolerances.f1)
-            if frozen and name in frozen:
-                counts = centerline.centerline_counts(saliency_map > frozen[name], truth_band, tolerances.centerline)
-                out[f"{name}/tuned_cl_intersection"], out[f"{name}/tuned_cl_union"] = (
-                    counts["cl_intersection"], counts["cl_union"])
         if per_image is not None:
             predictions = {
                 "fixed": thresholds.fixed_fraction_of_max(saliency_map, per_image.fixed_fraction),
@@ -69,6 +63,22 @@ def score_batch(maps: dict, masks: jnp.ndarray, *, grid: jnp.ndarray, per_image:
         if num_bins is not None:
             out[f"{name}/histogram"] = jax.vmap(
                 lambda s, m: metrics.pixel_histograms(s[None], m[None], jnp.ones(1), num_bins))(saliency_map, masks)
+    if tolerances is not None and frozen:
+        out.update(_centerline_counts(maps, masks, frozen, tolerances.centerline))
+    return out
+
+
+def _centerline_counts(maps: dict, masks: jnp.ndarray, frozen: dict, radius: int) -> dict:
+    """clIoU's counts of every method in `frozen` at its threshold. The true and all predicted masks are
+    thinned as one batch: one loop to compile and run, not one per method."""
+    names = [name for name in maps if name in frozen]
+    stacked = jnp.concatenate([masks.astype(bool)] + [maps[name] > frozen[name] for name in names])
+    bands = centerline.centerline_band(stacked, radius).reshape((len(names) + 1,) + masks.shape)
+    out = {}
+    for index, name in enumerate(names):
+        counts = centerline.band_overlap(bands[index + 1], bands[0])
+        out[f"{name}/tuned_cl_intersection"], out[f"{name}/tuned_cl_union"] = (counts["cl_intersection"],
+                                                                              counts["cl_union"])
     return out
 
 

@@ -195,6 +195,11 @@ def explain_config() -> ml_collections.ConfigDict:
     explain.ig_steps = 16  # integrated gradients: gradients along the path from a black image
     explain.histogram_bins = 1024  # AUROC / AP resolution on [0, 1]
     explain.max_figures = 24  # per-image figures written (contact sheets always show best and worst)
+    explain.tolerance = 2  # tolerant F1 (ODS / OIS): pixels within this Euclidean distance match
+    explain.centerline_tolerance = 4  # clIoU: skeletons dilated by a disk of this radius
+    # Thin-mask options, each scored as a row of its own (chosen on validation, never replacing a map):
+    explain.thin_nms = True  # the run's own map with non-maximum suppression across the crack
+    explain.thin_reduce = "min"  # GAN runs: |x - x_hat| with this sharper channel reduction, no blur ("": off)
     explain.contact_rows = 8
     return explain
 

@@ -67,6 +67,10 @@ def tabulate(per_model: dict) -> tuple[dict, str]:
             row["fp_area_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("fp_area_empty")
                                               for e in entries])
             row["auroc"] = common.mean_std([e["auroc"] for e in entries])
+            # The crack literature's tolerant scores (absent from explain.json files older than them).
+            for field in ("ods_f1", "ods_oracle_f1", "ois_f1"):
+                row[field] = common.mean_std([e.get("tolerant", {}).get(field) for e in entries])
+            row["cliou_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("cliou") for e in entries])
             row["ap"] = common.mean_std([e["ap"] for e in entries])
             rows[method] = row
     def fmt(value, seeds):
@@ -76,7 +80,9 @@ def tabulate(per_model: dict) -> tuple[dict, str]:
 
     columns = [("IoU, τ tuned on val", "iou_tuned"), ("IoU, Otsu", "iou_otsu"), ("IoU, ½·max", "iou_fixed"),
                ("IoU, top-k", "iou_top_k"), ("Dice (tuned)", "dice_tuned"), ("pixel AUROC", "auroc"),
-               ("AP", "ap"), ("FP area, no-crack patches (tuned)", "fp_area_tuned")]
+               ("AP", "ap"), ("FP area, no-crack patches (tuned)", "fp_area_tuned"),
+               ("tolerant F1 ODS, d=2 (τ val)", "ods_f1"), ("F1 ODS oracle (τ test)", "ods_oracle_f1"),
+               ("F1 OIS (oracle)", "ois_f1"), ("clIoU, d=4 (tuned)", "cliou_tuned")]
     lines = ["| method | seeds | " + " | ".join(c for c, _ in columns) + " |", "|---|---|" + "---|" * len(columns)]
     for method, row in rows.items():
         cells = " | ".join(fmt(row[k], row["seeds"]) for _, k in columns)

@@ -83,6 +83,9 @@ def test_unknown_variant_is_named():
         ("explain.fixed_fraction", 1.5, "config.explain.fixed_fraction=1.5: must be in [0, 1)"),
         ("explain.top_k_percent", -1.0, "config.explain.top_k_percent=-1.0"),
         ("explain.ig_steps", 0, "config.explain.ig_steps=0: must be an integer >= 1"),
+        ("explain.tolerance", -1, "config.explain.tolerance=-1: must be an integer in [0, 33)"),
+        ("explain.centerline_tolerance", 40, "config.explain.centerline_tolerance=40: must be an integer in [0, 33)"),
+        ("explain.thin_reduce", "median", "config.explain.thin_reduce='median': must be '' (off) or one of"),
         ("adversarial_training.epsilon", 0.1, "PGD training applies to the plain classifier only"),
         ("adversarial_training.epsilon", -0.1, "config.adversarial_training.epsilon=-0.1: must be >= 0"),
         ("adversarial_training.norm", "l1", "config.adversarial_training.norm='l1': must be one of ('linf', 'l2')"),
@@ -142,6 +145,9 @@ def test_an_old_config_is_upgraded_even_when_locked(tiny_config):
     assert config.data.balance_classes is False and config.model == "gan"
     assert config.optimizer.generator.eps == 1e-8 and config.adversarial_training.epsilon == 0.0
     assert config.attack.iterations == 10 and config.explain.ig_steps == 16
+    # Tolerant scores only add numbers; the thin-mask rows did not exist.
+    assert (config.explain.tolerance, config.explain.centerline_tolerance) == (2, 4)
+    assert config.explain.thin_nms is False and config.explain.thin_reduce == ""
     validate_config(config)
 
 

@@ -20,7 +20,7 @@ from cfjax.masks import thresholds
 pytestmark = pytest.mark.slow
 
 GAN_METHODS = {"counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients", "dark_pixels",
-               "local_contrast"}
+               "local_contrast", "counterfactual_nms", "counterfactual_min"}  # the last two: thin-mask options
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,18 @@ def test_explain_scores_every_method_and_thresholding_on_the_test_split(gan_run,
         theirs = trained["test"][f"iou_{method}"]
         assert ours["iou_mean"] == pytest.approx(theirs["iou_mean"], abs=1e-6)
         assert ours["threshold"] == pytest.approx(theirs["threshold"])
+    # Tolerant scores for every method: ODS at validation's tau, the test oracle, OIS, and clIoU at the tuned tau.
+    for name, method in results["methods"].items():
+        scores = method["tolerant"]
+        for field in ("ods_f1", "ods_oracle_f1", "ois_f1", "ods_precision", "ods_recall"):
+            assert 0.0 <= scores[field] <= 1.0, (name, field)
+        assert scores["ods_f1"] <= scores["ods_oracle_f1"] + 1e-9, name
+        assert 0.0 <= method["thresholdings"]["tuned"]["cliou"] <= 1.0, name
+        assert set(method["validation"]) == {"iou_mean", "ods_f1"}, name
     saved = json.loads((tmp_path / "explain.json").read_text())
     assert saved["methods"] == results["methods"]
     table = (tmp_path / "explain.md").read_text()
+    assert "F1 ODS, d=2 (τ val)" in table and "clIoU tuned, d=4" in table
     assert all(f"| {name} |" in table for name in GAN_METHODS)
     assert (tmp_path / "best.png").is_file() and (tmp_path / "worst.png").is_file()
     figures = sorted((tmp_path / "figures").glob("*.png"))
@@ -148,8 +157,9 @@ def test_explain_refuses_a_workdir_without_checkpoints_or_from_another_config(ga
 
 
 @pytest.mark.parametrize("baseline, methods", [
-    ("classifier", {"classifier_grad_cam", "classifier_gradients", "classifier_integrated_gradients"}),
-    ("unet", {"segmenter"}),
+    ("classifier", {"classifier_grad_cam", "classifier_gradients", "classifier_integrated_gradients",
+                    "classifier_grad_cam_nms"}),
+    ("unet", {"segmenter", "segmenter_nms"}),
 ])
 def test_explain_scores_the_baselines_identically(tmp_path, baseline, methods):
     config = baselines.get_config(f"{baseline},tiny")
@@ -158,6 +168,8 @@ def test_explain_scores_the_baselines_identically(tmp_path, baseline, methods):
     assert set(results["methods"]) == methods
     for method in results["methods"].values():
         assert set(method["thresholdings"]) == set(thresholds.THRESHOLDINGS)
+        assert {"ods_f1", "ods_oracle_f1", "ois_f1"} <= set(method["tolerant"]) and "cliou" in method[
+            "thresholdings"]["tuned"]
     if baseline == "unet":
         tuned = results["methods"]["segmenter"]["thresholdings"]["tuned"]
         assert tuned["iou_mean"] == pytest.approx(trained["test"]["iou_segmenter"]["iou_mean"], abs=1e-6)

@@ -52,6 +52,11 @@ ADDED_FIELDS: dict[str, Any] = {
     "explain.histogram_bins": 1024,
     "explain.max_figures": 24,
     "explain.contact_rows": 8,
+    # Tolerant scores only add numbers; the thin-mask rows were not there before.
+    "explain.tolerance": 2,
+    "explain.centerline_tolerance": 4,
+    "explain.thin_nms": False,
+    "explain.thin_reduce": "",
     "attack.paper_step_sizes_255": (0.5, 1.0, 2.0, 4.0, 8.0),
     "attack.paper_iterations": 10,
     "attack.linf_epsilons_255": (1.0, 2.0, 4.0, 8.0, 16.0),

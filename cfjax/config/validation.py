@@ -39,7 +39,8 @@ FIELDS = {
     "optimizer.discriminator": _OPTIMIZER_FIELDS,
     "eval": ("batch_size", "num_thresholds", "num_image_rows"),
     "saliency": ("reduce", "blur_radius", "contrast_radius"),
-    "explain": ("fixed_fraction", "top_k_percent", "ig_steps", "histogram_bins", "max_figures", "contact_rows"),
+    "explain": ("fixed_fraction", "top_k_percent", "ig_steps", "histogram_bins", "max_figures", "contact_rows",
+                "tolerance", "centerline_tolerance", "thin_nms", "thin_reduce"),
     "adversarial_training": ("epsilon", "step_size", "num_steps", "norm", "warmup_steps"),
     "attack": ("paper_step_sizes_255", "paper_iterations", "linf_epsilons_255", "l2_epsilons", "iterations",
                "restarts", "check_epsilon_255", "strong_iterations", "strong_restarts", "adaptive_weight",
@@ -264,3 +265,8 @@ def _validate_explain(config: ml_collections.ConfigDict) -> None:
         _require(_is_int(explain[field]) and explain[field] >= 0, f"explain.{field}", "must be an integer >= 0", config)
     for field in ("ig_steps", "histogram_bins", "contact_rows"):
         _require(_is_int(explain[field]) and explain[field] >= 1, f"explain.{field}", "must be an integer >= 1", config)
+    for field in ("tolerance", "centerline_tolerance"):
+        _integer(config, f"explain.{field}", 0, 33)
+    _require(isinstance(explain.thin_nms, bool), "explain.thin_nms", "must be True or False", config)
+    _require(explain.thin_reduce == "" or explain.thin_reduce in REDUCTIONS, "explain.thin_reduce",
+             f"must be '' (off) or one of {REDUCTIONS}", config)

@@ -16,12 +16,20 @@ def _fmt(value, digits: int = 3) -> str:
 
 def markdown_table(results: dict) -> str:
     """One row per method: AUROC, AP, and per-image mean IoU under each thresholding, then Dice and the
-    false-positive area on images without damage at the first thresholding present."""
+    false-positive area on images without damage at the first thresholding present; then, when counted,
+    the tolerant scores: tolerant F1 at the ODS threshold chosen on validation, the test-optimal ODS
+    (oracle) and OIS, and clIoU at the tuned threshold."""
     methods = results["methods"]
     present = [t for t in THRESHOLDING_ORDER if any(t in m["thresholdings"] for m in methods.values())]
     main = present[0]
+    tolerant = any("tolerant" in m for m in methods.values())
+    settings = results.get("settings", {})
+    d, d_cl = settings.get("tolerance", "d"), settings.get("centerline_tolerance", "d")
     header = (["method", "pixel AUROC", "AP"] + [f"IoU {t}" for t in present]
               + [f"Dice {main}", f"FP area ({main}, no damage)"])
+    if tolerant:
+        header += [f"F1 ODS, d={d} (τ val)", "F1 ODS oracle (τ test)", "F1 OIS (oracle per image)",
+                   f"clIoU tuned, d={d_cl}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, method in methods.items():
         cells = [name, _fmt(method["auroc"]), _fmt(method["ap"])]
@@ -33,12 +41,28 @@ def markdown_table(results: dict) -> str:
             cells.append(text)
         main_entry = method["thresholdings"].get(main, {})
         cells += [_fmt(main_entry.get("dice_mean")), _fmt(main_entry.get("fp_area_empty"))]
+        if tolerant:
+            scores = method.get("tolerant", {})
+            ods = _fmt(scores.get("ods_f1"))
+            if "ods_threshold" in scores:
+                ods += f" (τ {scores['ods_threshold']:.2f})"
+            oracle = _fmt(scores.get("ods_oracle_f1"))
+            if "ods_oracle_threshold" in scores:
+                oracle += f" (τ {scores['ods_oracle_threshold']:.2f})"
+            cells += [ods, oracle, _fmt(scores.get("ois_f1")),
+                      _fmt(method["thresholdings"].get("tuned", {}).get("cliou"))]
         lines.append("| " + " | ".join(cells) + " |")
     data = results["data"]
     caption = (f"{results['model']} run {results['workdir']} (step {results['step']}) on {data['source']}: "
                f"{data['num_damaged']} images with damage scored, {data['num_empty']} without (false-positive "
-               f"area only). IoU is the per-image mean over damaged images; dataset-level IoU and Dice per "
-               f"thresholding are in explain.json.")
+               f"area only). IoU is the per-image mean over damaged images, crack class only (no mIoU with the "
+               f"background); dataset-level IoU and Dice per thresholding are in explain.json.")
+    if tolerant:
+        caption += (f" Tolerant F1 counts a pixel as matched within {d} px (Euclidean): ODS pools counts over "
+                    f"images at one τ, chosen on validation (the honest number) or on test itself (oracle); "
+                    f"OIS takes each test image's best τ (an oracle too). clIoU is the dataset-level IoU of the "
+                    f"skeletons dilated by a disk of radius {d_cl}, at the tuned τ. Rows ending in _nms or a "
+                    f"channel reduction are thin-mask options; choose among them by `validation` in explain.json.")
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ from cfjax.data import pipeline
 from cfjax.errors import DataError
 from cfjax.explain import folder as folders
 from cfjax.explain import report
-from cfjax.masks import scoring, thresholds
+from cfjax.masks import scoring, thin, thresholds
 from cfjax.saved_runs import LoadedRun, load_run
 from cfjax.version import __version__
 
@@ -41,27 +41,38 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
     validation, validation_note = _validation_arrays(config)
     top_k_fraction = _top_k_fraction(config, validation)
     rules = scoring.PerImageRules(fixed_fraction=config.explain.fixed_fraction, top_k_fraction=top_k_fraction)
-    score = functools.partial(scoring.score_batch, grid=grid, per_image=rules, num_bins=config.explain.histogram_bins)
+    tolerances = scoring.Tolerances(f1=config.explain.tolerance, centerline=config.explain.centerline_tolerance)
+    score = functools.partial(scoring.score_batch, grid=grid, per_image=rules, num_bins=config.explain.histogram_bins,
+                              tolerances=tolerances)
+    names = methods.names + thin.variant_names(methods.names[0], methods.draws_counterfactual, config.explain)
 
-    def score_split(params, batch):
-        maps, _ = methods.maps(params, batch["image"], batch["label"])
-        return score(maps, batch["mask"])
+    def score_split(params_and_frozen, batch):
+        params, frozen = params_and_frozen  # frozen: {method: tuned threshold} for clIoU
+        maps, extras = methods.maps(params, batch["image"], batch["label"])
+        maps.update(thin.variant_maps(maps, methods.names[0], batch["image"], extras.get("counterfactual_image"),
+                                      config))
+        return score(maps, batch["mask"], frozen=frozen)
 
     evaluator = functools.partial(evaluate.SplitEvaluator, batch_fn=score_split,
                                   batch_size=config.eval.batch_size, mesh=run.mesh)
-    val_scores = evaluator(validation).run(run.params) if validation is not None else None
+    # clIoU is counted at the threshold validation froze, so validation is scored first with +inf (nothing
+    # predicted, nothing to thin): the same pytree, so the test pass reuses its compiled function.
+    nothing = {name: jnp.float32(jnp.inf) for name in names}
+    val_scores = evaluator(validation).run((run.params, nothing)) if validation is not None else None
+    tuned = {} if val_scores is None else scoring.tuned_thresholds(val_scores, val_scores["has_mask"], names, grid)
+    frozen = {name: jnp.float32(tuned.get(name, jnp.inf)) for name in names}
     if folder is None:
         data = pipeline.evaluation_arrays(config, split)
-        scores = evaluator(data).run(run.params)
+        scores = evaluator(data).run((run.params, frozen))
         source = f"the {split} split of {config.data.name}"
         examples = _split_examples(data, split)
     else:
         examples = folders.load_pairs(folder, mask_threshold=mask_threshold, crack_value=crack_value)
         _add_maps(examples, run, methods, config)
-        scores = _score_each(examples, score)
+        scores = _score_each(examples, functools.partial(score, frozen=frozen), methods.names[0], config)
         source = f"folder {os.path.abspath(folder)}"
     has_mask = scores["has_mask"]
-    summary = scoring.summarize(scores, has_mask, methods.names, grid, val_scores,
+    summary = scoring.summarize(scores, has_mask, names, grid, val_scores,
                                 None if val_scores is None else val_scores["has_mask"])
     damaged, empty = scoring.damage_rows(scores, has_mask)
     results = {
@@ -70,6 +81,8 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
                  "num_empty": int(empty.sum())},
         "settings": {"fixed_fraction": config.explain.fixed_fraction, "top_k_percent": 100 * top_k_fraction,
                      "saliency": config.saliency.to_dict(), "ig_steps": config.explain.ig_steps,
+                     "tolerance": config.explain.tolerance, "centerline_tolerance": config.explain.centerline_tolerance,
+                     "thin_nms": config.explain.thin_nms, "thin_reduce": config.explain.thin_reduce,
                      "tuned_on": "validation" if val_scores is not None else validation_note,
                      "mask_rule": None if folder is None else
                      (f"== {crack_value}" if crack_value is not None else f"> {mask_threshold}")},
@@ -140,13 +153,22 @@ def _add_maps(examples: list, run: LoadedRun, methods, config: ml_collections.Co
         example["maps"] = placed
 
 
-def _score_each(examples: list, score) -> dict:
-    """Score whole images one at a time (they may differ in size); one compile per distinct size."""
-    score_one = jax.jit(score)
+def _score_each(examples: list, score, first: str, config: ml_collections.ConfigDict) -> dict:
+    """Score whole images one at a time (they may differ in size), with the thin-mask options' maps made
+    from the placed ones; one compile per distinct size."""
+
+    def score_one_image(maps, image, counterfactual, mask):
+        maps = {**maps, **thin.variant_maps(maps, first, image, counterfactual, config)}
+        return score(maps, mask)
+
+    score_one = jax.jit(score_one_image)
     per_image = []
     for example in examples:
         maps = {name: m[None] for name, m in example["maps"].items()}
-        per_image.append(jax.tree.map(np.asarray, score_one(maps, example["mask"][None])))
+        counterfactual = example.get("counterfactual")
+        per_image.append(jax.tree.map(np.asarray, score_one(
+            maps, example["image"][None], None if counterfactual is None else counterfactual[None],
+            example["mask"][None])))
     scores = {name: np.concatenate([s[name] for s in per_image]) for name in per_image[0]}
     scores["has_mask"] = np.ones(len(examples), bool)
     return scores

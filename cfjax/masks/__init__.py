@@ -7,6 +7,9 @@
 * `attribution`: gradient baselines on a classifier (input gradients, integrated gradients, Grad-CAM);
 * `thresholds`: binarising maps (fixed fraction, Otsu, tuned, top-k);
 * `metrics`: IoU, Dice, AUROC / AP from per-image counts;
+* `tolerant`, `centerline`: the crack literature's scores with a distance tolerance (tolerant F1 as ODS /
+  OIS; clIoU on dilated skeletons), and disk dilation;
+* `thin`: thin-mask options scored as rows of their own (ridge NMS, a sharper channel reduction);
 * `scoring`: per-image counts in one jitted pass, and the summary per method and thresholding.
 """
 

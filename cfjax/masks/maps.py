@@ -12,7 +12,7 @@ import ml_collections
 # and masks are scored on images of the other classes.
 NORMAL_CLASS = 0
 
-REDUCTIONS = ("mean", "max", "l2")
+REDUCTIONS = ("mean", "max", "l2", "min")
 
 
 def counterfactual_saliency(images: jnp.ndarray, counterfactual: jnp.ndarray, reduce: str) -> jnp.ndarray:
@@ -24,6 +24,8 @@ def counterfactual_saliency(images: jnp.ndarray, counterfactual: jnp.ndarray, re
         return diff.max(axis=-1)
     if reduce == "l2":
         return jnp.sqrt((diff**2).mean(axis=-1))
+    if reduce == "min":  # the sharpest: a pixel counts as much as its least-changed channel
+        return diff.min(axis=-1)
     raise ValueError(f"saliency reduction must be one of {REDUCTIONS}, got {reduce!r}")
 
 

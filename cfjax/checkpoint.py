@@ -131,7 +131,7 @@ class Checkpointer:
                 f"checkpoint {step} in {self.directory} has no input pipeline position (written by an older "
                 f"cfjax?): {error}"
             ) from error
-        position = restored["data"]
+        position = own_position(restored["data"])
         try:
             batches.set_state(position)
         except (DataError, KeyError, TypeError, ValueError) as error:
@@ -295,6 +295,17 @@ def _refuse_differences(directory: str, saved: dict, config: ml_collections.Conf
 def _fields_args(abstract_fields: dict) -> Any:
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_fields)
     return ocp.args.PyTreeRestore(item=abstract_fields, restore_args=restore_args, partial_restore=True)
+
+
+def own_position(saved: dict) -> dict:
+    """This process's input position in a checkpoint's "data" item. A multi-process run stores each process's
+    in "per_process"; a run resumed with another process count (or a single-process checkpoint) uses the
+    top-level one: element s of every host's pipeline is its part of global batch s, so the positions of all
+    hosts count the same batches (`pipeline.training_dataset`)."""
+    per_process = saved.get("per_process")
+    if per_process and len(per_process) == jax.process_count():
+        return {**saved, **per_process[jax.process_index()]}
+    return saved
 
 
 def abstract_like(state: Any) -> Any:

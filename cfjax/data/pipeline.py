@@ -3,7 +3,8 @@
 The training data is a grain `MapDataset` indexed by step: shuffled once per epoch with an explicit
 seed, augmented per example with randomness seeded by (seed, position), batched, and each global
 batch split into contiguous parts between hosts. So batch s is a function of the seed and s alone, on
-any number of hosts, and the iterator position saved with each checkpoint is all a resumed run needs to see the same data.
+any number of hosts, and the iterator position saved with each checkpoint is all a resumed run needs
+to see the same data.
 Worker threads prepare batches ahead and the next batch is already on the devices while the
 current step runs.
 """

@@ -9,8 +9,9 @@ run (and are tested) on one machine; on a TPU pod slice or a GPU cluster every h
 
 Process 0's output passes through as is; the others' lines are prefixed "[process i] ". SIGINT and SIGTERM
 are forwarded to every process (each saves its part of the step in progress and stops). When one process
-fails or dies, the others are sent SIGTERM, then SIGKILL after --grace_s: no process is left waiting for
-a dead peer. The exit code is the first failing process's (128 + N for a signal N), 0 when all succeeded.
+fails or dies, the others get --settle_s to end by themselves (the same error, or the heartbeat timeout
+that notices a dead peer), then SIGTERM, then SIGKILL after --grace_s: no process is left waiting for a
+dead peer. The exit code is the first failing process's (128 + N for a signal N), 0 when all succeeded.
 """
 
 import argparse
@@ -22,8 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-
-KILLED_BY_LAUNCHER = "the launcher stopped it"
 
 
 def free_port() -> int:
@@ -76,8 +75,8 @@ class Launch:
     """N processes of one run; `wait()` returns the exit code."""
 
     def __init__(self, argv: list[str], *, processes: int, devices_per_process: int = 1, grace_s: float = 30.0,
-                 port: int | None = None, module: str = "cfjax.main"):
-        self.grace_s = grace_s
+                 settle_s: float = 10.0, port: int | None = None, module: str = "cfjax.main"):
+        self.grace_s, self.settle_s = grace_s, settle_s
         port = port or free_port()
         self.procs: list[subprocess.Popen] = []
         self._threads = []
@@ -101,7 +100,7 @@ class Launch:
 
     def wait(self) -> int:
         """Until every process has ended; the first failure stops the others (SIGTERM, then SIGKILL)."""
-        first_failure, stop_at = None, None
+        first_failure, term_at, stop_at = None, None, None
         while any(proc.poll() is None for proc in self.procs):
             if first_failure is None:
                 for index, proc in enumerate(self.procs):
@@ -109,9 +108,11 @@ class Launch:
                         first_failure = (index, proc.returncode)
                         print(f"cfjax.launch: process {index} ended with exit code {exit_code(proc.returncode)}; "
                               "stopping the others", file=sys.stderr, flush=True)
-                        self.signal_all(signal.SIGTERM)
-                        stop_at = time.monotonic() + self.grace_s
+                        term_at = time.monotonic() + self.settle_s
                         break
+            if term_at is not None and time.monotonic() > term_at:
+                self.signal_all(signal.SIGTERM)
+                term_at, stop_at = None, time.monotonic() + self.grace_s
             if stop_at is not None and time.monotonic() > stop_at:
                 print(f"cfjax.launch: processes still running {self.grace_s:g} s after SIGTERM; killing them",
                       file=sys.stderr, flush=True)
@@ -133,6 +134,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--devices_per_process", type=int, default=1, help="forced CPU devices in each process")
     parser.add_argument("--grace_s", type=float, default=30.0,
                         help="after one process fails: seconds the others get to stop before SIGKILL")
+    parser.add_argument("--settle_s", type=float, default=10.0,
+                        help="after one process fails: seconds the others get to end by themselves before SIGTERM")
     parser.add_argument("--port", type=int, default=0, help="the coordinator's port (default: a free one)")
     if "--" in argv:
         split = argv.index("--")
@@ -150,7 +153,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args, theirs = parse(sys.argv[1:] if argv is None else argv)
     launch = Launch(theirs, processes=args.processes, devices_per_process=args.devices_per_process,
-                    grace_s=args.grace_s, port=args.port or None)
+                    grace_s=args.grace_s, settle_s=args.settle_s, port=args.port or None)
 
     def forward(signum, frame):
         launch.signal_all(signum)

@@ -249,9 +249,17 @@ def _explain(config, workdir: str) -> None:
     results = explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
                       crack_value=_CRACK_VALUE.value, out_dir=_OUT.value)
     out = results["out_dir"]
+    if _other_process():
+        return  # process 0 wrote the report and prints it
     with open(os.path.join(out, "explain.md")) as f:
         print(f.read())
     print(f"cfjax: wrote {os.path.join(out, 'explain.json')}, explain.md and figures in {out}", flush=True)
+
+
+def _other_process() -> bool:
+    import jax
+
+    return jax.process_index() != 0
 
 
 def _attack(config, workdir: str) -> None:

@@ -190,6 +190,9 @@ def initialize_distributed() -> None:
     if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # (the default since JAX 0.5; explicit)
     jax.distributed.initialize(**settings)
+    from cfjax import parallel
+
+    parallel.connect_collectives()
 
 
 def main(argv: list[str]) -> None:

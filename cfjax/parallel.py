@@ -99,3 +99,17 @@ def agreed_stop_signal(index: int, local: int) -> int:
         except Exception:  # noqa: BLE001 (a tidy-up only)
             pass
     return next((flag for flag in flags if flag), 0)
+
+
+def connect_collectives() -> None:
+    """Right after `jax.distributed.initialize`: wait for every process at the coordinator, then run one tiny
+    collective, so the processes open their collective connections together. On CPUs gloo connects lazily at
+    the first collective and gives up after 30 s; a process still compiling or restoring while another waits
+    there (a loaded machine) failed with "Gloo context initialization failed: ... Connect timeout"."""
+    if jax.process_count() == 1:
+        return
+    from jax._src import distributed
+    from jax.experimental import multihost_utils
+
+    distributed.global_state.client.wait_at_barrier("cfjax_connect", AGREE_TIMEOUT_S * 1000)
+    multihost_utils.sync_global_devices("cfjax_connect")

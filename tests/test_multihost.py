@@ -100,6 +100,8 @@ def test_explain_and_attack_in_two_processes_write_each_file_once(harness, two_p
     assert explained.stdout.count("| counterfactual |") == 1  # printed by process 0 only
     assert json.loads((tmp_path / "explain" / "explain.json").read_text())["step"] == STEPS
     attacked = launch(harness, ["--config=configs/cracks.py:tiny", f"--workdir={two_processes}", "--mode=attack",
+                                # the fields the run was trained with that a --config must agree on
+                                "--config.optimizer.generator.schedule=cosine", f"--config.num_steps={STEPS}",
                                 "--config.attack.max_examples=8", f"--out={tmp_path / 'attack'}"])
     assert attacked.returncode == 0, attacked.stdout[-3000:] + attacked.stderr[-3000:]
     assert json.loads((tmp_path / "attack" / "robustness.json").read_text())["step"] == STEPS

@@ -252,10 +252,11 @@ class Checkpointer:
     def _set_aside(self, step: int, error: Exception) -> str:
         assert not self.read_only, "only the run's one writer moves checkpoints"
         damaged = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
-        os.makedirs(damaged, exist_ok=True)
         target = os.path.join(damaged, str(step))
-        shutil.move(os.path.join(self.directory, str(step)), target)
-        self._manager.reload()
+        if jax.process_index() == 0:  # (the other processes of a multi-process run found the same damage)
+            os.makedirs(damaged, exist_ok=True)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+            self._manager.reload()
         return f"checkpoint {step} could not be read ({type(error).__name__}: {str(error)[:160]}); moved to {target}"
 
     def wait(self) -> None:

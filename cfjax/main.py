@@ -190,8 +190,12 @@ def initialize_distributed() -> None:
     if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # (the default since JAX 0.5; explicit)
     jax.distributed.initialize(**settings)
-    from cfjax import parallel
+    from cfjax import interrupts, parallel
 
+    # initialize() starts JAX's preemption notifier, whose own SIGTERM handler would swallow the signal;
+    # cfjax's handlers take it back, and the processes agree on stop signals themselves (parallel.py).
+    interrupts.install()
+    interrupts.check()  # a signal that arrived while JAX connected
     parallel.connect_collectives()
 
 

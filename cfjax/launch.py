@@ -101,7 +101,7 @@ class Launch:
     def wait(self) -> int:
         """Until every process has ended; the first failure stops the others (SIGTERM, then SIGKILL)."""
         first_failure, term_at, stop_at = None, None, None
-        while any(proc.poll() is None for proc in self.procs):
+        while None in [proc.poll() for proc in self.procs]:  # (a list: every process polled, not the first only)
             if first_failure is None:
                 for index, proc in enumerate(self.procs):
                     if proc.returncode not in (None, 0):

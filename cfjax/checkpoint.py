@@ -131,7 +131,7 @@ class Checkpointer:
                 f"checkpoint {step} in {self.directory} has no input pipeline position (written by an older "
                 f"cfjax?): {error}"
             ) from error
-        position = restored["data"]
+        position = own_position(restored["data"])
         try:
             batches.set_state(position)
         except (DataError, KeyError, TypeError, ValueError) as error:
@@ -252,10 +252,11 @@ class Checkpointer:
     def _set_aside(self, step: int, error: Exception) -> str:
         assert not self.read_only, "only the run's one writer moves checkpoints"
         damaged = os.path.join(os.path.dirname(self.directory), "checkpoints_damaged")
-        os.makedirs(damaged, exist_ok=True)
         target = os.path.join(damaged, str(step))
-        shutil.move(os.path.join(self.directory, str(step)), target)
-        self._manager.reload()
+        if jax.process_index() == 0:  # (the other processes of a multi-process run found the same damage)
+            os.makedirs(damaged, exist_ok=True)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+            self._manager.reload()
         return f"checkpoint {step} could not be read ({type(error).__name__}: {str(error)[:160]}); moved to {target}"
 
     def wait(self) -> None:
@@ -295,6 +296,17 @@ def _refuse_differences(directory: str, saved: dict, config: ml_collections.Conf
 def _fields_args(abstract_fields: dict) -> Any:
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_fields)
     return ocp.args.PyTreeRestore(item=abstract_fields, restore_args=restore_args, partial_restore=True)
+
+
+def own_position(saved: dict) -> dict:
+    """This process's input position in a checkpoint's "data" item. A multi-process run stores each process's
+    in "per_process"; a run resumed with another process count (or a single-process checkpoint) uses the
+    top-level one: element s of every host's pipeline is its part of global batch s, so the positions of all
+    hosts count the same batches (`pipeline.training_dataset`)."""
+    per_process = saved.get("per_process")
+    if per_process and len(per_process) == jax.process_count():
+        return {**saved, **per_process[jax.process_index()]}
+    return saved
 
 
 def abstract_like(state: Any) -> Any:

@@ -17,7 +17,18 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/cracks.py[:variant]; required to train. With --mode=explain|attack "
     "(optional there) only its sections eval, saliency, explain, attack and data location replace the saved run's.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and results go (default: runs/<config name>).")
-_DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
+_DISTRIBUTED = flags.DEFINE_bool("jax_distributed", False, "Call jax.distributed.initialize() (multi-host runs): "
+                                  "with no other flag, JAX reads the cluster from the environment (Cloud TPU, SLURM, "
+                                  "Open MPI). Implied by --coordinator_address or $JAX_COORDINATOR_ADDRESS.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Multi-process runs: host:port of process 0's "
+                                   "coordinator (default $JAX_COORDINATOR_ADDRESS). See docs/multihost.md.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes "
+                                      "(default $JAX_NUM_PROCESSES).", lower_bound=1)
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0 .. "
+                                   "num_processes-1 (default $JAX_PROCESS_ID).", lower_bound=0)
+_HEARTBEAT = flags.DEFINE_integer("heartbeat_timeout_s", None, "Multi-process runs: seconds without a heartbeat "
+                                  "after which a process counts as dead and the others stop (JAX's default 100; "
+                                  "default $CFJAX_HEARTBEAT_TIMEOUT_S).", lower_bound=1)
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "explain", "attack", "predict"],
                           "train (and evaluate); explain: score a trained run's masks and attributions; "
                           "attack: PGD sweeps and p_fake uncertainty on a trained run; predict: classes, p_fake, "
@@ -140,6 +151,61 @@ def cpu_defaults(batch_size: int) -> None:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
 
 
+def distributed_settings(environ=os.environ) -> dict | None:
+    """The arguments of `jax.distributed.initialize` from the flags, else the environment (the launcher
+    `cfjax.launch` sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID); None for a single-process
+    run. `--jax_distributed` alone gives {} (JAX detects a Cloud TPU, SLURM or Open MPI cluster itself)."""
+    def value(flag, name, kind):
+        if flag.value is not None:
+            return flag.value
+        text = environ.get(name)
+        if text in (None, ""):
+            return None
+        try:
+            return kind(text)
+        except ValueError:
+            _fail(f"${name}={text!r} is not a valid {kind.__name__}")
+
+    address = value(_COORDINATOR, "JAX_COORDINATOR_ADDRESS", str)
+    settings = {"coordinator_address": address, "num_processes": value(_NUM_PROCESSES, "JAX_NUM_PROCESSES", int),
+                "process_id": value(_PROCESS_ID, "JAX_PROCESS_ID", int)}
+    if address is None and not _DISTRIBUTED.value:
+        if settings["num_processes"] not in (None, 1) or settings["process_id"] not in (None, 0):
+            _fail("--num_processes/--process_id need --coordinator_address (or $JAX_COORDINATOR_ADDRESS) or "
+                  "--jax_distributed")
+        return None
+    if address is not None and None in (settings["num_processes"], settings["process_id"]) and not _DISTRIBUTED.value:
+        _fail("--coordinator_address needs --num_processes and --process_id (or $JAX_NUM_PROCESSES and "
+              "$JAX_PROCESS_ID), or --jax_distributed to detect them")
+    if settings["num_processes"] is not None and settings["process_id"] is not None \
+            and settings["process_id"] >= settings["num_processes"]:
+        _fail(f"--process_id={settings['process_id']} must be below --num_processes={settings['num_processes']}")
+    heartbeat = value(_HEARTBEAT, "CFJAX_HEARTBEAT_TIMEOUT_S", int)
+    if heartbeat is not None:
+        settings["heartbeat_timeout_seconds"] = heartbeat
+    return {name: v for name, v in settings.items() if v is not None}
+
+
+def initialize_distributed() -> None:
+    """`jax.distributed.initialize` for a multi-process run (nothing for a single process). On CPUs the
+    processes exchange collectives through gloo (TCP)."""
+    settings = distributed_settings()
+    if settings is None:
+        return
+    import jax
+
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # (the default since JAX 0.5; explicit)
+    jax.distributed.initialize(**settings)
+    from cfjax import interrupts, parallel
+
+    # initialize() starts JAX's preemption notifier, whose own SIGTERM handler would swallow the signal;
+    # cfjax's handlers take it back, and the processes agree on stop signals themselves (parallel.py).
+    interrupts.install()
+    interrupts.check()  # a signal that arrived while JAX connected
+    parallel.connect_collectives()
+
+
 def main(argv: list[str]) -> None:
     from cfjax import interrupts
 
@@ -164,12 +230,11 @@ def _main(argv: list[str]) -> None:
         cpu_defaults(_CONFIG.value.batch_size)
     import jax  # after flag parsing and cpu_defaults, which must precede JAX's start
 
-    if _DISTRIBUTED.value:
-        jax.distributed.initialize()
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax and jax.distributed are chatty at INFO
+    initialize_distributed()
     from cfjax import train
 
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # orbax is chatty at INFO
     workdir = _WORKDIR.value or os.path.join("runs", _CONFIG.value.name)
     config = _CONFIG.value
     if _MODE.value != "train":
@@ -200,9 +265,17 @@ def _explain(config, workdir: str) -> None:
     results = explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
                       crack_value=_CRACK_VALUE.value, out_dir=_OUT.value)
     out = results["out_dir"]
+    if _other_process():
+        return  # process 0 wrote the report and prints it
     with open(os.path.join(out, "explain.md")) as f:
         print(f.read())
     print(f"cfjax: wrote {os.path.join(out, 'explain.json')}, explain.md and figures in {out}", flush=True)
+
+
+def _other_process() -> bool:
+    import jax
+
+    return jax.process_index() != 0
 
 
 def _attack(config, workdir: str) -> None:

@@ -60,8 +60,14 @@ def _at_boundary(step: int, config: ml_collections.ConfigDict) -> bool:
 
 
 def _position(batches, skipped: list[int]) -> dict:
-    """What a checkpoint stores of the input: the pipeline's position and the batches skipped as non-finite."""
-    return {**batches.get_state(), "skipped_batches": skipped}
+    """What a checkpoint stores of the input: the pipeline's position and the batches skipped as non-finite.
+    With several processes, each one's own position too ("per_process", in process order; process 0 writes
+    the checkpoint's JSON items): a collective, every process calls it."""
+    position = batches.get_state()
+    stored = {**position, "skipped_batches": skipped}
+    if jax.process_count() > 1:
+        stored["per_process"] = parallel.allgather_json(position)
+    return stored
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -187,7 +193,8 @@ def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipp
             if pending is not None:
                 resolve(pending)
             pending = (metrics, batch_index)
-            if not (_at_boundary(step + 1, config) or stop_requests):
+            stop = parallel.agreed_stop_signal(batch_index, stop_requests[0] if stop_requests else 0)
+            if not (_at_boundary(step + 1, config) or stop):
                 continue
             applied, pending = resolve(pending), None
             if not applied:
@@ -205,14 +212,15 @@ def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipp
                 val = kind.evaluate(state, "validation")
                 writer.scalars(step, evaluate.summarize(val, grid),
                                prefix="validation/")
-            if step % config.checkpoint_every == 0 or step == config.num_steps or stop_requests:
+            if step % config.checkpoint_every == 0 or step == config.num_steps or stop:
                 checkpointer.save(step, state, config, data_state=_position(batches, skipped))
-            if stop_requests:
+            if stop:
                 checkpointer.wait()
                 writer.close()
-                name = signal.Signals(stop_requests[0]).name
-                raise Preempted(f"{name} received: stopped after step {step} and saved it in {checkpointer.directory}; "
-                                "run the same command to resume", stop_requests[0])
+                name = signal.Signals(stop).name
+                where = "" if stop_requests or jax.process_count() == 1 else " by another process"
+                raise Preempted(f"{name} received{where}: stopped after step {step} and saved it in "
+                                f"{checkpointer.directory}; run the same command to resume", stop)
     checkpointer.wait()
     if checkpointer.latest_step() != int(state.step):
         checkpointer.save(int(state.step), state, config,

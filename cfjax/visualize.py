@@ -62,7 +62,10 @@ def _vstack(rows, gap):
 
 
 def save_png(path, image: np.ndarray) -> None:
-    """Write a uint8 RGB array as PNG, atomically; a failed write is a `StorageError` naming the path."""
+    """Write a uint8 RGB array as PNG, atomically; a failed write is a `StorageError` naming the path.
+    In a multi-process run only process 0 writes (the others computed the same image)."""
+    if _other_process():
+        return
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     storage.write_bytes_atomic(str(path), buffer.getvalue())
@@ -73,3 +76,11 @@ def outline(panel, colour=(0.0, 1.0, 0.0), width: int = 1) -> np.ndarray:
     framed = np.array(panel, np.float32)
     framed[:width], framed[-width:], framed[:, :width], framed[:, -width:] = colour, colour, colour, colour
     return framed
+
+
+def _other_process() -> bool:
+    """A process other than 0 of a multi-process JAX run (JAX is imported only if the caller already did)."""
+    import sys
+
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.process_index() != 0

@@ -1,9 +1,10 @@
 """The input pipeline: grain over a random-access source, batches placed on the device mesh.
 
 The training data is a grain `MapDataset` indexed by step: shuffled once per epoch with an explicit
-seed, augmented per example with randomness seeded by (seed, position), split between hosts, and
-batched. So batch s is a function of the seed and s alone, on any number of hosts, and the
-iterator position saved with each checkpoint is all a resumed run needs to see the same data.
+seed, augmented per example with randomness seeded by (seed, position), batched, and each global
+batch split into contiguous parts between hosts. So batch s is a function of the seed and s alone, on
+any number of hosts, and the iterator position saved with each checkpoint is all a resumed run needs
+to see the same data.
 Worker threads prepare batches ahead and the next batch is already on the devices while the
 current step runs.
 """
@@ -48,7 +49,7 @@ def _evaluation_example(example: dict, *, size: int, fit_mode: str) -> dict:
 
 def training_dataset(source: sources.SplitSource, config: ml_collections.ConfigDict, *, with_masks: bool = False
                      ) -> grain.MapDataset:
-    """This host's batches; element s is its part of global batch s (examples s*B ... s*B+B-1).
+    """This host's batches; element s is its contiguous part of global batch s (examples s*B ... s*B+B-1).
     `with_masks` keeps the masks (the supervised segmentation baseline trains on them)."""
     data = config.data
     if len(source) < config.batch_size:
@@ -63,9 +64,12 @@ def training_dataset(source: sources.SplitSource, config: ml_collections.ConfigD
         dataset = grain.MapDataset.source(indices).map(source.examples.__getitem__)
     dataset = dataset.shuffle(seed=seed).repeat()
     dataset = dataset.random_map(transform, seed=seed)
-    # Host h takes examples h, h + H, ...: the union over hosts of batch s is the same global batch.
-    dataset = dataset[jax.process_index()::jax.process_count()]
-    return dataset.batch(config.batch_size // jax.process_count(), drop_remainder=True)
+    # Host h of H takes rows h*B/H ... (h+1)*B/H - 1 of each global batch: chunks of B/H examples, every H-th.
+    # So the global array the hosts assemble holds batch s's examples in the order of a single process, and
+    # each device gets the same rows however the devices are spread over processes (bit-identical runs).
+    hosts = jax.process_count()
+    dataset = dataset.batch(config.batch_size // hosts, drop_remainder=True)
+    return dataset[jax.process_index()::hosts]
 
 
 def balanced_indices(labels: np.ndarray, num_classes: int, class_names: tuple = (), seed: int = 0) -> np.ndarray:

@@ -1,0 +1,121 @@
+"""Multi-process runs on one machine (JAX's multi-controller runtime, gloo collectives over loopback),
+through `python -m cfjax.launch`: 2 processes x 1 device train bit-identically to 1 process x 2 devices;
+a SIGKILLed process stops the run within a bounded time and a restart resumes bit-exactly; SIGTERM to one
+process saves and stops both; explain and attack run in 2 processes; a bad config fails both with one line.
+The harness is experiments/multihost.py (10 kills for docs/multihost.md). Every subprocess has a timeout."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
+STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def harness(repo_root):
+    sys.path.insert(0, str(repo_root / "experiments"))
+    import multihost
+
+    yield multihost
+    sys.path.remove(str(repo_root / "experiments"))
+
+
+@pytest.fixture(scope="module")
+def straight(harness, tmp_path_factory):
+    """The reference: one process with two devices."""
+    workdir = str(tmp_path_factory.mktemp("runs") / "1x2")
+    assert harness.run(workdir, STEPS, 1, workdir + ".log") == 0, open(workdir + ".log").read()[-3000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def two_processes(harness, tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("runs") / "2x1")
+    assert harness.run(workdir, STEPS, 2, workdir + ".log") == 0, open(workdir + ".log").read()[-3000:]
+    return workdir
+
+
+def launch(harness, args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cfjax.launch", "--processes=2", "--", *args], cwd=harness.REPO,
+                          env=harness.environ(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_processes_train_bit_identically_to_two_devices(harness, straight, two_processes):
+    assert harness.preemption.differences(straight, two_processes) == []
+    log = open(two_processes + ".log").read()
+    assert log.count("Finished step 8") == 1  # the report, results.json and metrics: process 0 only
+    results = json.load(open(os.path.join(two_processes, "results.json")))
+    assert results["step"] == STEPS and results["devices"].startswith("2 x")
+    lines = open(os.path.join(two_processes, "metrics.jsonl")).read().splitlines()
+    assert len(lines) == len({json.loads(line)["step"] for line in lines if "train/d_loss" in line}) + 1  # + test/
+
+
+def test_sigkills_of_one_process_stop_the_run_and_resume_bit_identically(harness, straight, tmp_path):
+    interrupted = str(tmp_path / "interrupted")
+    events = harness.interrupted_run(interrupted, STEPS, kills=2, seed=1)
+    print("events:", events)
+    killed = [e for e in events if e.get("killed")]
+    assert len(killed) == 2
+    for event in killed:
+        assert event["launcher_exit"] not in (0, "hang")
+        assert event["stop_s"] < 3 * harness.HEARTBEAT_S + 20  # bounded: SIGTERM from the launcher, heartbeat
+    assert harness.preemption.checkpoints_lost(events) == 0
+    assert events[-1]["returncode"] == 0 and events[-1]["resumed_from"] is not None
+    assert harness.preemption.differences(straight, interrupted) == []
+
+
+def test_sigterm_to_one_process_saves_the_step_and_stops_both(harness, straight, tmp_path):
+    workdir = str(tmp_path / "term")
+    log = workdir + ".log"
+    with open(log, "w") as out:
+        launcher = subprocess.Popen(harness.command(workdir, STEPS, 2, ("--config.checkpoint_every=1000",)),
+                                    cwd=harness.REPO, stdout=out, stderr=subprocess.STDOUT, env=harness.environ())
+        deadline = time.monotonic() + 300
+        while harness.preemption._logged_step(workdir) < 3 and launcher.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(harness.children(launcher.pid)[1], signal.SIGTERM)
+        code = launcher.wait(timeout=120)
+    text = open(log).read()
+    assert code == 128 + signal.SIGTERM, text[-3000:]
+    assert "SIGTERM received: stopped after step" in text  # process 1, which the signal reached
+    assert "SIGTERM received by another process: stopped after step" in text  # process 0
+    saved = harness.preemption.committed_steps(workdir)
+    assert len(saved) == 1 and 3 <= saved[0] < STEPS
+    assert harness.run(workdir, STEPS, 2, log, ("--config.checkpoint_every=1000",)) == 0
+    # The same run as the reference but for checkpoint_every, which changes no number.
+    assert harness.preemption.differences(straight, workdir) == []
+
+
+def test_explain_and_attack_in_two_processes_write_each_file_once(harness, two_processes, tmp_path):
+    explained = launch(harness, [f"--workdir={two_processes}", "--mode=explain", f"--out={tmp_path / 'explain'}"])
+    assert explained.returncode == 0, explained.stdout[-3000:] + explained.stderr[-3000:]
+    assert explained.stdout.count("| counterfactual |") == 1  # printed by process 0 only
+    assert json.loads((tmp_path / "explain" / "explain.json").read_text())["step"] == STEPS
+    attacked = launch(harness, ["--config=configs/cracks.py:tiny", f"--workdir={two_processes}", "--mode=attack",
+                                # the fields the run was trained with that a --config must agree on
+                                "--config.optimizer.generator.schedule=cosine", f"--config.num_steps={STEPS}",
+                                "--config.attack.max_examples=8", f"--out={tmp_path / 'attack'}"])
+    assert attacked.returncode == 0, attacked.stdout[-3000:] + attacked.stderr[-3000:]
+    assert json.loads((tmp_path / "attack" / "robustness.json").read_text())["step"] == STEPS
+    assert not [name for name in os.listdir(tmp_path / "attack") if "tmp" in name]  # atomic writes finished
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--config.batch_size=7", "cfjax: error: "),
+    ("--config.data.name=crack_segmentation/sut", "cfjax: error: "),
+])
+def test_a_bad_config_or_missing_dataset_fails_both_processes_with_one_line(harness, tmp_path, flag, message):
+    proc = launch(harness, ["--config=configs/cracks.py:tiny", f"--workdir={tmp_path / 'run'}", flag,
+                            f"--config.data.data_dir={tmp_path / 'no_data'}"], timeout=180)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line.removeprefix("[process 1] ") for line in proc.stdout.splitlines() if message in line]
+    assert len(errors) == 2 and errors[0] == errors[1], proc.stdout[-3000:]  # the same one line from each
+    assert "Traceback" not in proc.stdout

@@ -24,7 +24,7 @@ LAYERS = (
     ("cfjax.kinds",),
     ("cfjax.train", "cfjax.saved_runs", "cfjax.config.resolve"),
     ("cfjax.restored_run", "cfjax.explain", "cfjax.robustness", "cfjax.predict"),
-    ("cfjax.main",),
+    ("cfjax.main", "cfjax.launch"),
 )
 
 

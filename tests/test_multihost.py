@@ -94,18 +94,15 @@ def test_sigterm_to_one_process_saves_the_step_and_stops_both(harness, straight,
     assert harness.preemption.differences(straight, workdir) == []
 
 
-def test_explain_and_attack_in_two_processes_write_each_file_once(harness, two_processes, tmp_path):
-    explained = launch(harness, [f"--workdir={two_processes}", "--mode=explain", f"--out={tmp_path / 'explain'}"])
-    assert explained.returncode == 0, explained.stdout[-3000:] + explained.stderr[-3000:]
-    assert explained.stdout.count("| counterfactual |") == 1  # printed by process 0 only
-    assert json.loads((tmp_path / "explain" / "explain.json").read_text())["step"] == STEPS
-    attacked = launch(harness, ["--config=configs/cracks.py:tiny", f"--workdir={two_processes}", "--mode=attack",
-                                # the fields the run was trained with that a --config must agree on
-                                "--config.optimizer.generator.schedule=cosine", f"--config.num_steps={STEPS}",
-                                "--config.attack.max_examples=8", f"--out={tmp_path / 'attack'}"])
-    assert attacked.returncode == 0, attacked.stdout[-3000:] + attacked.stderr[-3000:]
-    assert json.loads((tmp_path / "attack" / "robustness.json").read_text())["step"] == STEPS
-    assert not [name for name in os.listdir(tmp_path / "attack") if "tmp" in name]  # atomic writes finished
+@pytest.mark.parametrize("mode", ["explain", "attack"])
+def test_explain_and_attack_run_in_one_process_and_are_refused_in_two(harness, two_processes, tmp_path, mode):
+    """Explain in 2 processes hung once in a fresh-clone CI run (docs/multihost.md): until the cause is
+    found, evaluation modes refuse to start in several processes, with the same one line from each."""
+    proc = launch(harness, [f"--workdir={two_processes}", f"--mode={mode}", f"--out={tmp_path / mode}"], timeout=180)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    errors = [line.removeprefix("[process 1] ") for line in proc.stdout.splitlines() if "cfjax: error: " in line]
+    assert len(errors) == 2 and errors[0] == errors[1] and f"--mode={mode} runs in one process" in errors[0]
+    assert not (tmp_path / mode).exists()
 
 
 @pytest.mark.parametrize("flag, message", [

@@ -1,6 +1,8 @@
 """Test set-up: two forced CPU devices (multi-device paths run everywhere) and a persistent
 compilation cache, so repeated CI runs skip most XLA compiles."""
 
+import contextlib
+import importlib
 import os
 import pathlib
 import sys
@@ -48,3 +50,14 @@ def shared_dataset(name: str) -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"real data {path} is not present on this machine")
     return path
+
+
+@contextlib.contextmanager
+def experiment_script(name: str):
+    """A script of experiments/ imported as a module: the harnesses the preemption, live-workdir and
+    multi-process tests share with the scripts that measure the figures in docs/."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "experiments"))

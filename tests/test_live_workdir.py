@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from conftest import experiment_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
@@ -26,12 +27,9 @@ def command(workdir, *extra) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def harness(repo_root):
-    sys.path.insert(0, str(repo_root / "experiments"))
-    import preemption
-
-    yield preemption
-    sys.path.remove(str(repo_root / "experiments"))
+def harness():
+    with experiment_script("preemption") as script:
+        yield script
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from conftest import experiment_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
@@ -19,12 +20,9 @@ STEPS = 8
 
 
 @pytest.fixture(scope="module")
-def harness(repo_root):
-    sys.path.insert(0, str(repo_root / "experiments"))
-    import multihost
-
-    yield multihost
-    sys.path.remove(str(repo_root / "experiments"))
+def harness():
+    with experiment_script("multihost") as script:
+        yield script
 
 
 @pytest.fixture(scope="module")

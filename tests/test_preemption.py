@@ -6,21 +6,18 @@ in progress before the run stops. The harness is experiments/preemption.py (20 k
 import json
 import os
 import signal
-import sys
 
 import pytest
+from conftest import experiment_script
 
 from cfjax import checkpoint, train
 from cfjax.data import pipeline
 
 
 @pytest.fixture
-def harness(repo_root):
-    sys.path.insert(0, str(repo_root / "experiments"))
-    import preemption
-
-    yield preemption
-    sys.path.remove(str(repo_root / "experiments"))
+def harness():
+    with experiment_script("preemption") as script:
+        yield script
 
 
 @pytest.mark.slow

@@ -76,3 +76,35 @@ def test_profiler_finds_each_convolution_direction_with_its_flops(repo_root, tmp
         assert group["operations"] == 1, (direction, result["categories"])
         assert group["flops"] == expected and group["seconds"] > 0
     assert 0 < result["operation_s_per_call"] and result["wall_s_per_call"] > 0
+
+
+@pytest.mark.perf
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_accelerator_benchmark_runs_on_cpu_at_a_tiny_size(repo_root, tmp_path):
+    """The script prepared for a GPU or TPU runs here end to end: both dtypes, PGD, the training run."""
+    command = [sys.executable, str(repo_root / "experiments" / "benchmarks" / "accelerator.py"), "--tiny",
+               "--repeats=1", "--train_steps=4", f"--out={tmp_path}"]
+    proc = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "accelerator.json").read_text())
+    assert result["backend"] == "cpu" and set(result["dtypes"]) == {"float32", "bfloat16"}
+    for row in result["dtypes"].values():
+        for workload in ("gan_step", "pgd10"):
+            assert row[workload]["flops"] > 0 and row[workload]["median_s"] > 0
+            assert 0 < row[workload]["mfu_measured_peak"] and row[workload]["mfu_spec_peak"] is None  # no CPU sheet
+        assert row["device_memory"] is None  # the CPU backend keeps no allocator statistics
+    losses = result["training"]["losses"]
+    assert [entry["step"] for entry in losses] == [1, 2, 3, 4] and all(entry["train/d_loss"] > 0 for entry in losses)
+    assert "GAN step | bfloat16" in (tmp_path / "accelerator.md").read_text()
+
+
+def test_accelerator_benchmark_knows_each_devices_data_sheet_peak(repo_root):
+    sys.path.insert(0, str(repo_root / "experiments" / "benchmarks"))
+    import accelerator
+
+    assert accelerator.spec_peak("NVIDIA H200", "bfloat16") == 989.0
+    assert accelerator.spec_peak("TPU v5p", "bfloat16") == 459.0  # not v5 lite's
+    assert accelerator.spec_peak("TPU v5 lite", "bfloat16") == 197.0
+    assert accelerator.spec_peak("TPU v4", "float32") is None  # no fp32 figure on the sheet: MFU left out
+    assert accelerator.spec_peak("cpu", "float32") is None

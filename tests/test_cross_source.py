@@ -9,7 +9,8 @@ import sys
 import cracks
 import numpy as np
 import pytest
-from data_helpers import synthetic_crack_source
+from data_helpers import prepare, synthetic_crack_source
+from PIL import Image
 
 from cfjax import parallel, train
 from cfjax.config.validation import validate_config
@@ -99,6 +100,17 @@ def test_pools_are_checked(crack_sources, tmp_path):
         validate_config(_config(data_dir, f"{a}+nonsense/x"))
     with pytest.raises(DataError, match="no prepared dataset crack_segmentation/missing"):
         sources.check_prepared(_config(data_dir, f"{a}+crack_segmentation/missing"))
+    with pytest.raises(ConfigError, match="joined by"):
+        validate_config(_config(data_dir, f"{a}+synthetic"))
+    rng = np.random.default_rng(0)
+    for cls in ("good", "scratched"):  # two classes, but not a crack source's
+        (tmp_path / "mine" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)).save(tmp_path / "mine" / cls / f"{cls}{i}.png")
+    prepare("class_folders", tmp_path / "mine", data_dir)
+    with pytest.raises(DataError, match=r"class_folders has the classes \('good', 'scratched'\), crack_segmentation/a "
+                                        r"has \('no_crack', 'crack'\); a pool's datasets must share their classes"):
+        sources.open_split(_config(data_dir, f"{a}+class_folders"), "train")
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +152,6 @@ def test_explain_on_another_source_takes_every_threshold_from_the_runs_own_valid
 def test_explain_refuses_targets_the_run_cannot_read(crack_sources, run_on_a, tmp_path):
     data_dir, _, _ = crack_sources
     config, workdir = run_on_a
-    from data_helpers import prepare
-
     prepare("crack_segmentation/folder", data_dir.parent / "c_files", data_dir, overrides={"patch_size": 32},
             config_name="c32")
     with pytest.raises(DataError, match=r"^--eval_data=crack_segmentation/c32: its test patches are 32x32 px, the "

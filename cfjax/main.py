@@ -36,6 +36,9 @@ _MODE = flags.DEFINE_enum("mode", "train", ["train", "explain", "attack", "predi
 _FOLDER = flags.DEFINE_string("folder", None, "--mode=explain: a folder with images/ and masks/ to explain "
                               "instead of the run's test split (no dataset to prepare). --mode=predict (required): "
                               "the photos, any format and size, found recursively.")
+_EVAL_DATA = flags.DEFINE_string("eval_data", None, "--mode=explain: score the run on this other prepared dataset's "
+                                 "test split (e.g. crack_segmentation/uav75), every threshold still from the run's own "
+                                 "validation split; writes WORKDIR/explain_<dataset> (docs/explaining.md).")
 _ABSTAIN_THRESHOLD = flags.DEFINE_float("abstain_threshold", None, "--mode=predict: abstain when p_fake is above "
                                         "this (default: chosen on the run's validation split).")
 _MASK_THRESHOLD = flags.DEFINE_integer("mask_threshold", 127, "--folder masks: damage where the mask is above this.",
@@ -68,6 +71,8 @@ def parse_flags(argv: list[str]) -> list[str]:
                 _fail(f"--mode={_MODE.value} without --config needs --workdir: the trained run to read")
         else:
             _ = _CONFIG.value.name  # reads the config now: a missing file is a usage error too
+        if _EVAL_DATA.value is not None and _MODE.value != "explain":
+            _fail("--eval_data is for --mode=explain: the dataset a trained run is scored on")
         if _MODE.value == "predict" and _FOLDER.value is None:
             _fail("--mode=predict needs --folder: the photos to predict on")
         return argv
@@ -267,7 +272,7 @@ def _explain(config, workdir: str) -> None:
     from cfjax.explain.run import explain
 
     results = explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
-                      crack_value=_CRACK_VALUE.value, out_dir=_OUT.value)
+                      crack_value=_CRACK_VALUE.value, out_dir=_OUT.value, eval_data=_EVAL_DATA.value)
     out = results["out_dir"]
     if _other_process():
         return  # process 0 wrote the report and prints it

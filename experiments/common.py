@@ -22,10 +22,11 @@ def cfjax(args: list[str], log_path: str) -> None:
 
 
 def trained_and_analysed(args: list[str], workdir: str, mode: str, *, train: bool,
-                         mode_args: tuple = ()) -> dict | None:
-    """Train the run (if asked and not finished), then run `--mode=MODE` on it unless its output exists;
-    the output's JSON, or None when the run is not trained and `train` is off. Each step is exactly the
-    command a user types, so a table row is what that command gives."""
+                         mode_args: tuple = (), output: str | None = None) -> dict | None:
+    """Train the run (if asked and not finished), then run `--mode=MODE` on it unless its output exists
+    (in WORKDIR/`output`, by default WORKDIR/MODE: where MODE with `mode_args` writes it); the output's JSON,
+    or None when the run is not trained and `train` is off. Each step is exactly the command a user types,
+    so a table row is what that command gives."""
     args = [*args, f"--workdir={workdir}"]
     if not os.path.exists(os.path.join(workdir, "results.json")):
         if not train:
@@ -34,9 +35,9 @@ def trained_and_analysed(args: list[str], workdir: str, mode: str, *, train: boo
         os.makedirs(workdir, exist_ok=True)
         print(f"training {workdir} ...", flush=True)
         cfjax(args, os.path.join(workdir, "train.log"))
-    output = os.path.join(workdir, mode, OUTPUTS[mode])
+    output = os.path.join(workdir, output or mode, OUTPUTS[mode])
     if not os.path.exists(output):
-        print(f"{mode} {workdir} ...", flush=True)
+        print(f"{mode} {' '.join(mode_args)} {workdir} ...", flush=True)
         cfjax([*args, f"--mode={mode}", *mode_args], os.path.join(workdir, f"{mode}.log"))
     with open(output) as f:
         return json.load(f)

@@ -10,6 +10,8 @@ Steps (each is the plain command a user would type, logged to OUT/logs/STEP.log)
   multiclass   K=3 on the embedded crack types, then --mode=explain     -> OUT/multiclass.{json,md,png}
   crack_iou    experiments/crack_iou_table.py --train (SUT-Crack)       -> OUT/crack_iou.{json,md}
   mask_variants experiments/mask_variants.py on those GAN runs          -> OUT/mask_variants.{json,md}
+  cross_source experiments/cross_source.py --train (SUT-Crack, CRACK500, UAV75, leave-one-out pools)
+                                                                        -> OUT/cross_source.{json,md}
   robustness   experiments/robustness_table.py --train (fruit)          -> OUT/robustness.{json,md,png}
   benchmarks   experiments/benchmarks/{pgd,input_pipeline,performance,profile_step,conv_kernels}.py
                -> experiments/benchmarks/results/
@@ -35,9 +37,12 @@ import common
 
 REPO = common.REPO
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
-DATASETS = {"crack_segmentation/sut": "sut_crack_seg", "fruit_defects/apples": "fruits_fresh_rotten_224"}
-STEPS = ("prepare", "embedded", "multiclass", "crack_iou", "mask_variants", "robustness", "benchmarks")
-FULL_SEEDS = {"embedded": "0,1,2,3", "crack_iou": "0,1,2", "robustness": "0,1,2"}
+DATASETS = {"crack_segmentation/sut": "sut_crack_seg", "crack_segmentation/crack500": "crack500_crops_360",
+            "crack_segmentation/uav75": "uav75", "fruit_defects/apples": "fruits_fresh_rotten_224"}
+STEPS = ("prepare", "embedded", "multiclass", "crack_iou", "mask_variants", "cross_source", "robustness",
+         "benchmarks")
+FULL_SEEDS = {"embedded": "0,1,2,3", "crack_iou": "0,1,2", "robustness": "0,1,2", "cross_source": "0"}
+POOL_SEEDS = "0,1,2"  # cross_source's leave-one-source-out pools
 
 
 def quick_flags() -> list[str]:
@@ -189,6 +194,16 @@ def table_script(r: Reproduction, step: str, script: str) -> None:
     r.run(step, [command], seeds=seeds, extra_flags=r.flags)
 
 
+def cross_source(r: Reproduction) -> None:
+    """Every crack source alone and every leave-one-source-out pool, explained on every source; the SUT-Crack
+    runs are the crack_iou step's (same folders)."""
+    seeds, pool_seeds = r.seeds("cross_source"), "0" if r.quick else POOL_SEEDS
+    command = [sys.executable, os.path.join("experiments", "cross_source.py"), "--train", f"--seeds={seeds}",
+               f"--pool_seeds={pool_seeds}", f"--runs={r.runs}", f"--out={r.out}",
+               *(["--", *r.flags] if r.flags else [])]
+    r.run("cross_source", [command], seeds=seeds, pool_seeds=pool_seeds, extra_flags=r.flags)
+
+
 def mask_variants(r: Reproduction) -> None:
     """The saliency-map ablation on the crack_iou step's GAN runs (README: the `sut` variant's masks)."""
     seeds = [int(s) for s in r.seeds("crack_iou").split(",")]
@@ -236,7 +251,7 @@ def main() -> None:
     r = Reproduction(os.path.abspath(out), os.path.abspath(args.runs or base), args.quick)
     actions = {"prepare": prepare, "embedded": embedded, "multiclass": multiclass,
                "crack_iou": lambda r: table_script(r, "crack_iou", "crack_iou_table.py"),
-               "mask_variants": mask_variants,
+               "mask_variants": mask_variants, "cross_source": cross_source,
                "robustness": lambda r: table_script(r, "robustness", "robustness_table.py"),
                "benchmarks": benchmarks}
     start = time.time()

@@ -127,9 +127,11 @@ def _bool(config, field: str) -> None:
 def _validate_data(config: ml_collections.ConfigDict) -> None:
     data = config.data
     name = data.name
-    known = name == "synthetic" or (isinstance(name, str) and name.split("/")[0] in DATASET_BUILDERS)
-    _require(known, "data.name",
-             f"must be 'synthetic' or a prepared dataset NAME/CONFIG with NAME in {DATASET_BUILDERS}", config)
+    pooled = name.split("+") if isinstance(name, str) else [name]  # several datasets joined by "+": a pool
+    known = name == "synthetic" or all(isinstance(n, str) and n.split("/")[0] in DATASET_BUILDERS for n in pooled)
+    _require(known, "data.name", f"must be 'synthetic' or a prepared dataset NAME/CONFIG with NAME in "
+             f"{DATASET_BUILDERS} (or several of those joined by '+', a pool)", config)
+    _require(len(set(pooled)) == len(pooled), "data.name", "names a dataset twice in one pool", config)
     if name == "synthetic":
         _require(config.num_classes in (2, 3, 4), "num_classes",
                  "the synthetic dataset has 2 (crack / no crack), 3 or 4 classes (crack types)", config)

@@ -158,8 +158,9 @@ def train_batches(source: sources.SplitSource, config: ml_collections.ConfigDict
 def tiles_photos(config: ml_collections.ConfigDict) -> bool:
     """Whether a run sees a photo larger than its training size tile by tile (runs trained on crops of
     photographs: patch views and the embedded set) or resized (runs trained on whole resized images)."""
-    name = config.data.name
-    return name == "synthetic" or (name.startswith("crack_segmentation") and config.data.view == "patches")
+    names = sources.pooled_names(config.data.name)
+    return names == ["synthetic"] or (all(n.startswith("crack_segmentation") for n in names)
+                                      and config.data.view == "patches")
 
 
 def evaluation_arrays(config: ml_collections.ConfigDict, split: str) -> dict:

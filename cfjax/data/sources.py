@@ -4,6 +4,9 @@ dataset prepared by `python -m cfjax.data.prepare` (read back with `tfds` as arr
 A source is a sequence of examples `{"image": (H, W, 3) uint8 or float32, "label": int,
 "mask": (H, W) bool, "has_mask": bool}`; it is what grain reads from, by index. Images
 without a mask (a classification set) carry an empty mask and `has_mask=False`.
+
+Several prepared datasets pool into one source by naming them joined with "+"
+(`crack_segmentation/sut+crack_segmentation/crack500`): their examples end to end (`PooledSource`).
 """
 
 import dataclasses
@@ -19,6 +22,7 @@ from cfjax.errors import DataError
 
 SYNTHETIC = "synthetic"
 SYNTHETIC_SIZE_FIELDS = {"train": "num_train", "validation": "num_validation", "test": "num_test"}
+POOL_SEPARATOR = "+"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,34 @@ class ArraySource:
         example = {name: array[index] for name, array in self.arrays.items()}
         example["has_mask"] = True
         return example
+
+
+class PooledSource:
+    """Several sources' examples end to end, as one index space. Each split of a pool is the union of its
+    datasets' splits, so training samples every dataset in proportion to its size (each example once per
+    epoch), and grain's shuffle, saved position and host split work on it as on any one dataset."""
+
+    def __init__(self, parts: Sequence):
+        self.parts = tuple(parts)
+        self.offsets = np.cumsum([0] + [len(part) for part in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def labels(self) -> np.ndarray:
+        return np.concatenate([np.asarray(part.labels(), np.int32) for part in self.parts])
+
+    def __getitem__(self, index: int) -> dict:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"example {index} of a pool of {len(self)}")
+        part = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.parts[part][index - int(self.offsets[part])]
+
+
+def pooled_names(name: str) -> list[str]:
+    """The datasets a `data.name` names: one, or several joined with "+" (a pool)."""
+    return name.split(POOL_SEPARATOR)
 
 
 class RecordSource:
@@ -203,13 +235,16 @@ def check_prepared(config: ml_collections.ConfigDict) -> None:
     """DataError, saying how to prepare it, when the config's dataset is not prepared: checked before a
     run writes anything."""
     if config.data.name != SYNTHETIC:
-        open_builder(config.data.name, config.data.data_dir)
+        for name in pooled_names(config.data.name):
+            open_builder(name, config.data.data_dir)
 
 
 def open_split(config: ml_collections.ConfigDict, split: str) -> SplitSource:
     """The examples of `split` ("train", "validation" or "test") of the dataset in `config.data`."""
     if config.data.name == SYNTHETIC:
         return _synthetic_split(config, split)
+    if POOL_SEPARATOR in config.data.name:
+        return _pooled_split(config, split)
     builder = open_builder(config.data.name, config.data.data_dir)
     name = split_name(config, split, builder.info.splits)
     if name not in builder.info.splits:
@@ -219,6 +254,24 @@ def open_split(config: ml_collections.ConfigDict, split: str) -> SplitSource:
         raise DataError(f"config.num_classes={config.num_classes} but {config.data.name} has "
                         f"{len(class_names)} classes {class_names}")
     return SplitSource(RecordSource(builder, name, config.data.name), class_names)
+
+
+def with_dataset(config: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+    """A copy of `config` reading the dataset `name` (one of a pool, or another run's target)."""
+    config = config.copy_and_resolve_references()
+    config.data.name = name
+    return config
+
+
+def _pooled_split(config: ml_collections.ConfigDict, split: str) -> SplitSource:
+    """`split` of every pooled dataset, end to end; they must share their classes (label i means one thing)."""
+    parts = [open_split(with_dataset(config, name), split) for name in pooled_names(config.data.name)]
+    names = pooled_names(config.data.name)
+    for name, part in zip(names[1:], parts[1:], strict=True):
+        if part.class_names != parts[0].class_names:
+            raise DataError(f"config.data.name={config.data.name!r}: {name} has the classes {part.class_names}, "
+                            f"{names[0]} has {parts[0].class_names}; a pool's datasets must share their classes")
+    return SplitSource(PooledSource([part.examples for part in parts]), parts[0].class_names)
 
 
 def as_arrays(source: SplitSource, transform) -> dict:

@@ -63,6 +63,10 @@ def markdown_table(results: dict) -> str:
                     f"OIS takes each test image's best τ (an oracle too). clIoU is the dataset-level IoU of the "
                     f"skeletons dilated by a disk of radius {d_cl}, at the tuned τ. Rows ending in _nms or a "
                     f"channel reduction are thin-mask options; choose among them by `validation` in explain.json.")
+    if data.get("cross_source"):
+        caption += (f" Cross-source: trained on {data['trained_on']}, scored on {data['evaluated_on']} with no "
+                    f"retuning there: every τ (tuned, top-k, ODS) comes from the validation split of "
+                    f"{data['trained_on']}.")
     return caption + "\n\n" + "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,7 @@ from cfjax import evaluate, interrupts, storage, tiling, visualize
 from cfjax.data import pipeline
 from cfjax.errors import DataError
 from cfjax.explain import folder as folders
-from cfjax.explain import report
+from cfjax.explain import report, targets
 from cfjax.masks import scoring, thin, thresholds
 from cfjax.saved_runs import LoadedRun, load_run
 from cfjax.version import __version__
@@ -25,20 +25,27 @@ DEFAULT_TOP_K_PERCENT = 2.0  # when neither the config nor a validation split gi
 
 
 def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | None = None, split: str = "test",
-            mask_threshold: int | None = 127, crack_value: int | None = None, out_dir: str | None = None) -> dict:
+            mask_threshold: int | None = 127, crack_value: int | None = None, out_dir: str | None = None,
+            eval_data: str | None = None) -> dict:
     """Score every saliency method of the run in `workdir` (its kind's `saliency_methods`); returns explain.json's
     content. With `folder`, images come from FOLDER/images and masks from FOLDER/masks, binarised by
     `crack_value` (exact value) or `mask_threshold`; thresholds are still tuned on the run's validation
-    split when its dataset is present here."""
+    split when its dataset is present here. With `eval_data` (another prepared dataset), its `split` is
+    scored instead of the run's own, every threshold still from the run's validation split (cross-source)."""
     start = time.time()
+    if eval_data is not None and folder is not None:
+        raise DataError("--eval_data and --folder each name the images to explain: give one of them")
+    target_config = config if eval_data is None else targets.target_config(config, eval_data, split)
     run = load_run(config, workdir)
-    out_dir = out_dir or os.path.join(workdir, "explain" if folder is None else
-                                      f"explain_{os.path.basename(os.path.normpath(folder))}")
+    out_dir = out_dir or os.path.join(workdir, _default_out_name(folder, eval_data))
     if jax.process_index() == 0:
         storage.check_writable(out_dir)  # before minutes of scoring, not after
     methods = run.kind.saliency_methods()
     grid = evaluate.threshold_grid(config)
     validation, validation_note = _validation_arrays(config)
+    if eval_data is not None and validation is None:
+        raise DataError(f"--eval_data={eval_data}: every threshold comes from the run's own validation split, "
+                        f"and here it is {validation_note.removeprefix('not tuned: ')}")
     top_k_fraction = _top_k_fraction(config, validation)
     rules = scoring.PerImageRules(fixed_fraction=config.explain.fixed_fraction, top_k_fraction=top_k_fraction)
     tolerances = scoring.Tolerances(f1=config.explain.tolerance, centerline=config.explain.centerline_tolerance)
@@ -62,9 +69,9 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
     tuned = {} if val_scores is None else scoring.tuned_thresholds(val_scores, val_scores["has_mask"], names, grid)
     frozen = {name: jnp.float32(tuned.get(name, jnp.inf)) for name in names}
     if folder is None:
-        data = pipeline.evaluation_arrays(config, split)
+        data = pipeline.evaluation_arrays(target_config, split)
         scores = evaluator(data).run((run.params, frozen))
-        source = f"the {split} split of {config.data.name}"
+        source = f"the {split} split of {target_config.data.name}"
         examples = _split_examples(data, split)
     else:
         examples = folders.load_pairs(folder, mask_threshold=mask_threshold, crack_value=crack_value)
@@ -78,12 +85,16 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
     results = {
         "workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
         "data": {"source": source, "num_images": len(has_mask), "num_damaged": int(damaged.sum()),
-                 "num_empty": int(empty.sum())},
+                 "num_empty": int(empty.sum()), "trained_on": config.data.name,
+                 "evaluated_on": target_config.data.name if folder is None else source,
+                 "cross_source": eval_data is not None},
         "settings": {"fixed_fraction": config.explain.fixed_fraction, "top_k_percent": 100 * top_k_fraction,
                      "saliency": config.saliency.to_dict(), "ig_steps": config.explain.ig_steps,
                      "tolerance": config.explain.tolerance, "centerline_tolerance": config.explain.centerline_tolerance,
                      "thin_nms": config.explain.thin_nms, "thin_reduce": config.explain.thin_reduce,
                      "tuned_on": "validation" if val_scores is not None else validation_note,
+                     "thresholds_from": (f"the validation split of {config.data.name}" if val_scores is not None
+                                         else None),
                      "mask_rule": None if folder is None else
                      (f"== {crack_value}" if crack_value is not None else f"> {mask_threshold}")},
         "methods": summary,
@@ -100,6 +111,12 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
         storage.write_text_atomic(os.path.join(out_dir, "explain.md"), report.markdown_table(results))
     results["out_dir"] = out_dir
     return results
+
+
+def _default_out_name(folder: str | None, eval_data: str | None) -> str:
+    if folder is not None:
+        return f"explain_{os.path.basename(os.path.normpath(folder))}"
+    return "explain" if eval_data is None else targets.out_dir_name(eval_data)
 
 
 def _validation_arrays(config: ml_collections.ConfigDict) -> tuple[dict | None, str]:

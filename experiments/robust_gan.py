@@ -4,6 +4,7 @@ than the plain classifier:
 
     python experiments/robust_gan.py --train              # (a) fruit robustness and (b) SUT-Crack masks, 3 seeds
     python experiments/robust_gan.py --train --ablation   # ... and (c) the one-seed ablation grid on fruit
+    python experiments/robust_gan.py --train --ablation=fake_weight_0,steps_x3   # ... some settings of it
     python experiments/robust_gan.py                      # tabulate finished runs only
 
 (a) reuses experiments/robustness_table.py's runs (the plain classifier, the PGD-trained classifier,
@@ -18,6 +19,8 @@ import argparse
 import json
 import os
 import platform
+import re
+import subprocess
 import sys
 
 import common
@@ -29,27 +32,26 @@ FRUIT_MODELS = {"classifier": "plain classifier", "adversarial_classifier": "PGD
                 "D": "plain GAN: D", "robust_D": "robust GAN: D"}
 CRACK_RUNS = ("gan", "robust_gan", "unet")  # (b): crack_iou_table's runs
 CHECK_EPSILON = 4.0  # /255: where the aims are read
-# (c): one setting of the plain fruit GAN changed per run; "3x steps" is computed from its config.
+# (c): one setting of the plain fruit GAN changed per run; "steps_x3" is computed from its config.
 ABLATION = {
-    "prox_weight=1": ["--config.loss.prox_weight=1.0"],
-    "prox_weight=30": ["--config.loss.prox_weight=30.0"],
-    "fake_weight=0": ["--config.loss.fake_weight=0.0"],
-    "fake_weight=0.1": ["--config.loss.fake_weight=0.1"],
-    "fake_weight=3": ["--config.loss.fake_weight=3.0"],
-    "num_cycles=1": ["--config.loss.num_cycles=1"],
-    "3x steps": None,
+    "prox_weight_1": ["--config.loss.prox_weight=1.0"],
+    "prox_weight_30": ["--config.loss.prox_weight=30.0"],
+    "fake_weight_0": ["--config.loss.fake_weight=0.0"],
+    "fake_weight_0.1": ["--config.loss.fake_weight=0.1"],
+    "fake_weight_3": ["--config.loss.fake_weight=3.0"],
+    "num_cycles_1": ["--config.loss.num_cycles=1"],
+    "steps_x3": None,
 }
 
 
-def _num_steps(config_arg: str) -> int:
-    """num_steps of a config given as `configs/NAME.py[:ARG]`."""
-    path, _, arg = config_arg.partition(":")
-    sys.path.insert(0, os.path.join(common.REPO, os.path.dirname(path)))
-    try:
-        module = __import__(os.path.basename(path)[:-3])
-        return module.get_config(arg or "default").num_steps
-    finally:
-        sys.path.pop(0)
+def _num_steps(args: list[str]) -> int:
+    """num_steps of the config these cfjax flags resolve to (`--print_config` loads no JAX)."""
+    proc = subprocess.run([sys.executable, "-m", "cfjax.main", *args, "--print_config"], cwd=common.REPO,
+                          capture_output=True, text=True, check=False)
+    found = re.search(r"^num_steps: (\d+)$", proc.stdout, re.MULTILINE)
+    if proc.returncode or not found:
+        raise SystemExit(f"cannot read num_steps of {' '.join(args)}: {proc.stderr.strip()[-500:]}")
+    return int(found.group(1))
 
 
 def fruit_robustness(seeds: list[int], runs_dir: str, train: bool, extra: list[str]) -> tuple[dict, dict]:
@@ -68,28 +70,25 @@ def crack_masks(seeds: list[int], runs_dir: str, train: bool, extra: list[str]) 
     return crack_iou_table.tabulate(per_model) if per_model else ({}, "")
 
 
-def ablation(runs_dir: str, train: bool, extra: list[str]) -> tuple[dict, dict, dict]:
+def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list[str]) -> tuple[dict, dict, dict]:
     """(c) {setting: [D's robustness results]} for the plain fruit GAN of seed 0 (the default setting is
     robustness_table's own run of seed 0, attacked as that script attacks it; the others attack D only),
     the flags of each setting, and the attack settings."""
     per_model, settings = robustness_table.attack_runs([0], runs_dir, train, extra)
     grid = {"default (plain GAN)": per_model["D"]} if "D" in per_model else {}
-    config, _ = robustness_table.RUNS["gan"]
+    base = [f"--config={robustness_table.RUNS['gan'][0]}", "--config.seed=0"]
     flags_used = {"default (plain GAN)": []}
-    for name, flags in ABLATION.items():
-        flags = flags if flags is not None else [f"--config.num_steps={3 * _num_steps(config)}"]
+    for name in settings_wanted:
+        flags = ABLATION[name] if ABLATION[name] is not None else [
+            f"--config.num_steps={3 * _num_steps([*base, *extra])}"]
         flags_used[name] = flags
-        results = common.trained_and_analysed([f"--config={config}", "--config.seed=0", *flags, *extra],
-                                              os.path.join(runs_dir, f"fruits_ablation_{_slug(name)}_s0"), "attack",
+        results = common.trained_and_analysed([*base, *flags, *extra],
+                                              os.path.join(runs_dir, f"fruits_ablation_{name}_s0"), "attack",
                                               train=train, mode_args=("--config.attack.models=('D',)",))
         if results is not None:
             grid[name] = [results["models"]["D"]]
             settings = settings or results["settings"]
     return grid, flags_used, settings
-
-
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
 def aims(fruit: dict, crack_rows: dict) -> list[str]:
@@ -132,14 +131,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--runs", default=os.path.join(common.REPO, "runs"), help="where the run folders are (or go)")
     parser.add_argument("--train", action="store_true", help="train runs that are missing")
-    parser.add_argument("--ablation", action="store_true", help="also the one-seed ablation grid on fruit")
+    parser.add_argument("--ablation", nargs="?", const=",".join(ABLATION), default="",
+                        help=f"also the one-seed ablation grid on fruit: all of it, or some of {tuple(ABLATION)}")
     parser.add_argument("--out", default=os.path.join(common.REPO, "experiments", "results"))
     parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run (after --)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     fruit, settings = fruit_robustness(seeds, args.runs, args.train, args.extra)
     crack_rows, crack_table = crack_masks(seeds, args.runs, args.train, args.extra)
-    grid, grid_flags, grid_settings = ablation(args.runs, args.train, args.extra) if args.ablation else ({}, {}, {})
+    wanted = [name for name in args.ablation.split(",") if name]
+    unknown = [name for name in wanted if name not in ABLATION]
+    if unknown:
+        parser.error(f"--ablation: unknown setting {unknown[0]!r}; choose from {tuple(ABLATION)}")
+    grid, grid_flags, grid_settings = ablation(wanted, args.runs, args.train, args.extra) if wanted else ({}, {}, {})
     if not fruit and not crack_rows and not grid:
         raise SystemExit("no finished runs to tabulate; pass --train")
     sections = [f"# The robust counterfactual GAN (seeds {args.seeds}, mean ± std over seeds)", "",

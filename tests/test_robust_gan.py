@@ -7,6 +7,8 @@ import json
 import math
 import os
 import signal
+import subprocess
+import sys
 
 import chex
 import cracks
@@ -15,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import experiment_script
 
 from cfjax import adversarial_training, checkpoint, kinds, losses, parallel, steps, train
+from cfjax.config.compare import flatten_dict
 from cfjax.config.validation import validate_config
 from cfjax.data import pipeline, synthetic
 from cfjax.errors import ConfigError
@@ -51,6 +53,12 @@ def test_the_robust_configs_ramp_epsilon_as_the_pgd_trained_classifier_does():
         assert robust.adversarial_training.warmup_steps == robust.num_steps // 3
         assert not robust.adversarial_training.also_fake
         assert robust.data.name == classifier.data.name
+    for module, variant in ((fruits, "default"), (fruits, "tiny"), (cracks, "sut"), (cracks, "accelerator")):
+        plain, robust = (flatten_dict(module.get_config(arg).to_dict())
+                         for arg in (variant, f"{variant},robust"))
+        changed = {field for field in plain if plain[field] != robust[field]}
+        assert changed <= {"name", "model", "adversarial_training.epsilon", "adversarial_training.step_size",
+                           "adversarial_training.warmup_steps"}, changed  # the GAN it mirrors, but for D's PGD
     robust = cracks.get_config("tiny,robust")
     robust.num_steps = 90  # the ramp follows num_steps, as the classifier's does
     assert robust.adversarial_training.warmup_steps == 30
@@ -212,35 +220,52 @@ def test_a_tiny_robust_run_trains_resumes_bit_exactly_and_is_explained_and_attac
     assert explained["methods"]["counterfactual"]["thresholdings"]["tuned"]["iou_mean"] >= 0.0
 
 
+def _tiny_flags() -> list[str]:
+    """The fruit config's `:tiny` sizes as --config flags, on the embedded synthetic images: what the table
+    scripts' fixed configs become for a test (as experiments/reproduce.py's --quick does)."""
+    default, tiny = (flatten_dict(fruits.get_config(v).to_dict()) for v in ("default", "tiny"))
+    changed = sorted((field, value) for field, value in tiny.items() if default.get(field) != value and field != "name")
+    return [f"--config.{field}={value}" for field, value in changed] + ["--config.data.name=synthetic"]
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
-def test_the_experiment_script_trains_and_tabulates_tiny_runs(tmp_path, monkeypatch):
-    """experiments/robust_gan.py end to end on tiny configs of every run it needs (synthetic images), with
-    two settings of the ablation grid: the command lines, the reuse of the two table scripts, the files."""
-    with experiment_script("robustness_table") as fruit, experiment_script("crack_iou_table") as crack, \
-            experiment_script("robust_gan") as script:
-        tiny = {"configs/baselines.py:classifier,fruits": "configs/baselines.py:classifier,fruits,tiny",
-                "configs/fruits.py": "configs/fruits.py:tiny",
-                "configs/baselines.py:adversarial,fruits": "configs/baselines.py:adversarial,fruits,tiny",
-                "configs/fruits.py:robust": "configs/fruits.py:tiny,robust",
-                "configs/cracks.py:sut": "configs/cracks.py:tiny", "configs/baselines.py:unet,sut":
-                "configs/baselines.py:unet,tiny", "configs/cracks.py:sut,robust": "configs/cracks.py:tiny,robust"}
-        for runs in (fruit.RUNS, crack.RUNS):
-            for name, (config, *rest) in list(runs.items()):
-                monkeypatch.setitem(runs, name, (tiny.get(config, config), *rest))
-        monkeypatch.setattr(script, "ABLATION", {"fake_weight=0": ["--config.loss.fake_weight=0.0"], "3x steps": None})
-        out = tmp_path / "results"
-        script.main(["--train", "--ablation", "--seeds=0", f"--runs={tmp_path / 'runs'}", f"--out={out}", "--",
-                     "--config.data.name=synthetic"])
+def test_the_experiment_script_trains_and_tabulates_tiny_runs(tmp_path, repo_root):
+    """experiments/robust_gan.py end to end (a subprocess, as a user runs it) on tiny runs of every model
+    it needs, seed 0, with two settings of the ablation grid: the runs of the two table scripts it reuses,
+    its own, and its files."""
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    command = [sys.executable, str(repo_root / "experiments" / "robust_gan.py"), "--train",
+               "--ablation=fake_weight_0,steps_x3", "--seeds=0", f"--runs={runs}", f"--out={out}", "--",
+               *_tiny_flags()]
+    proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=3000, check=False)
+    assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     table = (out / "robust_gan.md").read_text()
     for row in ("| robust GAN: D |", "| plain GAN: D |", "| plain classifier |", "| PGD-trained classifier",
-                "| robust_gan: **cfjax counterfactual mask**", "| supervised U-Net", "| fake_weight=0 |",
-                "| 3x steps |", "| default (plain GAN) |"):
+                "| robust_gan: **cfjax counterfactual mask**", "| supervised U-Net", "| fake_weight_0 |",
+                "| steps_x3 |", "| default (plain GAN) |"):
         assert row in table, row
     assert "clean accuracy within 2 points of the plain classifier's: " in table
     summary = json.loads((out / "robust_gan.json").read_text())
-    assert summary["ablation_flags"]["3x steps"] == ["--config.num_steps=18"]
+    assert summary["ablation_flags"]["steps_x3"] == ["--config.num_steps=18"]
     assert set(summary["fruit"]) == {"plain classifier", "PGD-trained classifier (L∞ 4/255)", "plain GAN: D",
                                      "robust GAN: D"}
     assert {"counterfactual", "robust_gan/counterfactual", "segmenter"} <= set(summary["cracks"])
-    assert json.loads((tmp_path / "runs" / "fruits_ablation_3x_steps_s0" / "results.json").read_text())["step"] == 18
+    assert json.loads((runs / "fruits_ablation_steps_x3_s0" / "results.json").read_text())["step"] == 18
+    assert json.loads((runs / "fruits_robust_s0" / "results.json").read_text())["model"] == "robust_gan"
+    attacked = json.loads((runs / "fruits_ablation_fake_weight_0_s0" / "attack" / "robustness.json").read_text())
+    assert set(attacked["models"]) == {"D"}
+
+
+@pytest.mark.perf
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_step_cost_benchmark_times_both_steps_at_a_tiny_size(repo_root):
+    """experiments/benchmarks/robust_step.py runs (its figures are measured by running it, not asserted)."""
+    command = [sys.executable, str(repo_root / "experiments" / "benchmarks" / "robust_step.py"), "--variant=tiny",
+               "--steps=1"]
+    proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("gan (32 px, batch 8") and lines[1].startswith("robust_gan (32 px, batch 8")
+    assert lines[2].startswith("robust / plain, medians: ")

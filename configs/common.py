@@ -61,7 +61,9 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.name = name
     config.seed = 0
     config.num_classes = 2
-    config.model = "gan"  # or a baseline: "classifier" (D's backbone, labels only), "segmenter" (G's U-Net, masks)
+    # or "robust_gan" (D also trained on PGD examples: `robust_gan` below), or a baseline: "classifier"
+    # (D's backbone, labels only), "segmenter" (G's U-Net, masks)
+    config.model = "gan"
 
     config.data = data_config()
 

@@ -1,6 +1,8 @@
 """Pure loss functions of the counterfactual GAN (docs/design.md, section 1).
 
 D: CE(D(x), y) + w_fake * [CE(D(sg(x_hat)), FAKE) + sum_k CE(D(sg(x_cycle_k)), FAKE)]
+   (robust GAN: x replaced by its PGD example x_adv; with the detector option, x stays and
+   CE_K(D(x_adv), y) + w_fake * CE(D(x_adv), FAKE) is added, CE_K over the K class logits only)
 G: w_adv * CE(D(x_hat), t) + w_cls * CE(y_hat(x), y) + w_cyc * sum_k |x_2k - x|_1 + w_prox * |x_hat - x|_1
 """
 
@@ -46,6 +48,18 @@ def discriminator_loss(
     )
     loss = real_term + fake_weight * fake_term
     return loss, {"d_real_ce": real_term, "d_fake_ce": fake_term}
+
+
+def detector_loss(adversarial_logits: jnp.ndarray, labels: jnp.ndarray, *, fake_weight: float
+                  ) -> tuple[jnp.ndarray, dict]:
+    """D's loss on PGD examples of real images when it also flags them (the robust GAN's detector
+    option): its class readout (the first K logits) learns their true class, and its K+1 outputs learn
+    them as "fake". The two do not compete: the class CE is blind to the fake logit."""
+    num_classes = adversarial_logits.shape[-1] - 1
+    class_term = cross_entropy(adversarial_logits[..., :num_classes], labels)
+    fake_term = cross_entropy(adversarial_logits, jnp.full(adversarial_logits.shape[:1], num_classes))
+    return class_term + fake_weight * fake_term, {"d_detector_class_ce": class_term,
+                                                  "d_detector_fake_ce": fake_term}
 
 
 def generator_loss(

@@ -43,7 +43,7 @@ TILE_BATCH = 64
 
 
 class RestoredRun:
-    """A restored run. `config`, `step`, `kind` ("gan", "classifier" or "segmenter": `config.model`) and
+    """A restored run. `config`, `step`, `kind` (`config.model`: "gan", "robust_gan", "classifier", "segmenter") and
     `params` describe it; `offers` lists the methods it supports; `mask_rule` says how `mask()` binarises
     when given no threshold."""
 

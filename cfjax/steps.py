@@ -1,5 +1,6 @@
-"""The GAN's train state and its jitted update (D, then G against the new D), and what every step shares:
-the NaN guard (`keep_if_finite`) and the jit over the device mesh (`jit_step`)."""
+"""The GAN's train state and its jitted update (D, then G against the new D; for the robust GAN, D also
+learns from PGD examples of the real images), and what every step shares: the NaN guard
+(`keep_if_finite`) and the jit over the device mesh (`jit_step`)."""
 
 import functools
 from collections.abc import Callable
@@ -14,7 +15,8 @@ import optax
 from jax.sharding import Mesh
 
 from cfjax import losses, parallel
-from cfjax.models import make_discriminator, make_generator, p_fake, predict_class
+from cfjax.adversarial_training import AdversarialTraining
+from cfjax.models import class_logits, make_discriminator, make_generator, p_fake, predict_class
 from cfjax.optim import make_optimizer
 
 Params = Any
@@ -35,21 +37,24 @@ class TrainState:
 
 @flax.struct.dataclass
 class GanModels:
-    """The two networks and their optimizers (static: hashed by identity under jit)."""
+    """The two networks and their optimizers (static: hashed by identity under jit); `adversary` set, D
+    also trains on PGD examples of the real images (the robust GAN)."""
 
     generator: Any = flax.struct.field(pytree_node=False)
     discriminator: Any = flax.struct.field(pytree_node=False)
     g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    adversary: AdversarialTraining | None = flax.struct.field(pytree_node=False, default=None)
 
 
-def build_gan_models(config: ml_collections.ConfigDict) -> GanModels:
-    """G, D and their optimizers as described by the config."""
+def build_gan_models(config: ml_collections.ConfigDict, adversary: AdversarialTraining | None = None) -> GanModels:
+    """G, D and their optimizers as described by the config, and D's training attack if any."""
     return GanModels(
         generator=make_generator(config),
         discriminator=make_discriminator(config),
         g_tx=make_optimizer(config.optimizer.generator, config.num_steps),
         d_tx=make_optimizer(config.optimizer.discriminator, config.num_steps),
+        adversary=adversary,
     )
 
 
@@ -98,11 +103,37 @@ def _ema(ema_params, params, step, decay):
     return jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema_params, params)
 
 
+def _robust_inputs(models: GanModels, d_params, images, labels, key, step) -> tuple[jnp.ndarray, dict]:
+    """PGD examples of the real images against D's class readout (its parameters before this update, in
+    inference mode), and what they do to D: its class CE and accuracy, clean and adversarial, its
+    p_fake on them, and the budget of this step."""
+    d_apply = lambda x: models.discriminator.apply({"params": d_params}, x, train=False)
+    result = models.adversary.attack(d_apply, images, labels, key, step)
+    adversarial = jax.lax.stop_gradient(result.adversarial)
+    k = models.adversary.spec.num_classes
+    clean_logits, adversarial_logits = d_apply(images), d_apply(adversarial)
+    metrics = {
+        "adversarial_epsilon": models.adversary.budget(step)[0],
+        "d_clean_class_ce": losses.cross_entropy(class_logits(clean_logits, k), labels),
+        "d_adversarial_class_ce": losses.cross_entropy(class_logits(adversarial_logits, k), labels),
+        "d_acc_real": (predict_class(clean_logits, k) == labels).mean(),
+        "d_acc_adversarial": (predict_class(adversarial_logits, k) == labels).mean(),
+        "p_fake_real": p_fake(clean_logits).mean(),
+        "p_fake_adversarial": p_fake(adversarial_logits).mean(),
+    }
+    return adversarial, metrics
+
+
 def gan_step(state: TrainState, batch: dict, *, models: GanModels, config: ml_collections.ConfigDict):
     """One D update on real and (stop-gradient) generated images, then one G update against new D.
 
     G's forward pass runs once: its outputs' vector-Jacobian product is kept and pulled back after
     D's update, so G's gradient sees the updated D without recomputing the U-Net.
+
+    With `models.adversary` (the robust GAN) D learns PGD examples of the real images, made against
+    it at this step's budget, with their true class in place of the clean images (Madry et al.; Rob-GAN);
+    with `adversarial_training.also_fake` it learns the clean images as the plain GAN does, and the PGD
+    examples both with their true class on its class readout and as "fake" (a detector).
     """
     num_classes = config.num_classes
     loss_cfg = config.loss
@@ -119,15 +150,27 @@ def gan_step(state: TrainState, batch: dict, *, models: GanModels, config: ml_co
         fakes += outputs["cycle_back"] + outputs["cycle_forward"]
     fakes = [jax.lax.stop_gradient(f) for f in fakes]
 
+    adversarial, robust_metrics, also_fake = None, {}, False
+    if models.adversary is not None:  # its own key: the plain GAN's random streams stay as they were
+        adversarial, robust_metrics = _robust_inputs(models, state.d_params, images, labels,
+                                                     jax.random.fold_in(step_key, 4), state.step)
+        also_fake = config.adversarial_training.also_fake
+    learned_as_real = images if adversarial is None or also_fake else adversarial
+
     def d_objective(d_params):
         # One D call per image set: concatenating along the sharded batch axis would reshard.
         d_keys = jax.random.split(d_key, len(fakes) + 1)
         apply = lambda x, k: models.discriminator.apply({"params": d_params}, x, train=True, rngs={"dropout": k})
-        real_logits = apply(images, d_keys[0])
+        real_logits = apply(learned_as_real, d_keys[0])
         fake_logits = [apply(fake, k) for fake, k in zip(fakes, d_keys[1:])]
         loss, terms = losses.discriminator_loss(
             real_logits, labels, fake_logits, fake_weight=loss_cfg.fake_weight
         )
+        if also_fake:
+            detector_logits = apply(adversarial, jax.random.fold_in(d_key, len(fakes) + 1))
+            detector_loss, detector_terms = losses.detector_loss(detector_logits, labels,
+                                                                 fake_weight=loss_cfg.fake_weight)
+            loss, terms = loss + detector_loss, {**terms, **detector_terms}
         return loss, (terms, real_logits)
 
     (d_loss, (d_terms, real_logits)), d_grads = jax.value_and_grad(d_objective, has_aux=True)(state.d_params)
@@ -175,6 +218,7 @@ def gan_step(state: TrainState, batch: dict, *, models: GanModels, config: ml_co
         "d_grad_norm": optax.tree.norm(d_grads),
         "g_param_norm": optax.tree.norm(g_params),
         "d_param_norm": optax.tree.norm(d_params),
+        **robust_metrics,  # D's accuracy and p_fake on the clean images, where it learned PGD examples
     }
     return keep_if_finite(new_state, state, metrics)
 

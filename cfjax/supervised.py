@@ -15,7 +15,8 @@ import ml_collections
 import optax
 from jax.sharding import Mesh
 
-from cfjax import attacks, losses, parallel, steps
+from cfjax import adversarial_training, losses, parallel, steps
+from cfjax.adversarial_training import AdversarialTraining
 from cfjax.models import make_plain_classifier, make_segmenter
 from cfjax.optim import make_optimizer
 
@@ -28,23 +29,6 @@ class SupervisedState:
     params: Any
     opt_state: optax.OptState
     key: jnp.ndarray
-
-
-@dataclasses.dataclass(frozen=True)
-class AdversarialTraining:
-    """Madry et al.'s defence: train on PGD examples made against the current parameters."""
-
-    spec: attacks.AttackSpec
-    epsilon: float
-    step_size: float
-    num_steps: int
-    warmup_steps: int = 0
-
-    def budget(self, step: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """(epsilon, step size) at `step`: both ramped linearly from 0 over `warmup_steps`. From scratch at
-        the full budget the classifier can stay at chance (it did on the fruit task at 8/255)."""
-        ramp = 1.0 if not self.warmup_steps else jnp.minimum(1.0, (step + 1) / self.warmup_steps)
-        return self.epsilon * ramp, self.step_size * ramp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +84,7 @@ def build_classifier(config: ml_collections.ConfigDict) -> ClassifierModel:
     """The classifier gets D's optimizer settings: each baseline trains like its GAN twin."""
     return ClassifierModel(make_plain_classifier(config),
                            make_optimizer(config.optimizer.discriminator, config.num_steps),
-                           adversary=_adversary(config))
+                           adversary=adversarial_training.from_config(config))
 
 
 def build_segmenter(config: ml_collections.ConfigDict) -> SegmenterModel:
@@ -108,24 +92,11 @@ def build_segmenter(config: ml_collections.ConfigDict) -> SegmenterModel:
     return SegmenterModel(make_segmenter(config), make_optimizer(config.optimizer.generator, config.num_steps))
 
 
-def _adversary(config: ml_collections.ConfigDict) -> AdversarialTraining | None:
-    settings = config.adversarial_training
-    if not settings.epsilon:
-        return None
-    spec = attacks.AttackSpec(num_classes=config.num_classes, norm=settings.norm, start="uniform")
-    return AdversarialTraining(spec, float(settings.epsilon), float(settings.step_size), int(settings.num_steps),
-                               int(settings.warmup_steps))
-
-
 def adversarial_examples(model: ClassifierModel, params, images: jnp.ndarray, labels: jnp.ndarray,
                          key: jax.Array, step: jnp.ndarray) -> jnp.ndarray:
     """PGD examples against the classifier in inference mode at the budget of training step `step`
     (constants for the update, which differentiates the loss on them with respect to the parameters only)."""
-    adversary = model.adversary
-    epsilon, step_size = adversary.budget(step)
-    result = attacks.pgd(lambda x: model.apply(params, x), images, labels, key, spec=adversary.spec,
-                         epsilon=epsilon, step_size=step_size, num_steps=adversary.num_steps)
-    return result.adversarial
+    return model.adversary.attack(lambda x: model.apply(params, x), images, labels, key, step).adversarial
 
 
 def init_state(model: SupervisedModel, key: jax.Array, image_shape: tuple) -> SupervisedState:

@@ -4,6 +4,7 @@
     python -m cfjax.main --config=configs/cracks.py:tiny         # seconds: smoke tests and CI
     python -m cfjax.main --config=configs/cracks.py:accelerator  # GPU / TPU: 128 px, wider, longer
     python -m cfjax.main --config=configs/cracks.py:sut          # real cracks (prepare SUT-Crack first)
+    python -m cfjax.main --config=configs/cracks.py:sut,robust   # ... with the robust GAN (D trained on PGD examples)
 
 Any field can be overridden with --config.FIELD=VALUE (e.g. --config.num_steps=500).
 """
@@ -14,14 +15,17 @@ import sys
 import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # loaded by path: find common.py beside it
-from common import base_config, grow_to_accelerator, parse_arg, shrink_to_tiny  # noqa: E402
+from common import base_config, grow_to_accelerator, parse_arg, robust_gan, shrink_to_tiny  # noqa: E402
 
+# The GAN, or the robust GAN whose D trains on PGD examples (after the variant: `:robust`, `:tiny,robust`).
+MODELS = ("gan", "robust")
 VARIANTS = ("default", "tiny", "accelerator", "sut")
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     """The default is sized for a 2-core CPU; `variant` shrinks or grows the run, or picks real data."""
-    variant = parse_arg(variant, {"variant": VARIANTS})["variant"]
+    parsed = parse_arg(variant, {"variant": VARIANTS, "model": MODELS})
+    variant = parsed["variant"]
     config = base_config("cracks" if variant == "default" else f"cracks_{variant}")
     if variant == "tiny":
         shrink_to_tiny(config)
@@ -35,4 +39,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         # patches (experiments/mask_variants.py; only evaluation and explanation read these fields).
         config.saliency.reduce = "max"
         config.saliency.blur_radius = 1
+    if parsed["model"] == "robust":
+        robust_gan(config)
     return config

@@ -7,6 +7,8 @@ Prepare the photos once (the shipped train/test folders are pooled and re-split 
     python -m cfjax.main --config=configs/fruits.py:tiny         # seconds
     python -m cfjax.main --config=configs/fruits.py:accelerator  # GPU / TPU, 128 px
     python -m cfjax.main --config=configs/fruits.py:all          # all three fruits, healthy vs defective
+    python -m cfjax.main --config=configs/fruits.py:robust       # the robust GAN: D trained on PGD examples
+    python -m cfjax.main --config=configs/fruits.py:tiny,robust  # ... in seconds
 
 Photos are resized from 224 px; the counterfactual shows what would make a rotten apple healthy.
 """
@@ -17,14 +19,17 @@ import sys
 import ml_collections
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # loaded by path: find common.py beside it
-from common import base_config, grow_to_accelerator, parse_arg, shrink_to_tiny  # noqa: E402
+from common import base_config, grow_to_accelerator, parse_arg, robust_gan, shrink_to_tiny  # noqa: E402
 
+# The GAN, or the robust GAN whose D trains on PGD examples (after the variant: `:robust`, `:tiny,robust`).
+MODELS = ("gan", "robust")
 VARIANTS = ("default", "tiny", "accelerator", "all")
 
 
 def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     """Apples at 64 px on a CPU by default; `variant` shrinks, grows, or takes every fruit."""
-    variant = parse_arg(variant, {"variant": VARIANTS})["variant"]
+    parsed = parse_arg(variant, {"variant": VARIANTS, "model": MODELS})
+    variant = parsed["variant"]
     config = base_config("fruits" if variant == "default" else f"fruits_{variant}")
     config.data.name = "fruit_defects/apples"
     # Colour is the evidence of rot; mild jitter keeps D from keying on one photo session's white balance.
@@ -38,4 +43,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         grow_to_accelerator(config)
     elif variant == "all":
         config.data.name = "fruit_defects/all"
+    if parsed["model"] == "robust":
+        robust_gan(config)
     return config

@@ -26,6 +26,9 @@ RUNS = {
     "classifier": ("configs/baselines.py:classifier,sut", "sut_classifier_s{seed}",
                    ("classifier_grad_cam", "classifier_gradients", "classifier_integrated_gradients")),
     "unet": ("configs/baselines.py:unet,sut", "sut_unet_s{seed}", ("segmenter",)),
+    # The robust GAN (D trained on PGD examples): its rows are named "robust_gan/<method>".
+    "robust_gan": ("configs/cracks.py:sut,robust", "sut_robust_s{seed}",
+                   ("counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients")),
 }
 LABELS = {
     "counterfactual": "**cfjax counterfactual mask** \\|x − G(x, no crack)\\|",
@@ -38,6 +41,12 @@ LABELS = {
     "segmenter": "supervised U-Net (ceiling; trained on masks)",
 }
 THRESHOLDINGS = ("tuned", "otsu", "fixed", "top_k")
+
+
+def label(row: str) -> str:
+    """A table row's label: the method's, after its run's name when a later run repeats the method."""
+    model, _, method = row.rpartition("/")
+    return f"{model}: {LABELS.get(method, method)}" if model else LABELS.get(method, method)
 
 
 def run_one(model: str, seed: int, runs_dir: str, train: bool, extra: list[str]) -> dict | None:
@@ -72,7 +81,7 @@ def tabulate(per_model: dict) -> tuple[dict, str]:
                 row[field] = common.mean_std([e.get("tolerant", {}).get(field) for e in entries])
             row["cliou_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("cliou") for e in entries])
             row["ap"] = common.mean_std([e["ap"] for e in entries])
-            rows[method] = row
+            rows[method if method not in rows else f"{model}/{method}"] = row  # a method a later run repeats
     def fmt(value, seeds):
         if value is None:
             return "–"
@@ -86,7 +95,7 @@ def tabulate(per_model: dict) -> tuple[dict, str]:
     lines = ["| method | seeds | " + " | ".join(c for c, _ in columns) + " |", "|---|---|" + "---|" * len(columns)]
     for method, row in rows.items():
         cells = " | ".join(fmt(row[k], row["seeds"]) for _, k in columns)
-        lines.append(f"| {LABELS.get(method, method)} | {row['seeds']} | {cells} |")
+        lines.append(f"| {label(method)} | {row['seeds']} | {cells} |")
     return rows, "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,7 @@ RUNS = {
     "classifier": ("configs/baselines.py:classifier,fruits", "fruits_classifier_s{seed}"),
     "gan": ("configs/fruits.py", "fruits_s{seed}"),
     "adversarial": ("configs/baselines.py:adversarial,fruits", "fruits_adversarial_s{seed}"),
+    "robust_gan": ("configs/fruits.py:robust", "fruits_robust_s{seed}"),  # its models: robust_D, robust_G_head
 }
 LABELS = {"D": "D (hybrid readout)", "G_head": "G's classification head", "classifier": "plain classifier",
           "adversarial_classifier": "PGD-trained classifier (L∞ 4/255)"}

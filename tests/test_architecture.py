@@ -20,7 +20,8 @@ LAYERS = (
      "cfjax.metric_writer", "cfjax.visualize", "cfjax.optim", "cfjax.losses", "cfjax.colab"),
     ("cfjax.data", "cfjax.models"),
     ("cfjax.masks", "cfjax.attacks"),
-    ("cfjax.steps", "cfjax.supervised", "cfjax.evaluate", "cfjax.checkpoint", "cfjax.config.validation"),
+    ("cfjax.adversarial_training", "cfjax.steps", "cfjax.supervised", "cfjax.evaluate", "cfjax.checkpoint",
+     "cfjax.config.validation"),
     ("cfjax.kinds",),
     ("cfjax.train", "cfjax.saved_runs", "cfjax.config.resolve"),
     ("cfjax.restored_run", "cfjax.explain", "cfjax.robustness", "cfjax.predict"),
@@ -74,7 +75,8 @@ def test_every_config_model_is_one_kind_class():
     assert all(kind.name == name for name, kind in kinds.KINDS.items())
 
 
-@pytest.mark.parametrize("config_name", ["cracks.py:tiny", "baselines.py:classifier,tiny", "baselines.py:unet,tiny"])
+@pytest.mark.parametrize("config_name", ["cracks.py:tiny", "cracks.py:tiny,robust", "baselines.py:classifier,tiny",
+                                         "baselines.py:unet,tiny"])
 def test_each_kind_offers_what_restore_explain_and_attack_ask_of_it(config_name):
     """Built from its config (nothing compiled), a kind gives an inference function for every method it
     offers (masks come from its saliency), saliency methods, and readouts or a one-line refusal."""

@@ -46,6 +46,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "adversarial_training.num_steps": 7,
     "adversarial_training.norm": "linf",
     "adversarial_training.warmup_steps": 0,
+    "adversarial_training.also_fake": False,  # runs before the robust GAN: no PGD example was "fake"
     "explain.fixed_fraction": 0.5,
     "explain.top_k_percent": 0.0,
     "explain.ig_steps": 16,

@@ -18,8 +18,10 @@ from cfjax.optim import SCHEDULES
 # Builders of prepared datasets (cfjax.data.builders); listed here so validation needs no TFDS import.
 DATASET_BUILDERS = ("crack_segmentation", "fruit_defects", "class_folders")
 VIEWS = ("patches", "full")
-# What train_and_evaluate trains: the counterfactual GAN or one of its baselines (cfjax.tasks).
-MODELS = ("gan", "classifier", "segmenter")
+# What train_and_evaluate trains: the counterfactual GAN, its robust variant, or a baseline (cfjax.kinds).
+MODELS = ("gan", "robust_gan", "classifier", "segmenter")
+# The kinds that train on PGD examples (config.adversarial_training): "robust_gan" always, "classifier" optionally.
+ADVERSARIALLY_TRAINED = ("classifier", "robust_gan")
 NON_FINITE_POLICIES = ("stop", "skip_batch")
 
 _OPTIMIZER_FIELDS = ("learning_rate", "b1", "b2", "eps", "clip_norm", "schedule", "warmup_steps")
@@ -41,7 +43,7 @@ FIELDS = {
     "saliency": ("reduce", "blur_radius", "contrast_radius"),
     "explain": ("fixed_fraction", "top_k_percent", "ig_steps", "histogram_bins", "max_figures", "contact_rows",
                 "tolerance", "centerline_tolerance", "thin_nms", "thin_reduce"),
-    "adversarial_training": ("epsilon", "step_size", "num_steps", "norm", "warmup_steps"),
+    "adversarial_training": ("epsilon", "step_size", "num_steps", "norm", "warmup_steps", "also_fake"),
     "attack": ("paper_step_sizes_255", "paper_iterations", "linf_epsilons_255", "l2_epsilons", "iterations",
                "restarts", "check_epsilon_255", "strong_iterations", "strong_restarts", "adaptive_weight",
                "max_examples", "models"),
@@ -232,8 +234,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def _validate_adversarial_training(config: ml_collections.ConfigDict) -> None:
     adversarial = config.adversarial_training
     _number(config, "adversarial_training.epsilon", 0.0, message="must be >= 0 (0: off), a finite number")
-    _require(adversarial.epsilon == 0 or config.model == "classifier", "adversarial_training.epsilon",
-             "PGD training applies to the plain classifier only (config.model='classifier')", config)
+    _require(adversarial.epsilon == 0 or config.model in ADVERSARIALLY_TRAINED, "adversarial_training.epsilon",
+             f"PGD training applies to config.model in {ADVERSARIALLY_TRAINED} only", config)
+    _require(adversarial.epsilon > 0 or config.model != "robust_gan", "adversarial_training.epsilon",
+             "config.model='robust_gan' trains D on PGD examples: must be > 0", config)
+    _bool(config, "adversarial_training.also_fake")
+    _require(not adversarial.also_fake or config.model == "robust_gan", "adversarial_training.also_fake",
+             "labels PGD examples with D's fake class: config.model='robust_gan' only", config)
     _number(config, "adversarial_training.step_size", 0.0, low_open=True)
     _require(_is_int(adversarial.num_steps) and adversarial.num_steps >= 1, "adversarial_training.num_steps",
              "must be an integer >= 1", config)

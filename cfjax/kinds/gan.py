@@ -81,9 +81,14 @@ class GanKind:
 
     def __init__(self, config: ml_collections.ConfigDict, mesh):
         self.config, self.mesh = config, mesh
-        self.models = steps.build_gan_models(config)
+        self.models = self.build_models(config)
         self.init_state = steps.make_init_fn(self.models, config, mesh)
         self.train_step = steps.make_gan_step(self.models, config, mesh)
+
+    @staticmethod
+    def build_models(config: ml_collections.ConfigDict) -> steps.GanModels:
+        """G, D and their optimizers (the robust GAN adds D's training attack)."""
+        return steps.build_gan_models(config)
 
     # --- training ------------------------------------------------------------------------------------
 

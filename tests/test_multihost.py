@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -159,6 +160,50 @@ def test_a_failing_evaluation_ends_both_processes_with_process_0s_line(harness, 
     errors = [line.removeprefix("[process 1] ") for line in proc.stdout.splitlines() if "cfjax: error: " in line]
     assert len(errors) == 2 and errors[0] == errors[1] and "no checkpoint in" in errors[0], proc.stdout[-3000:]
     assert "Traceback" not in proc.stdout
+
+
+RESTORE_PROBE = """
+import os, sys
+import jax, numpy as np
+if "JAX_COORDINATOR_ADDRESS" in os.environ:
+    jax.distributed.initialize(os.environ["JAX_COORDINATOR_ADDRESS"], int(os.environ["JAX_NUM_PROCESSES"]),
+                               int(os.environ["JAX_PROCESS_ID"]))
+import cfjax
+run = cfjax.restore(sys.argv[1])
+size = run.config.data.image_size
+images = np.random.default_rng(0).random((5, size, size, 3), np.float32)
+if jax.process_index() == 1:
+    run.classify(images[:2])  # other calls than process 0's, in another order: nothing is shared
+np.savez(os.path.join(sys.argv[2], f"out{jax.process_index()}_of_{jax.process_count()}.npz"),
+         p_fake=run.p_fake(images), saliency=run.saliency(images), classify=run.classify(images))
+"""
+
+
+def test_restore_in_each_of_two_processes_equals_one_process(harness, two_processes, tmp_path, monkeypatch, capfd):
+    """`cfjax.restore` in a multi-process program: each process restores onto its own device and reads the
+    checkpoint alone (no barrier), so the processes need not call it, or anything after it, in step."""
+    from cfjax import launch as launcher
+
+    (tmp_path / "restore_probe.py").write_text(RESTORE_PROBE)
+    env = {**harness.environ(1), "PYTHONPATH": f"{tmp_path}{os.pathsep}{harness.environ()['PYTHONPATH']}"}
+    one = subprocess.run([sys.executable, "-m", "restore_probe", two_processes, str(tmp_path)], cwd=harness.REPO,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("XLA_FLAGS")
+    run = launcher.Launch([two_processes, str(tmp_path)], processes=2, module="restore_probe", settle_s=5, grace_s=5)
+    finished = threading.Thread(target=run.wait, daemon=True)
+    finished.start()
+    finished.join(timeout=300)
+    if finished.is_alive():  # a hang: fail, leaving no process behind
+        run.signal_all(signal.SIGKILL)
+    assert not finished.is_alive() and [p.returncode for p in run.procs] == [0, 0], capfd.readouterr()
+    reference = np.load(tmp_path / "out0_of_1.npz")
+    for index in range(2):
+        restored = np.load(tmp_path / f"out{index}_of_2.npz")
+        for name in reference.files:
+            np.testing.assert_array_equal(restored[name], reference[name])
 
 
 @pytest.mark.parametrize("flag, message", [

@@ -3,7 +3,7 @@
 
 import pytest
 
-from cfjax import launch
+from cfjax import cluster, launch
 
 
 def test_each_process_learns_the_coordinator_its_id_and_its_devices():
@@ -60,3 +60,11 @@ def test_a_dead_peers_fatal_dump_becomes_one_note(tmp_path, monkeypatch, capfd, 
     else:
         assert "client.h" not in out and "Check failure" not in out
         assert "cfjax.launch: process 0 ended with exit code 134; 3 lines of JAX's fatal-error dump left out" in err
+
+
+def test_the_process_rank_comes_from_the_launchers_environment():
+    assert cluster.process_rank({}) is None
+    assert cluster.process_rank({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) is None  # one task: not several
+    assert cluster.process_rank({"SLURM_PROCID": "3", "SLURM_NTASKS": "8"}) == (3, 8, "SLURM_PROCID")
+    assert cluster.process_rank({"JAX_PROCESS_ID": "1", "JAX_NUM_PROCESSES": "2"}) == (1, 2, "JAX_PROCESS_ID")
+    assert cluster.process_rank({"OMPI_COMM_WORLD_RANK": "x", "OMPI_COMM_WORLD_SIZE": "2"}) is None

@@ -217,3 +217,23 @@ def test_a_bad_config_or_missing_dataset_fails_both_processes_with_one_line(harn
     errors = [line.removeprefix("[process 1] ") for line in proc.stdout.splitlines() if message in line]
     assert len(errors) == 2 and errors[0] == errors[1], proc.stdout[-3000:]  # the same one line from each
     assert "Traceback" not in proc.stdout
+
+
+@pytest.mark.parametrize("environ", [{"JAX_PROCESS_ID": "{i}", "JAX_NUM_PROCESSES": "2"},
+                                     {"SLURM_PROCID": "{i}", "SLURM_NTASKS": "4"},
+                                     {"OMPI_COMM_WORLD_RANK": "{i}", "OMPI_COMM_WORLD_SIZE": "2"}])
+def test_prepare_runs_in_process_0_only(harness, tmp_path, environ):
+    """`srun python -m cfjax.data.prepare ...` (one process per task): process 0 builds the dataset, every other
+    process says so in one line and ends at once (0), touching nothing; the job step ends with process 0."""
+    def prepare(index: int) -> subprocess.CompletedProcess:
+        env = {**harness.environ(), **{name: value.format(i=index) for name, value in environ.items()}}
+        return subprocess.run([sys.executable, "-m", "cfjax.data.prepare", "--dataset=crack_segmentation/sut",
+                               f"--manual_dir={tmp_path / 'nowhere'}", f"--data_dir={tmp_path / 'data'}"],
+                              cwd=harness.REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    other = prepare(1)
+    assert other.returncode == 0 and not (tmp_path / "data").exists(), other.stderr[-2000:]
+    assert other.stdout.strip().splitlines()[-1].startswith("cfjax.data.prepare: process 1 of ")
+    assert "process 0 prepares the dataset for all of them" in other.stdout
+    first = prepare(0)  # does the work: here, reports the missing files
+    assert first.returncode == 2 and "does not exist" in first.stderr, first.stderr[-2000:]

@@ -95,55 +95,19 @@ def test_sigterm_to_one_process_saves_the_step_and_stops_both(harness, straight,
     assert harness.preemption.differences(straight, workdir) == []
 
 
-# Each evaluation mode's flags on the 2 x 1 run: attack sweeps cut to a few seconds (its --config must agree
-# with the fields the run was trained with).
-EVALUATION = {
-    "explain": [],
-    "attack": ["--config=configs/cracks.py:tiny", "--config.optimizer.generator.schedule=cosine",
-               f"--config.num_steps={STEPS}", "--config.attack.max_examples=4",
-               "--config.attack.linf_epsilons_255=(4.0,)", "--config.attack.l2_epsilons=(0.5,)",
-               "--config.attack.paper_step_sizes_255=(4.0,)",
-               "--config.attack.strong_restarts=1"],
-    "predict": ["--folder={photos}"],
-}
-# The numbers each mode's outputs must hold equal in 1 and 2 processes (paths and wall times differ).
-NUMBERS = {
-    "explain": lambda out: {k: v for k, v in json.loads((out / "explain.json").read_text()).items()
-                            if k in ("step", "data", "settings", "methods")},
-    "attack": lambda out: {k: v for k, v in json.loads((out / "robustness.json").read_text()).items()
-                           if k in ("step", "data", "settings", "models")},
-    "predict": lambda out: (out / "predictions.csv").read_text(),
-}
-
-
-def photos(folder) -> str:
-    """Two small photos of different sizes for --mode=predict."""
-    from PIL import Image
-
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for name, shape in (("a.png", (40, 56, 3)), ("b.jpg", (33, 33, 3))):
-        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(os.path.join(folder, name))
-    return str(folder)
-
-
-def evaluation_flags(mode: str, workdir: str, out, tmp_path) -> list[str]:
-    extra = [flag.format(photos=photos(tmp_path / "photos")) for flag in EVALUATION[mode]]
-    return [f"--workdir={workdir}", f"--mode={mode}", f"--out={out}", *extra]
-
-
 @pytest.mark.parametrize("mode", ["explain", "attack", "predict"])
 def test_evaluation_modes_in_two_processes_equal_one_process_and_write_each_file_once(harness, two_processes,
                                                                                       tmp_path, mode):
     """Process 0 alone restores and computes on its own device (no collective: it cannot wait on process 1,
     the cause of a hang), writes every file once; process 1 waits and ends as process 0 did."""
     single, double = tmp_path / "one", tmp_path / "two"
-    one = subprocess.run([sys.executable, "-m", "cfjax.main", *evaluation_flags(mode, two_processes, single, tmp_path)],
-                         cwd=harness.REPO, env=harness.environ(1), capture_output=True, text=True, timeout=400)
+    flags = lambda out: harness.evaluation_flags(mode, two_processes, STEPS, out, tmp_path)  # noqa: E731
+    one = subprocess.run([sys.executable, "-m", "cfjax.main", *flags(single)], cwd=harness.REPO,
+                         env=harness.environ(1), capture_output=True, text=True, timeout=400)
     assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
-    two = launch(harness, evaluation_flags(mode, two_processes, double, tmp_path), timeout=400)
+    two = launch(harness, flags(double), timeout=400)
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
-    assert NUMBERS[mode](double) == NUMBERS[mode](single)
+    assert harness.NUMBERS[mode](double) == harness.NUMBERS[mode](single)
     listing = lambda root: sorted(str(p.relative_to(root)) for p in root.rglob("*"))  # noqa: E731
     assert listing(double) == listing(single)  # the same files, no temporary file left
     waiting = [line for line in two.stdout.splitlines() if line.startswith("[process 1] cfjax:")]

@@ -245,9 +245,6 @@ def main() -> None:
                "events": events}
     summary["steps_per_sec"] = speed(args.dir, args.speed_steps)
     summary["wall_time_s"] = round(time.time() - start, 1)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "multihost.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     verdict = lambda d: "bit-identical" if not d else f"DIFFERENT: {', '.join(d[:5])}"  # noqa: E731
     markdown = (f"2 processes x 1 device vs 1 process x 2 devices, {args.steps} steps of configs/cracks.py:tiny: "
                 f"{verdict(same)}.\n\n{summary['kills']} SIGKILLs of a random process of a 2-process run "
@@ -257,19 +254,24 @@ def main() -> None:
                 f"uninterrupted 1 x 2 run: {verdict(diffs)}.\n\nSteps/s after compilation (loopback, 2 CPU cores): "
                 f"1 x 2 {summary['steps_per_sec']['1x2']}, 2 x 1 {summary['steps_per_sec']['2x1']} "
                 f"({summary['wall_time_s'] / 60:.1f} min in all).\n")
-    with open(os.path.join(args.out, "multihost.md"), "w") as f:
-        f.write(markdown)
-    print(markdown)
+    _write(args.out, "multihost", summary, markdown)
     if same or diffs or summary["checkpoints_lost"]:
         sys.exit(1)
+
+
+def _write(out: str, name: str, summary: dict, markdown: str) -> None:
+    """out/name.json and out/name.md, and the markdown printed."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(markdown)
+    print(markdown)
 
 
 def _evaluations_report(args, start: float) -> None:
     summary = evaluations(args.dir, 8, args.evaluations)
     summary["wall_time_s"] = round(time.time() - start, 1)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "multihost_evaluation.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     lines = [f"Each evaluation mode {args.evaluations} times in 2 processes x 1 device (`cfjax.launch`) on an 8-step "
              "2 x 1 run of configs/cracks.py:tiny, against once in 1 process x 1 device "
              f"({summary['wall_time_s'] / 60:.1f} min in all, 2 CPU cores shared with other jobs):", "",
@@ -280,9 +282,7 @@ def _evaluations_report(args, start: float) -> None:
         seconds = [r["seconds"] for r in rows]
         lines.append(f"| {mode} | {len(rows)} | {sum(r['exit_code'] == 0 for r in rows)} | "
                      f"{sum(r['same_numbers_as_1_process'] for r in rows)} | {min(seconds)} to {max(seconds)} |")
-    with open(os.path.join(args.out, "multihost_evaluation.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _write(args.out, "multihost_evaluation", summary, "\n".join(lines) + "\n")
     if not all(r["same_numbers_as_1_process"] for r in summary["runs"]):
         sys.exit(1)
 

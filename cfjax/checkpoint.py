@@ -70,9 +70,14 @@ class Checkpointer:
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.read_only = read_only
         if read_only:
-            # (A writable manager would clean up temporary folders: the trainer's save in flight.)
+            # (A writable manager would clean up temporary folders: the trainer's save in flight.) In a
+            # multi-process program a reader is a group of one: orbax skips its cross-process barriers (a
+            # restore ends in one), so a process reads alone and never waits for others to read too.
+            alone = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                                       active_processes={jax.process_index()})
             options = ocp.CheckpointManagerOptions(read_only=True, create=False, cleanup_tmp_directories=False,
-                                                   max_to_keep=None, save_interval_steps=0)
+                                                   max_to_keep=None, save_interval_steps=0,
+                                                   multiprocessing_options=alone)
         else:
             # A save cut short (SIGKILL, a full disk) leaves a temporary folder that never counts as a step;
             # cleaning those up at start keeps the folder tidy. Only the one writer (workdir_lock) does this.

@@ -31,7 +31,7 @@ class SplitEvaluator:
     def run(self, params) -> dict:
         num = len(self.data["label"])
         chunks = []
-        mine = parallel.host_slice(self.batch_size)
+        mine = parallel.host_slice(self.batch_size, self.mesh)
         for start in range(0, num, self.batch_size):
             batch = {name: pad_batch(self.data[name][start:start + self.batch_size], self.batch_size)[mine]
                      for name in self.fields}

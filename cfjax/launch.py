@@ -7,7 +7,9 @@ process 0's coordinator, and `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`, `JA
 run (and are tested) on one machine; on a TPU pod slice or a GPU cluster every host runs `cfjax.main` itself
 (docs/multihost.md).
 
-Process 0's output passes through as is; the others' lines are prefixed "[process i] ". SIGINT and SIGTERM
+Process 0's output passes through as is; the others' lines are prefixed "[process i] "; once one process has
+failed, the others' lines other than cfjax's own are replaced by one note at the end (the C++ fatal-error dump
+of JAX's distributed runtime, which ends them when a peer dies; --full_output keeps it). SIGINT and SIGTERM
 are forwarded to every process (each saves its part of the step in progress and stops). When one process
 fails or dies, the others get --settle_s to end by themselves (the same error, or the heartbeat timeout
 that notices a dead peer), then SIGTERM, then SIGKILL after --grace_s: no process is left waiting for a
@@ -59,11 +61,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def _pipe(stream, prefix: str, out) -> None:
-    for line in iter(stream.readline, b""):
-        out.buffer.write(prefix.encode() + line if prefix else line)
-        out.buffer.flush()
-    stream.close()
+# The first line of the report JAX's distributed runtime logs (C++, glog) before it aborts a process whose peer died.
+_JAX_FATAL = re.compile(rb"[EF]\d{4} [\d:.]+\s+\d+ (coordination_service\S*|client\.h):\d+\]")
 
 
 def exit_code(returncode: int) -> int:
@@ -75,20 +74,42 @@ class Launch:
     """N processes of one run; `wait()` returns the exit code."""
 
     def __init__(self, argv: list[str], *, processes: int, devices_per_process: int = 1, grace_s: float = 30.0,
-                 settle_s: float = 10.0, port: int | None = None, module: str = "cfjax.main"):
-        self.grace_s, self.settle_s = grace_s, settle_s
+                 settle_s: float = 10.0, port: int | None = None, module: str = "cfjax.main",
+                 full_output: bool = False):
+        self.grace_s, self.settle_s, self.full_output = grace_s, settle_s, full_output
         port = port or free_port()
         self.procs: list[subprocess.Popen] = []
         self._threads = []
+        self._failed: int | None = None  # the first process that failed, once the launcher has seen it
+        self._held = [0] * processes  # per process: 0 passing lines, -1 holding them, N > 0 lines held
         for index in range(processes):
             proc = subprocess.Popen([sys.executable, "-m", module, *argv],
                                     env=process_env(index, processes, port, devices_per_process),
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
             self.procs.append(proc)
-            prefix = "" if index == 0 else f"[process {index}] "
-            thread = threading.Thread(target=_pipe, args=(proc.stdout, prefix, sys.stdout), daemon=True)
+            thread = threading.Thread(target=self._pipe, args=(index, sys.stdout), daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _pipe(self, index: int, out) -> None:
+        """Process `index`'s output, prefixed for all but process 0. Once another process has failed, or this one
+        began JAX's fatal-error report (`_JAX_FATAL`), only its "cfjax" lines pass (see `_dump_note`)."""
+        stream, prefix = self.procs[index].stdout, b"" if index == 0 else f"[process {index}] ".encode()
+        for line in iter(stream.readline, b""):
+            if not self.full_output and not self._held[index] and (self._failed not in (None, index)
+                                                                  or _JAX_FATAL.match(line)):
+                self._held[index] = -1  # from here on
+            if self._held[index] and not line.startswith(b"cfjax"):
+                self._held[index] = max(self._held[index], 0) + 1
+                continue
+            out.buffer.write(prefix + line)
+            out.buffer.flush()
+        stream.close()
+
+    def _dump_note(self, index: int) -> str:
+        return (f"cfjax.launch: process {index} ended with exit code {exit_code(self.procs[index].returncode)}; "
+                f"{self._held[index]} lines of JAX's fatal-error dump left out (when a process dies, JAX's distributed "
+                "runtime aborts the others from C++, LOG(FATAL), out of Python's reach; --full_output shows it)")
 
     def signal_all(self, signum: int) -> None:
         for proc in self.procs:
@@ -105,7 +126,7 @@ class Launch:
             if first_failure is None:
                 for index, proc in enumerate(self.procs):
                     if proc.returncode not in (None, 0):
-                        first_failure = (index, proc.returncode)
+                        first_failure, self._failed = (index, proc.returncode), index
                         print(f"cfjax.launch: process {index} ended with exit code {exit_code(proc.returncode)}; "
                               "stopping the others", file=sys.stderr, flush=True)
                         term_at = time.monotonic() + self.settle_s
@@ -119,12 +140,17 @@ class Launch:
                 self.signal_all(signal.SIGKILL)
                 stop_at = None
             time.sleep(0.05)
+        if first_failure is None:  # (every process ended within one poll: a peer's death takes the others at once)
+            first_failure = next(((i, p.returncode) for i, p in enumerate(self.procs) if p.returncode), None)
+            if first_failure is not None:
+                print(f"cfjax.launch: process {first_failure[0]} ended with exit code {exit_code(first_failure[1])}",
+                      file=sys.stderr, flush=True)
         for thread in self._threads:
             thread.join(timeout=5)
-        if first_failure is None:
-            failed = [proc.returncode for proc in self.procs if proc.returncode]
-            return exit_code(failed[0]) if failed else 0
-        return exit_code(first_failure[1])
+        for index, held in enumerate(self._held):
+            if held > 0:
+                print(self._dump_note(index), file=sys.stderr, flush=True)
+        return 0 if first_failure is None else exit_code(first_failure[1])
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -137,6 +163,8 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--settle_s", type=float, default=10.0,
                         help="after one process fails: seconds the others get to end by themselves before SIGTERM")
     parser.add_argument("--port", type=int, default=0, help="the coordinator's port (default: a free one)")
+    parser.add_argument("--full_output", action="store_true",
+                        help="after one process fails, show the others' whole output (JAX's fatal-error dump) too")
     if "--" in argv:
         split = argv.index("--")
         ours, theirs = argv[:split], argv[split + 1:]
@@ -153,7 +181,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     args, theirs = parse(sys.argv[1:] if argv is None else argv)
     launch = Launch(theirs, processes=args.processes, devices_per_process=args.devices_per_process,
-                    grace_s=args.grace_s, settle_s=args.settle_s, port=args.port or None)
+                    grace_s=args.grace_s, settle_s=args.settle_s, port=args.port or None, full_output=args.full_output)
 
     def forward(signum, frame):
         launch.signal_all(signum)

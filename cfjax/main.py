@@ -238,11 +238,19 @@ def _main(argv: list[str]) -> None:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax and jax.distributed are chatty at INFO
     initialize_distributed()
-    if jax.process_count() > 1 and _MODE.value != "train":
-        # Explain in 2 processes hung in a fresh-clone CI run (docs/multihost.md): refused until that is understood.
-        _fail(f"--mode={_MODE.value} runs in one process: start it without the launcher and without "
-              "--jax_distributed, on any machine that sees the workdir (docs/multihost.md)")
+    if _MODE.value == "train" or jax.process_count() == 1:
+        _run()
+    elif jax.process_index() == 0:
+        _sharing_outcome(_run)
+    else:
+        _wait_for_process_zero()
+
+
+def _run() -> None:
+    import jax
+
     from cfjax import train
+    from cfjax.errors import ConfigError
 
     workdir = _WORKDIR.value or os.path.join("runs", _CONFIG.value.name)
     config = _CONFIG.value
@@ -250,13 +258,14 @@ def _main(argv: list[str]) -> None:
         from cfjax.config.resolve import for_saved_run
 
         if os.path.isfile(workdir):
-            _fail(f"--workdir={workdir} is a file, not a trained run's folder")
+            raise ConfigError(f"--workdir={workdir} is a file, not a trained run's folder")
 
         config = for_saved_run(workdir, config)  # the run's own config, with these evaluation settings
     if _PRINT_CONFIG.value:
         print(config)
         return
-    print(f"cfjax: config {config.name} on {jax.device_count()} {jax.default_backend()} device(s); "
+    devices = jax.device_count() if _MODE.value == "train" else jax.local_device_count()  # (saved_runs.py)
+    print(f"cfjax: config {config.name} on {devices} {jax.default_backend()} device(s); "
           f"workdir {workdir}", flush=True)
     if _MODE.value == "explain":
         _explain(config, workdir)
@@ -268,31 +277,57 @@ def _main(argv: list[str]) -> None:
         train.train_and_evaluate(config, workdir)
 
 
+def _sharing_outcome(run) -> None:
+    """Process 0 of a multi-process --mode=explain|attack|predict: it alone restores the run and computes, on
+    its own devices (no collective: nothing can wait on another process), writes each output file once,
+    and then tells the waiting processes its exit code and last line (docs/multihost.md)."""
+    from cfjax import parallel
+
+    try:
+        run()
+    except BaseException as error:  # noqa: BLE001 (re-raised: main() reports it here as usual)
+        code = exit_code(error)
+        if isinstance(error, SystemExit):
+            code, line = (error.code if isinstance(error.code, int) else 1), "error: process 0 stopped"
+        elif code is None:
+            code, line = 1, f"error: process 0 failed ({type(error).__name__}; its traceback is in its output)"
+        else:
+            line = _message(error)
+        parallel.share_outcome(code, line)
+        raise
+    parallel.share_outcome(0, "")
+
+
+def _wait_for_process_zero() -> None:
+    """Every process but 0 of a multi-process --mode=explain|attack|predict: wait for process 0, then end
+    as it ended (the same exit code and line)."""
+    import jax
+
+    from cfjax import parallel
+
+    print(f"cfjax: --mode={_MODE.value} runs in process 0 of {jax.process_count()}, on its own devices; "
+          f"process {jax.process_index()} waits for it", flush=True)
+    code, line = parallel.wait_for_outcome()
+    if code:
+        print(f"cfjax: {line}", file=sys.stderr, flush=True)
+        sys.exit(code)
+
+
 def _explain(config, workdir: str) -> None:
     from cfjax.explain.run import explain
 
     results = explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
                       crack_value=_CRACK_VALUE.value, out_dir=_OUT.value, eval_data=_EVAL_DATA.value)
     out = results["out_dir"]
-    if _other_process():
-        return  # process 0 wrote the report and prints it
     with open(os.path.join(out, "explain.md")) as f:
         print(f.read())
     print(f"cfjax: wrote {os.path.join(out, 'explain.json')}, explain.md and figures in {out}", flush=True)
-
-
-def _other_process() -> bool:
-    import jax
-
-    return jax.process_index() != 0
 
 
 def _attack(config, workdir: str) -> None:
     from cfjax.robustness.run import attack
 
     results = attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value)
-    if "files" not in results:  # another host of a multi-host run: host 0 wrote the report
-        return
     with open(results["files"]["table"]) as f:
         print(f.read())
     print(f"cfjax: wrote {os.path.join(results['out_dir'], 'robustness.json')}, robustness.md and plots in "

@@ -20,6 +20,18 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(devices, ("data",))
 
 
+def local_mesh() -> Mesh:
+    """A 'data' mesh over this process's own devices: what it computes there needs no other process (no
+    cross-process collective), so it cannot wait on one. The mesh of every restored run (evaluation modes,
+    `cfjax.restore`); the same as `make_mesh()` in a single-process run."""
+    return make_mesh(jax.local_devices())
+
+
+def mesh_processes(mesh: Mesh) -> list[int]:
+    """The processes whose devices the mesh spans, in order."""
+    return sorted({device.process_index for device in mesh.devices.flat})
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     """Leading (batch) axis split over the 'data' axis."""
     return NamedSharding(mesh, PartitionSpec("data"))
@@ -38,14 +50,17 @@ def check_batch_size(batch_size: int, mesh: Mesh, field: str = "config.batch_siz
             f"{field}={batch_size} is not divisible by the {devices} devices in use "
             f"({jax.default_backend()}); choose a multiple of {devices}."
         )
-    if batch_size % jax.process_count():
-        raise ConfigError(f"{field}={batch_size} is not divisible by the {jax.process_count()} hosts.")
+    hosts = len(mesh_processes(mesh))
+    if batch_size % hosts:
+        raise ConfigError(f"{field}={batch_size} is not divisible by the {hosts} hosts.")
 
 
-def host_slice(global_batch_size: int) -> slice:
-    """This host's share of a global batch (the whole batch on a single host)."""
-    per_host = global_batch_size // jax.process_count()
-    start = jax.process_index() * per_host
+def host_slice(global_batch_size: int, mesh: Mesh | None = None) -> slice:
+    """This host's share of a global batch over `mesh` (default: every process): the whole batch on a single
+    host, or on a mesh of this process's own devices (`local_mesh`)."""
+    hosts = list(range(jax.process_count())) if mesh is None else mesh_processes(mesh)
+    per_host = global_batch_size // len(hosts)
+    start = hosts.index(jax.process_index()) * per_host
     return slice(start, start + per_host)
 
 
@@ -113,3 +128,38 @@ def connect_collectives() -> None:
 
     distributed.global_state.client.wait_at_barrier("cfjax_connect", AGREE_TIMEOUT_S * 1000)
     multihost_utils.sync_global_devices("cfjax_connect")
+
+
+# The key under which process 0 of a multi-process evaluation (--mode=explain|attack|predict) leaves how it ended.
+OUTCOME_KEY = "cfjax/outcome"
+
+
+def share_outcome(code: int, line: str) -> None:
+    """Process 0: tell the processes waiting in `wait_for_outcome` its exit code and its last line (through the
+    coordinator's key-value store: no device, no collective)."""
+    from jax._src import distributed
+
+    distributed.global_state.client.key_value_set(OUTCOME_KEY, f"{code}\n{line}")
+
+
+def wait_for_outcome(poll_s: float = 1.0) -> tuple[int, str]:
+    """Another process than 0: (exit code, line) once process 0 has shared them. Waits as long as process 0
+    works (a long evaluation is no hang); should process 0 die, the coordinator it hosts goes with it and
+    the wait ends with a ConnectionError (or JAX ends this process itself). A stop signal is raised within
+    `poll_s`."""
+    from jax._src import distributed
+
+    from cfjax import interrupts
+
+    client = distributed.global_state.client
+    while True:
+        interrupts.check()
+        try:
+            value = client.blocking_key_value_get(OUTCOME_KEY, int(poll_s * 1000))
+        except Exception as error:  # noqa: BLE001 (jaxlib raises one runtime error type for every failure)
+            if "DEADLINE_EXCEEDED" in str(error) or "deadline" in str(error).lower():
+                continue
+            raise ConnectionError(f"lost process 0 of this run while waiting for it "
+                                  f"({type(error).__name__}: {str(error).strip().splitlines()[0][:200]})") from error
+        code, _, line = value.partition("\n")
+        return int(code), line

@@ -15,7 +15,8 @@ how their values are read:
 * a uint8 array whose largest value is at most 1 is refused as ambiguous: it looks like a 0/1 mask,
   and read as 0..255 it would be an almost black image (divide by 255 yourself, or pass floats).
 
-Every method returns numpy arrays. One host (a notebook, a script); multi-host jobs use the evaluators.
+Every method returns numpy arrays. In a multi-process JAX program each process that calls `restore` gets
+its own copy on its own devices, read alone: no call waits on another process (docs/multihost.md).
 Each call is cut into chunks of `per_device_batch` images per device (the last one padded), so any
 batch size compiles once and 1 or N devices give the same bits.
 """

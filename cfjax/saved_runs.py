@@ -1,5 +1,9 @@
 """Loading a trained run back for analysis: its networks and inference parameters only (no optimizer
-state), onto whatever devices are present. A run saved on 8 TPU cores loads on one CPU and back."""
+state), onto whatever devices are present. A run saved on 8 TPU cores loads on one CPU and back.
+
+In a multi-process JAX program each process loads onto its own devices only (`parallel.local_mesh`) and reads
+the checkpoint alone (`Checkpointer(read_only=True)` enters no cross-process barrier): whatever a loaded run
+computes involves no other process, so no process can wait on another that took a different path."""
 
 import dataclasses
 import os
@@ -59,7 +63,7 @@ def load_run(config: ml_collections.ConfigDict, workdir: str, step: int | None =
     safe while a run trains there (`checkpoint.Checkpointer.read_newest`)."""
     validate_config(config)
     require_checkpoints(workdir)
-    mesh = parallel.make_mesh()
+    mesh = parallel.local_mesh()
     kind = kinds.make_kind(config, mesh)
     checkpointer = checkpoint.Checkpointer(workdir, read_only=True)  # never disturbs a run training there
     try:

@@ -11,18 +11,27 @@ collectives (gloo over loopback TCP), started by `python -m cfjax.launch`.
 
     python experiments/multihost.py --kills=10      # docs/multihost.md's figures (~15 min on 2 CPU cores)
 
+With --evaluations=N instead: each of --mode=explain, attack and predict on a 2 x 1 run, N times under the
+launcher (every run under a timeout), against one 1-process run of each: exit codes, seconds, and whether
+the numbers are the same (docs/multihost.md#evaluation-in-several-processes). Writes
+--out/multihost_evaluation.{json,md}.
+
 `tests/test_multihost.py` runs the same harness with fewer kills. Writes --out/multihost.{json,md}.
 """
 
 import argparse
 import json
 import os
+import pathlib
 import random
 import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import preemption  # noqa: E402  (the single-process harness: logged steps, committed checkpoints, differences)
@@ -54,6 +63,74 @@ def run(workdir: str, num_steps: int, processes: int, log: str, extra: tuple = (
         return subprocess.run(command(workdir, num_steps, processes, extra), cwd=REPO, stdout=out,
                               stderr=subprocess.STDOUT, env=environ(2 if processes == 1 else None),
                               timeout=timeout).returncode
+
+
+# Each evaluation mode's flags: attack sweeps cut to seconds (its --config must agree with the fields the run
+# was trained with: `command`'s).
+EVALUATION = {
+    "explain": [],
+    "attack": ["--config=configs/cracks.py:tiny", "--config.optimizer.generator.schedule=cosine",
+               "--config.num_steps={steps}", "--config.attack.max_examples=4",
+               "--config.attack.linf_epsilons_255=(4.0,)", "--config.attack.l2_epsilons=(0.5,)",
+               "--config.attack.paper_step_sizes_255=(4.0,)", "--config.attack.strong_restarts=1"],
+    "predict": ["--folder={photos}"],
+}
+
+
+def _json_fields(name: str, fields: tuple) -> Callable:
+    return lambda out: {k: v for k, v in json.loads((pathlib.Path(out) / name).read_text()).items() if k in fields}
+
+
+# The numbers each mode's outputs must hold equal in 1 and 2 processes (paths and wall times differ).
+NUMBERS = {
+    "explain": _json_fields("explain.json", ("step", "data", "settings", "methods")),
+    "attack": _json_fields("robustness.json", ("step", "data", "settings", "models")),
+    "predict": lambda out: (pathlib.Path(out) / "predictions.csv").read_text(),
+}
+
+
+def photos(folder) -> str:
+    """Two small photos of different sizes and formats for --mode=predict."""
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, shape in (("a.png", (40, 56, 3)), ("b.jpg", (33, 33, 3))):
+        Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(os.path.join(folder, name))
+    return str(folder)
+
+
+def evaluation_flags(mode: str, workdir: str, num_steps: int, out, scratch) -> list[str]:
+    """cfjax.main's flags for `mode` on the run `command(workdir, num_steps, ...)` trained."""
+    extra = [flag.format(steps=num_steps, photos=photos(os.path.join(scratch, "photos"))) for flag in EVALUATION[mode]]
+    return [f"--workdir={workdir}", f"--mode={mode}", f"--out={out}", *extra]
+
+
+def evaluations(base: str, num_steps: int, repeats: int) -> dict:
+    """Each evaluation mode `repeats` times in 2 processes against once in 1 (1 device each)."""
+    workdir = os.path.join(base, "2x1")
+    if not os.path.isdir(workdir):
+        run(workdir, num_steps, 2, workdir + ".log")
+    rows = []
+    for mode in EVALUATION:
+        reference = os.path.join(base, f"{mode}_1x1")
+        one = subprocess.run([sys.executable, "-m", "cfjax.main",
+                              *evaluation_flags(mode, workdir, num_steps, reference, base)],
+                             cwd=REPO, env=environ(1), capture_output=True, text=True, timeout=900)
+        if one.returncode:
+            raise SystemExit(f"the 1-process {mode} failed:\n{one.stderr[-3000:]}")
+        for index in range(repeats):
+            out, start = os.path.join(base, f"{mode}_2x1_{index}"), time.monotonic()
+            try:
+                code = subprocess.run([sys.executable, "-m", "cfjax.launch", "--processes=2", "--",
+                                       *evaluation_flags(mode, workdir, num_steps, out, base)], cwd=REPO,
+                                      env=environ(), capture_output=True, timeout=900).returncode
+            except subprocess.TimeoutExpired:
+                code = "timeout (900 s)"
+            rows.append({"mode": mode, "run": index, "exit_code": code, "seconds": round(time.monotonic() - start, 1),
+                         "same_numbers_as_1_process": code == 0 and NUMBERS[mode](out) == NUMBERS[mode](reference)})
+            print(rows[-1], flush=True)
+    return {"steps": num_steps, "repeats": repeats, "runs": rows}
 
 
 def children(pid: int) -> list[int]:
@@ -142,6 +219,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--speed_steps", type=int, default=60)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--evaluations", type=int, default=0,
+                        help="only run each evaluation mode this many times in 2 processes (see above)")
     parser.add_argument("--dir", default=os.path.join(REPO, "runs", "multihost"))
     parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results"))
     args = parser.parse_args()
@@ -149,6 +228,8 @@ def main() -> None:
     if os.path.exists(args.dir):
         raise SystemExit(f"{args.dir} exists: remove it to start over")
     os.makedirs(args.dir)
+    if args.evaluations:
+        return _evaluations_report(args, start)
     single, double = os.path.join(args.dir, "1x2"), os.path.join(args.dir, "2x1")
     run(single, args.steps, 1, os.path.join(args.dir, "1x2.log"))
     run(double, args.steps, 2, os.path.join(args.dir, "2x1.log"))
@@ -164,9 +245,6 @@ def main() -> None:
                "events": events}
     summary["steps_per_sec"] = speed(args.dir, args.speed_steps)
     summary["wall_time_s"] = round(time.time() - start, 1)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "multihost.json"), "w") as f:
-        json.dump(summary, f, indent=2)
     verdict = lambda d: "bit-identical" if not d else f"DIFFERENT: {', '.join(d[:5])}"  # noqa: E731
     markdown = (f"2 processes x 1 device vs 1 process x 2 devices, {args.steps} steps of configs/cracks.py:tiny: "
                 f"{verdict(same)}.\n\n{summary['kills']} SIGKILLs of a random process of a 2-process run "
@@ -176,10 +254,36 @@ def main() -> None:
                 f"uninterrupted 1 x 2 run: {verdict(diffs)}.\n\nSteps/s after compilation (loopback, 2 CPU cores): "
                 f"1 x 2 {summary['steps_per_sec']['1x2']}, 2 x 1 {summary['steps_per_sec']['2x1']} "
                 f"({summary['wall_time_s'] / 60:.1f} min in all).\n")
-    with open(os.path.join(args.out, "multihost.md"), "w") as f:
+    _write(args.out, "multihost", summary, markdown)
+    if same or diffs or summary["checkpoints_lost"]:
+        sys.exit(1)
+
+
+def _write(out: str, name: str, summary: dict, markdown: str) -> None:
+    """out/name.json and out/name.md, and the markdown printed."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(markdown)
     print(markdown)
-    if same or diffs or summary["checkpoints_lost"]:
+
+
+def _evaluations_report(args, start: float) -> None:
+    summary = evaluations(args.dir, 8, args.evaluations)
+    summary["wall_time_s"] = round(time.time() - start, 1)
+    lines = [f"Each evaluation mode {args.evaluations} times in 2 processes x 1 device (`cfjax.launch`) on an 8-step "
+             "2 x 1 run of configs/cracks.py:tiny, against once in 1 process x 1 device "
+             f"({summary['wall_time_s'] / 60:.1f} min in all, 2 CPU cores shared with other jobs):", "",
+             "| mode | runs | exit code 0 | same numbers as 1 process | seconds (min to max) |",
+             "|---|---|---|---|---|"]
+    for mode in EVALUATION:
+        rows = [r for r in summary["runs"] if r["mode"] == mode]
+        seconds = [r["seconds"] for r in rows]
+        lines.append(f"| {mode} | {len(rows)} | {sum(r['exit_code'] == 0 for r in rows)} | "
+                     f"{sum(r['same_numbers_as_1_process'] for r in rows)} | {min(seconds)} to {max(seconds)} |")
+    _write(args.out, "multihost_evaluation", summary, "\n".join(lines) + "\n")
+    if not all(r["same_numbers_as_1_process"] for r in summary["runs"]):
         sys.exit(1)
 
 

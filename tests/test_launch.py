@@ -3,7 +3,7 @@
 
 import pytest
 
-from cfjax import launch
+from cfjax import cluster, launch
 
 
 def test_each_process_learns_the_coordinator_its_id_and_its_devices():
@@ -28,3 +28,43 @@ def test_a_signal_becomes_the_shells_exit_code():
 
 def test_free_port_is_a_port():
     assert 0 < launch.free_port() < 65536
+
+
+FAKE_PROCESS = """
+import os, signal, sys, time
+if os.environ["JAX_PROCESS_ID"] == "1":
+    print("cfjax: config x", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(1.0)
+print("cfjax: error: a barrier timed out", flush=True)
+print("F1130 15:54:19.572463   32727 client.h:80] Terminating process because the JAX distributed service", flush=True)
+print("*** Check failure stack trace: ***", flush=True)
+print("    @     0x7fd17a440634  absl::LogMessage::SendToLog()", flush=True)
+os.abort()
+"""
+
+
+@pytest.mark.parametrize("full_output", [False, True])
+def test_a_dead_peers_fatal_dump_becomes_one_note(tmp_path, monkeypatch, capfd, full_output):
+    """Process 1 is SIGKILLed; process 0 prints a cfjax line, then a JAX-like C++ fatal dump, and aborts: only
+    the cfjax line and one note reach the output (all of it with --full_output)."""
+    (tmp_path / "fake_process.py").write_text(FAKE_PROCESS)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    code = launch.Launch([], processes=2, module="fake_process", settle_s=20, full_output=full_output).wait()
+    out, err = capfd.readouterr()
+    assert code == 137  # the first failure's
+    assert "cfjax: error: a barrier timed out" in out and "[process 1] cfjax: config x" in out
+    assert "cfjax.launch: process 1 ended with exit code 137" in err
+    if full_output:
+        assert "client.h:80] Terminating process" in out and "lines of JAX's fatal-error dump" not in err
+    else:
+        assert "client.h" not in out and "Check failure" not in out
+        assert "cfjax.launch: process 0 ended with exit code 134; 3 lines of JAX's fatal-error dump left out" in err
+
+
+def test_the_process_rank_comes_from_the_launchers_environment():
+    assert cluster.process_rank({}) is None
+    assert cluster.process_rank({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) is None  # one task: not several
+    assert cluster.process_rank({"SLURM_PROCID": "3", "SLURM_NTASKS": "8"}) == (3, 8, "SLURM_PROCID")
+    assert cluster.process_rank({"JAX_PROCESS_ID": "1", "JAX_NUM_PROCESSES": "2"}) == (1, 2, "JAX_PROCESS_ID")
+    assert cluster.process_rank({"OMPI_COMM_WORLD_RANK": "x", "OMPI_COMM_WORLD_SIZE": "2"}) is None

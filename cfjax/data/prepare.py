@@ -24,6 +24,7 @@ import time
 
 from absl import app, flags, logging
 
+from cfjax import cluster
 from cfjax.errors import DataError
 
 # Flags: (name, config field it overrides or None, definer, default, help). Defined only when run as a
@@ -299,6 +300,11 @@ def main(argv) -> None:
         signal.signal(signum, _interrupt)
     if len(argv) > 1:
         sys.exit(f"cfjax.data.prepare: unexpected arguments {' '.join(argv[1:])}")
+    several = cluster.process_rank()
+    if several and several[0] != 0:  # `srun`/`mpirun` started it once per process: one build, by process 0
+        print(f"cfjax.data.prepare: process {several[0]} of {several[1]} (${several[2]}): process 0 prepares the "
+              "dataset for all of them; nothing to do here", flush=True)
+        return
 
     values = {name: flags.FLAGS[name].value for name, *_ in _FLAGS}
     overrides = {}

@@ -98,6 +98,12 @@ def _flat(tree, prefix: str = "") -> dict:
     return flat
 
 
+def write_export(path: str, params, network: dict, images: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> None:
+    """What the torch side reads: the network's fields, its parameters, the images, labels and cfjax's logits."""
+    np.savez(path, images=images, labels=labels, logits=logits, network=json.dumps(network),
+             **{f"param/{name}": value for name, value in _flat(params).items()})
+
+
 def export(workdir: str, num_images: int, path: str) -> dict:
     """The run's D or classifier, test images, labels and cfjax's logits, saved for the torch side."""
     from cfjax.data import pipeline
@@ -113,11 +119,23 @@ def export(workdir: str, num_images: int, path: str) -> dict:
     network = {**config.discriminator.to_dict(), "num_outputs": int(logits.shape[-1]),
                "num_classes": int(readout.num_classes)}
     network["widths"] = list(network["widths"])
-    np.savez(path, images=images, labels=labels, logits=logits, network=json.dumps(network),
-             **{f"param/{name}": value for name, value in _flat(params).items()})
+    write_export(path, params, network, images, labels, logits)
     return {"readout": readout, "images": images, "labels": labels, "config_name": config.name, "step": run.step,
             "num_classes": readout.num_classes, "clean_accuracy": float(np.mean(
                 np.argmax(logits[:, :readout.num_classes], -1) == labels))}
+
+
+def run_torch_side(torch_python: str, exported: str, settings: dict, workspace: str) -> dict:
+    """This script with --torch_side in the torch environment; its output."""
+    settings_path, output = os.path.join(workspace, "settings.json"), os.path.join(workspace, "torch.json")
+    with open(settings_path, "w") as f:
+        json.dump(settings, f)
+    proc = subprocess.run([torch_python, os.path.abspath(__file__), "--torch_side", exported, "--settings",
+                           settings_path, "--output", output], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"the torch side failed on {exported}:\n{proc.stderr[-3000:]}")
+    with open(output) as f:
+        return json.load(f)
 
 
 def cfjax_side(model: dict, settings: dict) -> dict:
@@ -227,16 +245,8 @@ def cross_check(workdirs: list[str], torch_python: str, settings: dict) -> dict:
             start = time.time()
             ours = cfjax_side(model, settings)
             cfjax_seconds = time.time() - start
-            settings_path, output = os.path.join(tmp, "settings.json"), os.path.join(tmp, f"torch{index}.json")
-            with open(settings_path, "w") as f:
-                json.dump(settings, f)
             start = time.time()
-            proc = subprocess.run([torch_python, os.path.abspath(__file__), "--torch_side", exported,
-                                   "--settings", settings_path, "--output", output], capture_output=True, text=True)
-            if proc.returncode:
-                raise SystemExit(f"the torch side failed on {workdir}:\n{proc.stderr[-3000:]}")
-            with open(output) as f:
-                theirs = json.load(f)
+            theirs = run_torch_side(torch_python, exported, settings, tmp)
             results["versions"].update(theirs.pop("versions"))
             k = model["num_classes"]
             results["models"].append({

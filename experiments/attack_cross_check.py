@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -125,17 +126,27 @@ def export(workdir: str, num_images: int, path: str) -> dict:
                 np.argmax(logits[:, :readout.num_classes], -1) == labels))}
 
 
-def run_torch_side(torch_python: str, exported: str, settings: dict, workspace: str) -> dict:
-    """This script with --torch_side in the torch environment; its output."""
+def start_torch_side(torch_python: str, exported: str, settings: dict, workspace: str) -> Callable[[], dict]:
+    """This script with --torch_side in the torch environment, started now (it runs beside cfjax's attacks);
+    the returned function waits for it and gives its output."""
     settings_path, output = os.path.join(workspace, "settings.json"), os.path.join(workspace, "torch.json")
     with open(settings_path, "w") as f:
         json.dump(settings, f)
-    proc = subprocess.run([torch_python, os.path.abspath(__file__), "--torch_side", exported, "--settings",
-                           settings_path, "--output", output], capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"the torch side failed on {exported}:\n{proc.stderr[-3000:]}")
-    with open(output) as f:
-        return json.load(f)
+    log = open(os.path.join(workspace, "torch.log"), "w+")
+    proc = subprocess.Popen([torch_python, os.path.abspath(__file__), "--torch_side", exported, "--settings",
+                             settings_path, "--output", output], stdout=log, stderr=subprocess.STDOUT)
+
+    def result() -> dict:
+        returncode = proc.wait()
+        log.seek(0)
+        tail = log.read()[-3000:]
+        log.close()
+        if returncode:
+            raise RuntimeError(f"the torch side failed on {exported}:\n{tail}")
+        with open(output) as f:
+            return json.load(f)
+
+    return result
 
 
 def cfjax_side(model: dict, settings: dict) -> dict:
@@ -243,17 +254,17 @@ def cross_check(workdirs: list[str], torch_python: str, settings: dict) -> dict:
             exported = os.path.join(tmp, f"model{index}.npz")
             model = export(workdir, settings["num_images"], exported)
             start = time.time()
+            torch_result = start_torch_side(torch_python, exported, settings, tmp)
             ours = cfjax_side(model, settings)
             cfjax_seconds = time.time() - start
-            start = time.time()
-            theirs = run_torch_side(torch_python, exported, settings, tmp)
+            theirs = torch_result()
             results["versions"].update(theirs.pop("versions"))
             k = model["num_classes"]
             results["models"].append({
                 "workdir": workdir, "config_name": model["config_name"], "step": model["step"],
                 "readout": model["readout"].name, "num_classes": k, "num_images": len(model["labels"]),
                 "clean_accuracy": model["clean_accuracy"], "max_logit_difference": theirs["max_logit_difference"],
-                "seconds": {"cfjax": cfjax_seconds, "torchattacks": time.time() - start},
+                "seconds": {"cfjax": cfjax_seconds, "both (side by side)": time.time() - start},
                 "wrapper_note": ("torchattacks.AutoAttack ran (K >= 4)." if k >= 4 else
                                  f"torchattacks.AutoAttack not run: K = {k} < 4 (its APGD-T reads the 3rd and 4th "
                                  "largest logits; the original AutoAttack refuses DLR below that too)."),
@@ -272,6 +283,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--square_seeds", default="0,1,2")
     parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "attack_cross_check"))
+    parser.add_argument("--combine", help="comma-separated .json outputs of earlier runs (one per workdir, run in "
+                        "parallel): write them as one result")
     parser.add_argument("--torch_side", help=argparse.SUPPRESS)  # internal: run in the torch environment
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
@@ -287,19 +300,32 @@ def main() -> None:
         with open(args.output, "w") as f:
             json.dump(out, f)
         return
+    if args.combine:
+        parts = []
+        for path in args.combine.split(","):
+            with open(path) as f:
+                parts.append(json.load(f))
+        results = {**parts[0], "models": [m for p in parts for m in p["models"]],
+                   "command": " && ".join(p["command"] for p in parts),
+                   "wall_time_s": max(p["wall_time_s"] for p in parts)}
+        return _write(results, args.out)
     if not args.workdirs:
         raise SystemExit("--workdirs: give at least one trained run")
     settings = {"num_images": args.num_images, "epsilons": [float(e) / 255 for e in args.epsilons_255.split(",")],
                 "iterations": args.iterations, "targets": args.targets, "queries": args.queries,
                 "square_seeds": [int(s) for s in args.square_seeds.split(",")]}
-    from cfjax import storage
-
     start = time.time()
     results = cross_check(args.workdirs.split(","), args.torch_python, settings)
     results["wall_time_s"] = time.time() - start
     results["command"] = " ".join(["python", "experiments/attack_cross_check.py", *sys.argv[1:]])
-    storage.write_json_atomic(args.out + ".json", results)
-    storage.write_text_atomic(args.out + ".md", markdown(results) + f"\nCommand: `{results['command']}`\n")
+    _write(results, args.out)
+
+
+def _write(results: dict, out: str) -> None:
+    from cfjax import storage
+
+    storage.write_json_atomic(out + ".json", results)
+    storage.write_text_atomic(out + ".md", markdown(results) + f"\nCommand: `{results['command']}`\n")
     print(markdown(results))
     failed = [r for m in results["models"] for r in m["rows"] if not r["agree"]]
     print(f"{len(failed)} of {sum(len(m['rows']) for m in results['models'])} comparisons outside 1 point")

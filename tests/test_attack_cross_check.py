@@ -47,8 +47,9 @@ def test_cfjax_attacks_agree_with_torchattacks_on_a_tiny_network(tmp_path):
                                                "num_classes": 2}, images, labels, logits)
         model = {"readout": Readout("classifier", apply_fn, params, 2), "images": images, "labels": labels,
                  "num_classes": 2}
+        torch_result = script.start_torch_side(torch_python, exported, settings, str(tmp_path))
         ours = script.cfjax_side(model, settings)
-        theirs = script.run_torch_side(torch_python, exported, settings, str(tmp_path))
+        theirs = torch_result()
         rows = script.compare(ours, theirs["robust"], settings)
     assert theirs["max_logit_difference"] < 1e-4  # the same function in both frameworks
     accuracies = {(r["attack"], r["epsilon_255"]): (r["cfjax"], r["torchattacks"]) for r in rows}

@@ -193,6 +193,15 @@ def attack_config() -> ml_collections.ConfigDict:
     # 2x the iterations and 3 random restarts (CPU-sized; the accelerator variant runs 100 x 10).
     attack.strong_iterations = 20
     attack.strong_restarts = 3
+    # The AutoAttack-style ensemble (APGD-CE, APGD-DLR / APGD-T where the class count allows, FAB-T, Square)
+    # at every L-inf budget, beside PGD; "strong" is the check it answers at check_epsilon_255 ("pgd": the
+    # longer PGD with restarts above). Defaults: AutoAttack's standard version (100 iterations, up to 9
+    # target classes, 5000 Square queries).
+    attack.ensemble = True
+    attack.strong = "ensemble"
+    attack.ensemble_iterations = 100
+    attack.ensemble_targets = 9
+    attack.ensemble_queries = 5000
     # The adaptive attack on D maximises its joint margin (a wrong real class above the true class and
     # "fake"); this adds weight x D's "real" log-odds on top (0: the margin alone, which flips more).
     attack.adaptive_weight = 0.0
@@ -256,6 +265,9 @@ def shrink_to_tiny(config: ml_collections.ConfigDict) -> None:
     config.attack.paper_iterations = 3
     config.attack.strong_iterations = 4
     config.attack.strong_restarts = 2
+    config.attack.ensemble_iterations = 3
+    config.attack.ensemble_targets = 1
+    config.attack.ensemble_queries = 5
 
 
 def grow_to_accelerator(config: ml_collections.ConfigDict) -> None:

@@ -68,11 +68,12 @@ def tables(per_model: dict, settings: dict) -> str:
     paper_alphas, check_epsilon = settings["paper_step_sizes_255"], settings["check_epsilon_255"]
     epsilons = [e for e in EPSILONS_255 if e in settings["linf_epsilons_255"]]
     clean = lambda models, field: common.mean_std([m["clean"].get(field) for m in models])
-    header = " | ".join(f"acc ε={e:g}/255" for e in epsilons)
+    # Each budget: PGD-10's accuracy, then the ensemble's (absent from runs attacked before it existed).
+    header = " | ".join(f"acc ε={e:g}/255: PGD-10 | … ensemble" for e in epsilons)
     lines = [f"| model | seeds | clean acc | clean F1 | {header} | F1 ε={check_epsilon:g}/255 |",
-             "|---|---|---|---|" + "---|" * (len(epsilons) + 1)]
+             "|---|---|---|---|" + "---|" * (2 * len(epsilons) + 1)]
     for name, models in per_model.items():
-        cells = [_fmt(_row(models, "linf", e, "accuracy")) for e in epsilons]
+        cells = [_fmt(_row(models, group, e, "accuracy")) for e in epsilons for group in ("linf", "ensemble")]
         lines.append(f"| {LABELS.get(name, name)} | {len(models)} | {_fmt(clean(models, 'accuracy'))} | "
                      f"{_fmt(clean(models, 'f1'))} | {' | '.join(cells)} | "
                      f"{_fmt(_row(models, 'reference', check_epsilon, 'f1'))} |")
@@ -86,8 +87,8 @@ def tables(per_model: dict, settings: dict) -> str:
         lines.append(f"| {LABELS.get(name, name)} | {' | '.join(cells)} |")
     lines += ["", f"Uncertainty (at ε = {check_epsilon:g}/255 for clean vs adversarial; non-adaptive unless said)", "",
               ("| model | AUROC clean vs adv: p_fake | … 1 − max softmax | AUROC wrong vs correct (clean): p_fake | "
-               "… 1 − max softmax | adaptive attack: acc | … mean p_fake | … AUROC p_fake |"),
-              "|---|---|---|---|---|---|---|---|"]
+               "… 1 − max softmax | adaptive attack: acc | … mean p_fake | … AUROC p_fake | adaptive ensemble: acc |"),
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, models in per_model.items():
         lines.append(" | ".join([
             f"| {LABELS.get(name, name)}",
@@ -98,9 +99,10 @@ def tables(per_model: dict, settings: dict) -> str:
             _fmt(_row(models, "adaptive", check_epsilon, "accuracy")),
             _fmt(_row(models, "adaptive", check_epsilon, "mean_p_fake")),
             _fmt(_row(models, "adaptive", check_epsilon, "auroc_p_fake_clean_vs_adversarial")),
+            _fmt(_row(models, "adaptive_ensemble", check_epsilon, "accuracy")),
         ]) + " |")
     lines += ["", f"Gradient-masking checks at ε = {check_epsilon:g}/255: accuracy", "",
-              ("| model | PGD-10 CE | PGD-10 CW margin | strong (more iterations × restarts) | transfer from the "
+              (f"| model | PGD-10 CE | PGD-10 CW margin | strong ({settings.get('strong', 'pgd')}) | transfer from the "
                "plain classifier |"), "|---|---|---|---|---|"]
     for name, models in per_model.items():
         cells = [_fmt(_row(models, group, check_epsilon, "accuracy"))

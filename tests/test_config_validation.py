@@ -95,6 +95,8 @@ def test_unknown_variant_is_named():
         ("attack.l2_epsilons", (0.5, -1.0), "config.attack.l2_epsilons=(0.5, -1.0)"),
         ("attack.strong_restarts", 0, "config.attack.strong_restarts=0: must be an integer >= 1"),
         ("attack.max_examples", -1, "config.attack.max_examples=-1"),
+        ("attack.ensemble_queries", 0, "config.attack.ensemble_queries=0: must be an integer >= 1"),
+        ("attack.strong", "apgd", "config.attack.strong='apgd': must be one of ('ensemble', 'pgd')"),
     ],
 )
 def test_bad_fields_are_named(tiny_config, field, value, message):

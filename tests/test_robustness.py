@@ -8,7 +8,7 @@ import cracks
 import numpy as np
 import pytest
 
-from cfjax import kinds, parallel, train
+from cfjax import attacks, kinds, parallel, train
 from cfjax.errors import CheckpointError, ConfigError
 from cfjax.robustness import metrics, protocols
 from cfjax.robustness.run import attack
@@ -54,6 +54,16 @@ def test_the_papers_protocol_and_the_checks():
     adaptive = next(s for s in checks if s.group == "adaptive")
     assert adaptive.spec(2, 1.0).detector_weight == 1.0 and checks[0].spec(2, 1.0).detector_weight == 0.0
     assert adaptive.spec(2, 0.0).loss == "joint_margin" and checks[0].spec(2, 0.0).loss == "ce"
+    # The ensemble: beside PGD at every L-inf budget, the default strong check, and adaptive against D.
+    ensemble = [s for s in settings if s.group == "ensemble"]
+    assert [s.epsilon for s in ensemble] == [s.epsilon for s in linf]
+    assert ensemble[0].spec(2, 0.0) == attacks.EnsembleSpec(num_classes=2, iterations=100, targets=9, queries=5000)
+    strong = next(s for s in checks if s.group == "strong")
+    assert strong.attack == "ensemble" and strong.epsilon == pytest.approx(4 / 255)
+    assert next(s for s in checks if s.group == "adaptive_ensemble").spec(2, 0.0).joint
+    attack_config.strong, attack_config.ensemble = "pgd", False  # what runs attacked before the ensemble had
+    assert not any(s.attack == "ensemble" for s in protocols.sweep_settings(attack_config)
+                   + protocols.check_settings(attack_config, has_detector=True))
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +83,23 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     results = attack(gan, gan_dir, transfer_from=classifier_dir, out_dir=str(tmp_path))
     assert set(results["models"]) == {"D"}
     d = results["models"]["D"]
-    assert [row["group"] for row in d["sweeps"]] == ["paper"] * 2 + ["linf"] * 2 + ["l2"]
-    assert [row["group"] for row in d["checks"]] == ["reference", "margin", "strong", "adaptive", "transfer"]
+    assert [row["group"] for row in d["sweeps"]] == ["paper"] * 2 + ["linf"] * 2 + ["l2"] + ["ensemble"] * 2
+    assert [row["group"] for row in d["checks"]] == ["reference", "margin", "strong", "adaptive", "adaptive_ensemble",
+                                                     "transfer"]
     assert d["checks"][-1]["source"] == "cracks_tiny_classifier/classifier"
     for row in d["sweeps"] + d["checks"]:
         assert 0.0 <= row["accuracy"] <= 1.0
         assert row["max_distance"] <= row["epsilon"] * (1 + 1e-5) + 1e-6
     strongest = max((r for r in d["sweeps"] if r["group"] == "linf"), key=lambda r: r["epsilon"])
     assert strongest["accuracy"] <= d["clean"]["accuracy"]
+    ensemble = [r for r in d["sweeps"] if r["group"] == "ensemble"]
+    assert ensemble[0]["accuracy"] >= ensemble[1]["accuracy"]  # monotone in the budget
+    for row in ensemble:
+        assert sum(row["broken_by"].values()) == round((1 - row["accuracy"]) * results["data"]["num_images"])
+        assert set(row["broken_by"]) == {"clean", "apgd-ce", "fab-t", "square"}  # K = 2: no DLR, as the reference
+    assert next(r for r in d["checks"] if r["group"] == "strong")["attack"] == "ensemble"
+    adaptive_ensemble = next(r for r in d["checks"] if r["group"] == "adaptive_ensemble")
+    assert set(adaptive_ensemble["broken_by"]) == {"clean", "apgd-ce", "apgd-dlr", "fab-t", "square"}  # K+1 = 3
     reference, adaptive = d["checks"][0], d["checks"][3]
     assert adaptive["mean_p_fake"] < reference["mean_p_fake"]  # the adaptive attack also fools the detector
     assert set(d["risk_coverage"]) == {"max_softmax_clean", "p_fake_clean", "max_softmax_clean_and_adversarial",
@@ -88,6 +107,8 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     saved = json.loads((tmp_path / "robustness.json").read_text())
     assert saved["models"]["D"]["clean"] == d["clean"]
     assert "| transfer from cracks_tiny_classifier/classifier |" in (tmp_path / "robustness.md").read_text()
+    table = (tmp_path / "robustness.md").read_text()
+    assert "| ensemble | linf ε=2/255 | ensemble: 3 it., 1 targets, 5 queries" in table
     assert (tmp_path / "robustness.png").stat().st_size > 0 and (tmp_path / "risk_coverage.png").stat().st_size > 0
 
 

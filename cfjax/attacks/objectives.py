@@ -81,3 +81,59 @@ def succeeded(logits: jnp.ndarray, labels: jnp.ndarray, *, num_classes: int, tar
     if targeted:
         return predicted == labels
     return (predicted != labels) & (predicted < num_classes)
+
+
+def attacked_logits(logits: jnp.ndarray, num_classes: int, joint: bool) -> jnp.ndarray:
+    """The logits whose argmax the attack targets: the K real ones, or all K+1 of D for the adaptive attack."""
+    if joint:
+        _require_fake_logit(logits, num_classes)
+        return logits
+    return logits[..., :num_classes]
+
+
+def defended_logit(logits: jnp.ndarray, labels: jnp.ndarray, num_classes: int, joint: bool) -> jnp.ndarray:
+    """What a wrong class must beat: the true class's logit, or for the adaptive attack max(true, fake)."""
+    true = jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    return jnp.maximum(true, logits[..., num_classes]) if joint else true
+
+
+def untargeted_margin(logits: jnp.ndarray, labels: jnp.ndarray, num_classes: int, joint: bool) -> jnp.ndarray:
+    """The best wrong real class minus what it must beat: positive iff the untargeted attack has won."""
+    real = logits[..., :num_classes]
+    wrong = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, real)
+    return jnp.max(wrong, axis=-1) - defended_logit(logits, labels, num_classes, joint)
+
+
+def _sorted_descending(logits: jnp.ndarray) -> jnp.ndarray:
+    return -jnp.sort(-logits, axis=-1)
+
+
+def min_logits(loss: str) -> int:
+    """How many attacked logits a loss needs: DLR divides by z_(1) - z_(3), targeted DLR also reads z_(4)
+    (Croce & Hein 2020); on fewer logits the denominator is undefined, as the reference refuses too."""
+    return {"ce": 2, "dlr": 3, "dlr_targeted": 4}[loss]
+
+
+def dlr(logits: jnp.ndarray, labels: jnp.ndarray, num_classes: int, joint: bool) -> jnp.ndarray:
+    """Difference of logits ratio: margin / (z_(1) - z_(3)), invariant to shifting and scaling the logits."""
+    ranked = _sorted_descending(attacked_logits(logits, num_classes, joint))
+    if ranked.shape[-1] < 3:
+        raise ValueError(f"the DLR loss needs >= 3 attacked logits, got {ranked.shape[-1]}")
+    return untargeted_margin(logits, labels, num_classes, joint) / (ranked[..., 0] - ranked[..., 2] + 1e-12)
+
+
+def dlr_targeted(logits: jnp.ndarray, labels: jnp.ndarray, targets: jnp.ndarray, num_classes: int,
+                 joint: bool) -> jnp.ndarray:
+    """Targeted DLR: (z_t - z_y) / (z_(1) - (z_(3) + z_(4)) / 2); raised, it makes target t beat the true class y."""
+    ranked = _sorted_descending(attacked_logits(logits, num_classes, joint))
+    if ranked.shape[-1] < 4:
+        raise ValueError(f"the targeted DLR loss needs >= 4 attacked logits, got {ranked.shape[-1]}")
+    target = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    margin = target - defended_logit(logits, labels, num_classes, joint)
+    return margin / (ranked[..., 0] - 0.5 * (ranked[..., 2] + ranked[..., 3]) + 1e-12)
+
+
+def ranked_targets(logits: jnp.ndarray, labels: jnp.ndarray, num_classes: int, rank: int) -> jnp.ndarray:
+    """The wrong real class with the `rank`-th highest logit (1: the runner-up), the targets of APGD-T and FAB-T."""
+    real = jnp.where(jax.nn.one_hot(labels, num_classes, dtype=bool), -jnp.inf, logits[..., :num_classes])
+    return jnp.argsort(-real, axis=-1)[:, rank - 1]

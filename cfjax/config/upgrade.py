@@ -68,6 +68,12 @@ ADDED_FIELDS: dict[str, Any] = {
     "attack.strong_iterations": 20,
     "attack.strong_restarts": 3,
     "attack.adaptive_weight": 0.0,
+    # Runs attacked before the ensemble existed were checked with the longer PGD alone.
+    "attack.ensemble": False,
+    "attack.strong": "pgd",
+    "attack.ensemble_iterations": 100,
+    "attack.ensemble_targets": 9,
+    "attack.ensemble_queries": 5000,
     "attack.max_examples": 0,
     "attack.models": (),
 }

@@ -23,6 +23,7 @@ MODELS = ("gan", "robust_gan", "classifier", "segmenter")
 # The kinds that train on PGD examples (config.adversarial_training): "robust_gan" always, "classifier" optionally.
 ADVERSARIALLY_TRAINED = ("classifier", "robust_gan")
 NON_FINITE_POLICIES = ("stop", "skip_batch")
+STRONG_ATTACKS = ("ensemble", "pgd")  # what attack.strong runs at the check budget
 
 _OPTIMIZER_FIELDS = ("learning_rate", "b1", "b2", "eps", "clip_norm", "schedule", "warmup_steps")
 # Every field of a config, by section ("" is the top level): all required, nothing else allowed.
@@ -46,7 +47,8 @@ FIELDS = {
     "adversarial_training": ("epsilon", "step_size", "num_steps", "norm", "warmup_steps", "also_fake"),
     "attack": ("paper_step_sizes_255", "paper_iterations", "linf_epsilons_255", "l2_epsilons", "iterations",
                "restarts", "check_epsilon_255", "strong_iterations", "strong_restarts", "adaptive_weight",
-               "max_examples", "models"),
+               "max_examples", "models", "ensemble", "strong", "ensemble_iterations", "ensemble_targets",
+               "ensemble_queries"),
 }
 
 
@@ -256,8 +258,11 @@ def _validate_attack(config: ml_collections.ConfigDict) -> None:
         values = attack[field]
         ok = isinstance(values, (tuple, list)) and len(values) >= 1 and all(_is_number(v) and v > 0 for v in values)
         _require(ok, f"attack.{field}", "must list at least one budget, each > 0 (finite numbers)", config)
-    for field in ("paper_iterations", "iterations", "restarts", "strong_iterations", "strong_restarts"):
+    for field in ("paper_iterations", "iterations", "restarts", "strong_iterations", "strong_restarts",
+                  "ensemble_iterations", "ensemble_targets", "ensemble_queries"):
         _require(_is_int(attack[field]) and attack[field] >= 1, f"attack.{field}", "must be an integer >= 1", config)
+    _require(isinstance(attack.ensemble, bool), "attack.ensemble", "must be True or False", config)
+    _require(attack.strong in STRONG_ATTACKS, "attack.strong", f"must be one of {STRONG_ATTACKS}", config)
     _number(config, "attack.check_epsilon_255", 0.0, low_open=True)
     _number(config, "attack.adaptive_weight", 0.0)
     _require(_is_int(attack.max_examples) and attack.max_examples >= 0, "attack.max_examples",

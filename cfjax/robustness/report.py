@@ -17,14 +17,26 @@ def _fmt(value, digits: int = 3) -> str:
 def _budget(row: dict) -> str:
     scale = 255 if row["norm"] == "linf" else 1
     unit = "/255" if row["norm"] == "linf" else ""
+    if row.get("attack") == "ensemble":  # parameter-free: no step size
+        return f"{row['norm']} ε={row['epsilon'] * scale:g}{unit}"
     return f"{row['norm']} ε={row['epsilon'] * scale:g}{unit}, α={row['step_size'] * scale:.3g}{unit}"
+
+
+def _effort(row: dict) -> str:
+    """PGD: iterations × restarts; the ensemble: its iterations, targets, queries and who broke what."""
+    if row.get("attack") != "ensemble":
+        return f"{row['iterations']} × {row['restarts']}"
+    broken = ", ".join(f"{name} {count}" for name, count in row.get("broken_by", {}).items() if count)
+    return (f"ensemble: {row['iterations']} it., {row['targets']} targets, {row['queries']} queries"
+            + (f" (broken by {broken})" if broken else ""))
 
 
 def markdown(results: dict) -> str:
     """Clean scores, then every attack per model, then the gradient-masking checks."""
     lines = [f"# Robustness of {results['workdir']} (step {results['step']})", "",
              (f"{results['data']['num_images']} images of {results['data']['source']}; "
-              "PGD from a uniform random start; accuracy and F1 of the attacked decision."), "",
+              "PGD from a uniform random start, and the AutoAttack-style ensemble (worst case over its members); "
+             "accuracy and F1 of the attacked decision."), "",
              ("| model | clean acc | clean F1 | AUROC wrong vs correct: p_fake | … 1 − max softmax | AURC p_fake | "
               "AURC 1 − max softmax |"), "|---|---|---|---|---|---|---|"]
     for name, model in results["models"].items():
@@ -34,13 +46,13 @@ def markdown(results: dict) -> str:
                      f"{_fmt(clean.get('auroc_max_softmax_wrong_vs_correct'))} | "
                      f"{_fmt(aurc.get('p_fake_clean'))} | {_fmt(aurc.get('max_softmax_clean'))} |")
     for name, model in results["models"].items():
-        lines += ["", f"## {name}", "", ("| attack | budget | iters × restarts | accuracy | F1 | mean p_fake | "
+        lines += ["", f"## {name}", "", ("| attack | budget | effort | accuracy | F1 | mean p_fake | "
                                           "AUROC clean vs adv: p_fake | … 1 − max softmax |"),
                   "|---|---|---|---|---|---|---|---|"]
         for row in model["sweeps"] + model["checks"]:
             attack = row["group"] + (f" from {row['source']}" if "source" in row else "")
             attack += " (CW margin)" if row["loss"] == "margin" else ""
-            lines.append(f"| {attack} | {_budget(row)} | {row['iterations']} × {row['restarts']} | "
+            lines.append(f"| {attack} | {_budget(row)} | {_effort(row)} | "
                          f"{_fmt(row['accuracy'])} | {_fmt(row['f1'])} | {_fmt(row.get('mean_p_fake'))} | "
                          f"{_fmt(row.get('auroc_p_fake_clean_vs_adversarial'))} | "
                          f"{_fmt(row['auroc_max_softmax_clean_vs_adversarial'])} |")
@@ -73,16 +85,19 @@ def plot_sweeps(models: dict, path: str) -> str:
     plt = _pyplot()
     panels = [("paper", "accuracy"), ("paper", "f1"), ("linf", "accuracy"), ("l2", "accuracy"),
               ("linf", "mean_p_fake")]
+    groups = {"linf": ("linf", "ensemble")}  # the ensemble dashed beside PGD on the L-inf panels
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
     for ax, (group, field) in zip(axes, panels):
         label_x, scale = _AXES[group]
         for index, (label, model) in enumerate(models.items()):  # one colour per model across panels
-            rows = [r for r in model["sweeps"] if r["group"] == group and field in r]
-            if not rows:
-                continue
-            x = [0.0] + [(r["step_size"] if group == "paper" else r["epsilon"]) * scale for r in rows]
-            y = [model["clean"][field]] + [r[field] for r in rows]
-            ax.plot(x, y, marker="o", label=label, color=f"C{index % 10}")
+            for drawn in groups.get(group, (group,)):
+                rows = [r for r in model["sweeps"] if r["group"] == drawn and field in r]
+                if not rows:
+                    continue
+                x = [0.0] + [(r["step_size"] if group == "paper" else r["epsilon"]) * scale for r in rows]
+                y = [model["clean"][field]] + [r[field] for r in rows]
+                ax.plot(x, y, marker="o", label=label + (" (ensemble)" if drawn == "ensemble" else ""),
+                        color=f"C{index % 10}", linestyle="--" if drawn == "ensemble" else "-")
         ax.set_xlabel(label_x)
         ax.set_ylabel(field.replace("_", " "))
         ax.set_ylim(0, 1.02)

@@ -26,6 +26,15 @@ def _clean_batch(params, batch, *, apply_fn):
     return {"logits": apply_fn(params, batch["image"])}
 
 
+def _ensemble_batch(params, batch, *, source_apply, target_apply, spec):
+    """The ensemble against the source model; the target is scored on its worst case per example."""
+    images = batch["image"]
+    result = attacks.autoattack(lambda x: source_apply(params["source"], x), images, batch["label"], params["key"],
+                                params["epsilon"], spec=spec)
+    return {"logits": target_apply(params["target"], result.adversarial),
+            "distance": attacks.distance(images, result.adversarial, "linf"), "broken_by": result.broken_by}
+
+
 def _attack_batch(params, batch, *, source_apply, target_apply, spec, static_steps):
     """PGD against the source model; the target (the same model, or another for a transfer attack) is scored."""
     images = batch["image"]
@@ -57,11 +66,14 @@ class ModelSweep:
         identity = dataclasses.replace(setting, group="")
         if identity not in self._done:
             spec = setting.spec(self.source.num_classes, self.adaptive_weight)
-            program = (spec, setting.iterations if spec.unrolled else None)  # see attacks.pgd on unrolling
+            models = dict(source_apply=self.source.apply_fn, target_apply=self.target.apply_fn, spec=spec)
+            if isinstance(spec, attacks.EnsembleSpec):  # epsilon traced: one program for every budget
+                program, batch_fn = spec, functools.partial(_ensemble_batch, **models)
+            else:  # see attacks.pgd on unrolling
+                program = (spec, setting.iterations if spec.unrolled else None)
+                batch_fn = functools.partial(_attack_batch, static_steps=setting.iterations, **models)
             if program not in self._evaluators:
-                self._evaluators[program] = self._evaluator(functools.partial(
-                    _attack_batch, source_apply=self.source.apply_fn, target_apply=self.target.apply_fn, spec=spec,
-                    static_steps=setting.iterations))
+                self._evaluators[program] = self._evaluator(batch_fn)
             params = {"source": self.source.params, "target": self.target.params, "key": self.key,
                       "epsilon": np.float32(setting.epsilon), "step_size": np.float32(setting.step_size),
                       "num_steps": np.int32(setting.iterations)}
@@ -73,6 +85,9 @@ class ModelSweep:
         row = {**setting.describe(), **scores(self.clean["logits"], out["logits"], self.data["label"],
                                               self.target.num_classes, self.target.has_detector)}
         row["max_distance"] = float(out["distance"].max())
+        if "broken_by" in out:  # the ensemble: how many examples each member broke first
+            names = attacks.member_names(setting.spec(self.source.num_classes, self.adaptive_weight))
+            row["broken_by"] = {name: int(np.sum(out["broken_by"] == i)) for i, name in enumerate(names)}
         if self.source is not self.target:
             row["source"] = self.source.name
         return row

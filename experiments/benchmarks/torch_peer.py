@@ -13,6 +13,8 @@ cfjax so a benchmark can time the two frameworks on identical work.
   Losses stay tensors (no host sync). Unlike cfjax, a non-finite step is flagged but not rolled back.
 * `pgd` is `cfjax.attacks.pgd` with its default spec (L-inf, CE on D's first K logits, uniform start, one
   restart, each sample keeping its most adversarial iterate); `torchattacks_pgd` is the library's PGD.
+* `classifier_from_arrays` loads a trained run's D or plain classifier from numpy arrays, for cross-checks
+  on the same weights (experiments/attack_cross_check.py).
 """
 
 from __future__ import annotations
@@ -327,6 +329,18 @@ def load_flax_params(module: nn.Module, params: Mapping) -> None:
             if value.shape != own[name].shape:
                 raise ValueError(f"{name}: Flax shape {tuple(value.shape)} != torch {tuple(own[name].shape)}")
             own[name].copy_(value)
+
+
+def classifier_from_arrays(arrays: Mapping[str, Any], network: Mapping[str, Any]) -> Discriminator:
+    """A trained cfjax `ResNetClassifier` (D with K+1 outputs, or the plain classifier with K) in eval mode, from
+    its parameters as numpy arrays, nested like Flax's tree or flat ('ResBlock_0.Conv_0.kernel' -> array; what
+    experiments/attack_cross_check.py exports from `cfjax.restore`). `network` holds the constructor's fields
+    (num_outputs, widths, blocks_per_stage, norm, stem, dropout) as in the run's `config.discriminator`."""
+    module = Discriminator(int(network["num_outputs"]), tuple(network["widths"]), int(network["blocks_per_stage"]),
+                           network.get("norm", "group"), network.get("stem", "unshuffle"),
+                           float(network.get("dropout", 0.0)))
+    load_flax_params(module, arrays)
+    return module.eval()
 
 
 def flax_params(module: nn.Module, tensors: Mapping[str, torch.Tensor] | None = None) -> dict:

@@ -1,0 +1,64 @@
+"""The Square attack (Andriushchenko, Croce, Flammarion, Hein 2020, "Square Attack: a query-efficient black-box
+adversarial attack via random search", ECCV), L-inf: random search that reads only the logits, never a
+gradient, so it cannot be fooled by masked or obfuscated gradients. That is why AutoAttack includes it.
+
+It starts from vertical stripes of +-epsilon, then each query proposes to set one random square window
+(per example and position; side shrinking on the reference's schedule of `P_INIT`) to +-2 epsilon per
+channel, projected back into the ball, and keeps the proposal where it raises the attacker's margin (the best
+wrong class minus the true class; for D's adaptive attack, the best wrong real class minus max(true, fake)). An
+example, once broken, is not changed again.
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from cfjax.attacks import geometry, objectives
+from cfjax.attacks.pgd import AttackResult
+
+P_INIT = 0.8  # the share of pixels the first window covers (AutoAttack's setting)
+_SCHEDULE = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32), (4000, 64), (6000, 128), (8000, 256))
+
+
+def window_share(query: jnp.ndarray, total_queries: int) -> jnp.ndarray:
+    """p at this query: P_INIT halved at the reference's milestones, rescaled from 10,000 queries."""
+    scaled = (query * 10000) // total_queries
+    divisor = jnp.asarray(1.0)
+    for bound, value in _SCHEDULE:
+        divisor = jnp.where(scaled > bound, value * 2.0, divisor)
+    return P_INIT / divisor
+
+
+def square(logits_fn: Callable[[jnp.ndarray], jnp.ndarray], images: jnp.ndarray, labels: jnp.ndarray, key: jax.Array,
+           epsilon, *, num_classes: int, queries: int = 5000, joint: bool = False) -> AttackResult:
+    """`queries` rounds of random search on (B, H, W, C) images in [0, 1]. The objective is the attacker's margin
+    (>= 0 once broken). Pure and jittable; `queries` must be a Python int (it fixes the schedule)."""
+    batch, height, width, channels = images.shape
+
+    def margin(x):  # the attacker's margin: >= 0 once broken
+        return objectives.untargeted_margin(logits_fn(x), labels, num_classes, joint)
+
+    stripe_key, key = jax.random.split(key)
+    stripes = jax.random.choice(stripe_key, jnp.array([-1.0, 1.0]), (batch, 1, width, channels))
+    start = geometry.project(images, images + epsilon * stripes, epsilon, "linf")
+    rows, columns = jnp.arange(height)[None, :, None, None], jnp.arange(width)[None, None, :, None]
+
+    def query(i, carry):
+        best, best_margin = carry
+        side = jnp.round(jnp.sqrt(window_share(i, queries) * height * width))
+        side = jnp.clip(side, 1, max(min(height, width) - 1, 1)).astype(jnp.int32)
+        row_key, column_key, sign_key = jax.random.split(jax.random.fold_in(key, i), 3)
+        top = jax.random.randint(row_key, (batch, 1, 1, 1), 0, height - side + 1)
+        left = jax.random.randint(column_key, (batch, 1, 1, 1), 0, width - side + 1)
+        inside = (rows >= top) & (rows < top + side) & (columns >= left) & (columns < left + side)
+        signs = jax.random.choice(sign_key, jnp.array([-1.0, 1.0]), (batch, 1, 1, channels))
+        proposal = geometry.project(images, jnp.where(inside, best + 2.0 * epsilon * signs, best), epsilon, "linf")
+        proposed = margin(proposal)
+        take = (proposed > best_margin) & (best_margin < 0)  # still unbroken, and the margin drops
+        best = jnp.where(take[:, None, None, None], proposal, best)
+        return best, jnp.where(take, proposed, best_margin)
+
+    best, value = jax.lax.fori_loop(0, queries, query, (start, margin(start)))
+    success = objectives.succeeded(logits_fn(best), labels, num_classes=num_classes, targeted=False, joint=joint)
+    return AttackResult(best, success, value)

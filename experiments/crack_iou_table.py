@@ -15,9 +15,9 @@ import json
 import os
 import platform
 
-import common
+import harness
 
-REPO = common.REPO
+REPO = harness.REPO
 # model -> (config, workdir pattern, methods it contributes to the table)
 RUNS = {
     "gan": ("configs/cracks.py:sut", "sut_s{seed}",
@@ -53,7 +53,7 @@ def run_one(model: str, seed: int, runs_dir: str, train: bool, extra: list[str])
     """Train (if asked and missing) and explain one run; its explain.json, or None if it is not trained."""
     config, pattern, _ = RUNS[model]
     workdir = os.path.join(runs_dir, pattern.format(seed=seed))
-    results = common.trained_and_analysed([f"--config={config}", f"--config.seed={seed}", *extra], workdir,
+    results = harness.trained_and_analysed([f"--config={config}", f"--config.seed={seed}", *extra], workdir,
                                           "explain", train=train)
     if results is not None:
         with open(os.path.join(workdir, "results.json")) as f:
@@ -69,18 +69,19 @@ def tabulate(per_model: dict) -> tuple[dict, str]:
             entries = [r["methods"][method] for r in results]
             row = {"seeds": len(entries)}
             for t in THRESHOLDINGS:
-                row[f"iou_{t}"] = common.mean_std([e["thresholdings"].get(t, {}).get("iou_mean") for e in entries])
-            row["dice_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("dice_mean") for e in entries])
-            row["iou_dataset_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("iou_dataset")
+                row[f"iou_{t}"] = harness.mean_std([e["thresholdings"].get(t, {}).get("iou_mean") for e in entries])
+            row["dice_tuned"] = harness.mean_std([e["thresholdings"].get("tuned", {}).get("dice_mean")
                                                   for e in entries])
-            row["fp_area_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("fp_area_empty")
+            row["iou_dataset_tuned"] = harness.mean_std([e["thresholdings"].get("tuned", {}).get("iou_dataset")
+                                                  for e in entries])
+            row["fp_area_tuned"] = harness.mean_std([e["thresholdings"].get("tuned", {}).get("fp_area_empty")
                                               for e in entries])
-            row["auroc"] = common.mean_std([e["auroc"] for e in entries])
+            row["auroc"] = harness.mean_std([e["auroc"] for e in entries])
             # The crack literature's tolerant scores (absent from explain.json files older than them).
             for field in ("ods_f1", "ods_oracle_f1", "ois_f1"):
-                row[field] = common.mean_std([e.get("tolerant", {}).get(field) for e in entries])
-            row["cliou_tuned"] = common.mean_std([e["thresholdings"].get("tuned", {}).get("cliou") for e in entries])
-            row["ap"] = common.mean_std([e["ap"] for e in entries])
+                row[field] = harness.mean_std([e.get("tolerant", {}).get(field) for e in entries])
+            row["cliou_tuned"] = harness.mean_std([e["thresholdings"].get("tuned", {}).get("cliou") for e in entries])
+            row["ap"] = harness.mean_std([e["ap"] for e in entries])
             rows[method if method not in rows else f"{model}/{method}"] = row  # a method a later run repeats
     def fmt(value, seeds):
         if value is None:

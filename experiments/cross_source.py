@@ -20,11 +20,11 @@ import json
 import os
 import platform
 
-import common
+import harness
 
 from cfjax.explain.targets import out_dir_name
 
-REPO = common.REPO
+REPO = harness.REPO
 SOURCES = ("crack_segmentation/sut", "crack_segmentation/crack500", "crack_segmentation/uav75")
 # model -> (config pattern, workdir pattern, the methods it contributes)
 MODELS = {
@@ -67,12 +67,12 @@ def explained(model: str, train_set: str, target: str, seed: int, args) -> dict 
              f"--config.seed={seed}", *args.extra]
     # The run's own test split is what crack_iou_table.py's explain wrote; another source is --eval_data's.
     mode_args, output = ((), "explain") if target == train_set else ((f"--eval_data={target}",), out_dir_name(target))
-    results = common.trained_and_analysed(flags, workdir, "explain", train=args.train, mode_args=mode_args,
+    results = harness.trained_and_analysed(flags, workdir, "explain", train=args.train, mode_args=mode_args,
                                           output=output)
     if results is not None and any("tolerant" not in entry for entry in results["methods"].values()):
         # An explanation written before cfjax counted the tolerant scores: the same command again adds them.
         print(f"explain {workdir} again: its {output}/explain.json predates the tolerant scores", flush=True)
-        common.cfjax([*flags, f"--workdir={workdir}", "--mode=explain", *mode_args],
+        harness.cfjax([*flags, f"--workdir={workdir}", "--mode=explain", *mode_args],
                      os.path.join(workdir, "explain.log"))
         with open(os.path.join(workdir, output, "explain.json")) as f:
             results = json.load(f)
@@ -109,7 +109,7 @@ def tabulate(cells: dict) -> list[dict]:
             continue
         row = {"train_set": train_set, "target": target, "unseen": target not in train_set.split("+"),
                "methods": {name: {"seeds": len(entries),
-                                  **{metric: common.mean_std([read(e) for e in entries])
+                                  **{metric: harness.mean_std([read(e) for e in entries])
                                      for metric, (_, read) in METRICS.items()}}
                            for name, entries in methods.items()}}
         rows.append(row)

@@ -18,7 +18,7 @@ import os
 
 import jax.numpy as jnp
 import ml_collections
-from common import REPO, mean_std
+from harness import REPO, mean_std
 
 from cfjax import evaluate
 from cfjax.data import pipeline

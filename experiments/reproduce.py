@@ -33,9 +33,9 @@ import subprocess
 import sys
 import time
 
-import common
+import harness
 
-REPO = common.REPO
+REPO = harness.REPO
 SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 DATASETS = {"crack_segmentation/sut": "sut_crack_seg", "crack_segmentation/crack500": "crack500_crops_360",
             "crack_segmentation/uav75": "uav75", "fruit_defects/apples": "fruits_fresh_rotten_224"}
@@ -153,7 +153,7 @@ def embedded(r: Reproduction) -> None:
 
 
 def _row(label: str, values: list) -> str:
-    mean, std = common.mean_std(values)
+    mean, std = harness.mean_std(values)
     return f"| {label} | {mean:.3f} ± {std:.3f} | {', '.join(f'{v:.3f}' for v in values)} |"
 
 

@@ -23,8 +23,8 @@ import re
 import subprocess
 import sys
 
-import common
 import crack_iou_table
+import harness
 import robustness_table
 
 # (a): the attacked models of robustness_table's runs, as this table labels them.
@@ -46,7 +46,7 @@ ABLATION = {
 
 def _num_steps(args: list[str]) -> int:
     """num_steps of the config these cfjax flags resolve to (`--print_config` loads no JAX)."""
-    proc = subprocess.run([sys.executable, "-m", "cfjax.main", *args, "--print_config"], cwd=common.REPO,
+    proc = subprocess.run([sys.executable, "-m", "cfjax.main", *args, "--print_config"], cwd=harness.REPO,
                           capture_output=True, text=True, check=False)
     found = re.search(r"^num_steps: (\d+)$", proc.stdout, re.MULTILINE)
     if proc.returncode or not found:
@@ -82,7 +82,7 @@ def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list
         flags = ABLATION[name] if ABLATION[name] is not None else [
             f"--config.num_steps={3 * _num_steps([*base, *extra])}"]
         flags_used[name] = flags
-        results = common.trained_and_analysed([*base, *extra, *flags],  # the setting wins over `extra`
+        results = harness.trained_and_analysed([*base, *extra, *flags],  # the setting wins over `extra`
                                               os.path.join(runs_dir, f"fruits_ablation_{name}_s0"), "attack",
                                               train=train, mode_args=("--config.attack.models=('D',)",))
         if results is not None:
@@ -101,7 +101,7 @@ def aims(fruit: dict, crack_rows: dict) -> list[str]:
 
     def clean(label):
         models = fruit.get(label)
-        found = models and common.mean_std([m["clean"].get("accuracy") for m in models])
+        found = models and harness.mean_std([m["clean"].get("accuracy") for m in models])
         return found[0] if found else None
 
     robust, pgd, plain = "robust GAN: D", "PGD-trained classifier (L∞ 4/255)", "plain classifier"
@@ -129,11 +129,11 @@ def aims(fruit: dict, crack_rows: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--runs", default=os.path.join(common.REPO, "runs"), help="where the run folders are (or go)")
+    parser.add_argument("--runs", default=os.path.join(harness.REPO, "runs"), help="where the run folders are (or go)")
     parser.add_argument("--train", action="store_true", help="train runs that are missing")
     parser.add_argument("--ablation", nargs="?", const=",".join(ABLATION), default="",
                         help=f"also the one-seed ablation grid on fruit: all of it, or some of {tuple(ABLATION)}")
-    parser.add_argument("--out", default=os.path.join(common.REPO, "experiments", "results"))
+    parser.add_argument("--out", default=os.path.join(harness.REPO, "experiments", "results"))
     parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run (after --)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]

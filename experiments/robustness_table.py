@@ -16,7 +16,7 @@ import json
 import os
 import platform
 
-import common
+import harness
 
 from cfjax.robustness import report
 
@@ -40,7 +40,7 @@ def attack_runs(seeds: list[int], runs_dir: str, train: bool, extra: list[str]) 
             source = os.path.join(runs_dir, RUNS["classifier"][1].format(seed=seed))
             finished = os.path.exists(os.path.join(source, "results.json"))  # (trained just before, with --train)
             transfer = (f"--transfer_from={source}",) if run == "gan" and finished else ()
-            results = common.trained_and_analysed([f"--config={config}", f"--config.seed={seed}", *extra],
+            results = harness.trained_and_analysed([f"--config={config}", f"--config.seed={seed}", *extra],
                                                   os.path.join(runs_dir, pattern.format(seed=seed)), "attack",
                                                   train=train, mode_args=transfer)
             for name, model in (results or {}).get("models", {}).items():
@@ -56,7 +56,7 @@ def _row(models: list, group: str, epsilon: float, field: str) -> tuple | None:
         rows = [r for r in model["sweeps"] + model["checks"]
                 if r["group"] == group and abs(r["epsilon"] * 255 - epsilon) < 1e-6]
         values.append(rows[0].get(field) if rows else None)
-    return common.mean_std(values)
+    return harness.mean_std(values)
 
 
 def _fmt(value) -> str:
@@ -67,7 +67,7 @@ def tables(per_model: dict, settings: dict) -> str:
     """The markdown tables: accuracy and F1 under attack, the paper's protocol, uncertainty, checks."""
     paper_alphas, check_epsilon = settings["paper_step_sizes_255"], settings["check_epsilon_255"]
     epsilons = [e for e in EPSILONS_255 if e in settings["linf_epsilons_255"]]
-    clean = lambda models, field: common.mean_std([m["clean"].get(field) for m in models])
+    clean = lambda models, field: harness.mean_std([m["clean"].get(field) for m in models])
     # Each budget: PGD-10's accuracy, then the ensemble's (absent from runs attacked before it existed).
     header = " | ".join(f"acc ε={e:g}/255: PGD-10 | … ensemble" for e in epsilons)
     lines = [f"| model | seeds | clean acc | clean F1 | {header} | F1 ε={check_epsilon:g}/255 |",
@@ -119,9 +119,9 @@ def mean_curves(models: list) -> dict:
         averaged = dict(row)
         for field in ("accuracy", "f1", "mean_p_fake"):
             if field in row:
-                averaged[field] = common.mean_std([m["sweeps"][i][field] for m in models])[0]
+                averaged[field] = harness.mean_std([m["sweeps"][i][field] for m in models])[0]
         sweeps.append(averaged)
-    clean = {field: common.mean_std([m["clean"][field] for m in models])[0]
+    clean = {field: harness.mean_std([m["clean"][field] for m in models])[0]
              for field in ("accuracy", "f1", "mean_p_fake") if field in first["clean"]}
     return {"sweeps": sweeps, "clean": clean}
 
@@ -129,9 +129,9 @@ def mean_curves(models: list) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--runs", default=os.path.join(common.REPO, "runs"), help="where the run folders are (or go)")
+    parser.add_argument("--runs", default=os.path.join(harness.REPO, "runs"), help="where the run folders are (or go)")
     parser.add_argument("--train", action="store_true", help="train runs that are missing")
-    parser.add_argument("--out", default=os.path.join(common.REPO, "experiments", "results"))
+    parser.add_argument("--out", default=os.path.join(harness.REPO, "experiments", "results"))
     parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]

@@ -12,8 +12,7 @@ from conftest import REPO, experiment_script
 from data_helpers import synthetic_crack_source
 
 
-def test_single_source_sut_runs_are_the_crack_iou_tables_folders(monkeypatch):
-    monkeypatch.delitem(sys.modules, "common")  # configs/common.py, imported first: the scripts want experiments/'
+def test_single_source_sut_runs_are_the_crack_iou_tables_folders():
     with experiment_script("cross_source") as cross, experiment_script("crack_iou_table") as table:
         assert cross.key("crack_segmentation/sut") == "sut"
         for model in ("gan", "classifier", "unet"):

@@ -158,6 +158,16 @@ def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path)
     assert again["resumed"] == 5 and again["counts"]["predicted"] == 8
     assert len((out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()) == 8
     assert json.loads((out / "summary.json").read_text())["counts"]["predicted"] == 8
+    # A photo replaced under the same name, or another abstain threshold, is predicted again, not served stale.
+    replaced = next(name for name in READABLE if name.endswith(".png"))
+    Image.fromarray(np.full((48, 72, 3), 200, np.uint8)).save(folder / replaced)
+    changed = predict(config, workdir, str(folder), out_dir=str(out), progress=False)
+    assert changed["resumed"] == 7
+    record = next(r for r in map(json.loads, (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines())
+                  if r["path"] == replaced)
+    assert (record["width"], record["height"]) == (72, 48)
+    rethresholded = predict(config, workdir, str(folder), out_dir=str(out), abstain_threshold=0.0, progress=False)
+    assert rethresholded["resumed"] == 0 and rethresholded["counts"]["abstained"] == 8
     # a given threshold overrides the validation rule
     forced = predict(config, workdir, str(folder), out_dir=str(tmp_path / "forced"), abstain_threshold=0.0,
                      progress=False)

@@ -55,12 +55,15 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
     for sub in ("records", "maps", "thumbs"):
         storage.make_dirs(os.path.join(out_dir, sub))
     records, skipped, resumed, computed_s, computed = [], [], 0, 0.0, 0
+    settings = {"step": run.step, "abstain_threshold": abstain["threshold"],
+                "mask_threshold": mask and mask["threshold"], "saliency": config.saliency.to_dict()}
     with tqdm(total=len(paths), desc="predict", unit="photo", disable=not progress) as bar:
         for relative in paths:
             key = photos.key(relative)
             record_path = os.path.join(out_dir, "records", f"{key}.json")
             done = storage.read_json(record_path)
-            if isinstance(done, dict) and done.get("path") == relative:
+            made_from = {**settings, **_file_fingerprint(os.path.join(folder, relative))}
+            if isinstance(done, dict) and done.get("path") == relative and done.get("made_from") == made_from:
                 records.append(done)
                 resumed += 1
                 bar.update()
@@ -75,6 +78,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
             interrupts.check()
             began = time.time()
             record = predict_photo(run, transforms.to_float(image), relative, key, out_dir, methods, abstain, mask)
+            record["made_from"] = made_from
             storage.write_json_atomic(record_path, record)
             computed_s += time.time() - began
             computed += 1
@@ -89,6 +93,13 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
     storage.write_text_atomic(os.path.join(out_dir, "report.html"), report.html(summary, records))
     summary["out_dir"] = out_dir
     return summary
+
+
+def _file_fingerprint(path: str) -> dict:
+    """What a record's reuse depends on in the photo file: a photo replaced under the same name (another
+    size or modification time) is predicted again rather than served from the old record."""
+    status = os.stat(path)
+    return {"bytes": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
 def class_names(config: ml_collections.ConfigDict) -> list[str]:

@@ -156,8 +156,9 @@ def cfjax_side(model: dict, settings: dict) -> dict:
     from cfjax import attacks
 
     readout, k = model["readout"], model["num_classes"]
+    # Square's proposals are drawn per batch, as torchattacks (AutoAttack's port) draws them: the same search.
     common = dict(num_classes=k, iterations=settings["iterations"], targets=settings["targets"],
-                  queries=settings["queries"])
+                  queries=settings["queries"], square_shared_proposals=True)
     robust = {}
 
     def run(spec, seed: int, eps: float) -> list[bool]:

@@ -94,6 +94,19 @@ def test_square_breaks_what_the_budget_allows_and_only_that():
     assert float(np.max(attacks.distance(images, result.adversarial, "linf"))) <= epsilon + 1e-6
 
 
+def test_square_proposals_are_per_example_or_one_for_the_batch_as_autoattacks_port():
+    shape, key = (BATCH,) + SHAPE, jax.random.PRNGKey(3)
+    own = np.asarray(square_search.proposed_change(key, 0.2, shape, shared=False))
+    shared = np.asarray(square_search.proposed_change(key, 0.2, shape, shared=True))
+    assert own.shape == shape and shared.shape == (1,) + SHAPE
+    for change in (own, shared):  # a square window of +-1 per channel, the same side everywhere
+        window = np.abs(change).max(axis=-1) > 0
+        side = int(round(np.sqrt(0.2 * SHAPE[0] * SHAPE[1])))
+        assert (window.sum(axis=(1, 2)) == side * side).all()
+        assert set(np.unique(change)) <= {-1.0, 0.0, 1.0}
+    assert len({tuple(np.flatnonzero(w)) for w in np.abs(own).max(axis=-1) > 0}) > 1  # windows differ by example
+
+
 def _poisoned(logits_fn):
     """The same logits, with a NaN gradient: an attack that differentiates them ends up with NaN images."""
 

@@ -34,7 +34,9 @@ class EnsembleSpec:
     """The static part (one compilation); epsilon is traced. Defaults follow AutoAttack's "standard" L-inf
     version: 100 APGD / FAB iterations, 9 target classes (as many as there are wrong classes, up to 9),
     5000 Square queries. `joint` attacks D's decision over all K+1 logits ("fake" must lose too).
-    `members` (empty: all valid ones) restricts the ensemble, for checks and tests."""
+    `members` (empty: all valid ones) restricts the ensemble, for checks and tests. `square_shared_proposals`
+    draws Square's windows per batch as AutoAttack's PyTorch code does (see `square_search`), for
+    cross-checks; per example (the default) is stronger and independent of the batch."""
 
     num_classes: int
     joint: bool = False
@@ -42,6 +44,7 @@ class EnsembleSpec:
     targets: int = 9
     queries: int = 5000
     members: tuple = ()
+    square_shared_proposals: bool = False
 
     def __post_init__(self):
         for field in ("iterations", "targets", "queries"):
@@ -97,7 +100,8 @@ def _member(name: str, logits_fn: Callable, images, labels, key, epsilon, spec: 
         runs = [fab_targeted(logits_fn, images, labels, epsilon, iterations=spec.iterations, target_rank=rank, **common)
                 for rank in range(1, spec.num_targets + 1)]
     else:
-        runs = [square(logits_fn, images, labels, key, epsilon, queries=spec.queries, **common)]
+        runs = [square(logits_fn, images, labels, key, epsilon, queries=spec.queries,
+                       shared_proposals=spec.square_shared_proposals, **common)]
     success, adversarial = runs[0].success, runs[0].adversarial
     for run in runs[1:]:  # the first run that broke an example supplies its adversarial
         adversarial = jnp.where(_rows(run.success & ~success, images), run.adversarial, adversarial)

@@ -174,7 +174,8 @@ class RestoredRun:
     def _require(self, method: str) -> None:
         if method not in self.offers:
             needs = [name for name, kind in kinds.KINDS.items() if method in kind.offers]
-            raise ValueError(f"{method}() needs a {' or '.join(needs)} run; {self.workdir} holds a {self.kind} run "
+            needs = " or ".join(needs) if len(needs) < 3 else f"{', '.join(needs[:-1])} or {needs[-1]}"
+            raise ValueError(f"{method}() needs a {needs} run; {self.workdir} holds a {self.kind} run "
                              f"(config.model={self.kind!r}), which offers {', '.join(self.offers)}")
 
     def _apply(self, method: str, images, target=None) -> np.ndarray:

@@ -227,9 +227,9 @@ def test_a_classifier_run_offers_classify_only(tmp_path):
     run = cfjax.restore(str(tmp_path))
     images = pipeline.evaluation_arrays(config, "test")["image"][:4]
     assert run.kind == "classifier" and run.classify(images).shape == (4,)
-    with pytest.raises(ValueError, match=r"counterfactual\(\) needs a gan run; .* holds a classifier run"):
+    with pytest.raises(ValueError, match=r"counterfactual\(\) needs a gan or robust_gan run; .* holds a classifier"):
         run.counterfactual(images, 0)
-    with pytest.raises(ValueError, match=r"mask\(\) needs a gan or segmenter run"):
+    with pytest.raises(ValueError, match=r"mask\(\) needs a gan, robust_gan or segmenter run"):
         run.mask(images)
 
 

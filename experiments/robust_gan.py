@@ -92,12 +92,22 @@ def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list
 
 
 def aims(fruit: dict, crack_rows: dict) -> list[str]:
-    """The issue's aims for the robust GAN, each met or missed by how much (PGD-10 until the ensemble
-    attack exists; p_fake's AUROC against the non-adaptive attack)."""
+    """The issue's aims for the robust GAN, each met or missed by how much (robust accuracy under the
+    AutoAttack-style ensemble; p_fake's AUROC against the non-adaptive attack)."""
     def value(label, group, field):
         models = fruit.get(label)
         found = models and robustness_table._row(models, group, CHECK_EPSILON, field)
         return found[0] if found else None
+
+    def ensemble_accuracy(label):
+        """The ensemble's accuracy at the check budget: its sweep row, else the strong check when that ran the
+        ensemble (the default; runs whose sweep skips the budget)."""
+        found = value(label, "ensemble", "accuracy")
+        if found is not None:
+            return found
+        strong = [r for m in fruit.get(label) or [] for r in m["checks"] if r["group"] == "strong"]
+        return value(label, "strong", "accuracy") if strong and all(r.get("attack") == "ensemble" for r in strong) \
+            else None
 
     def clean(label):
         models = fruit.get(label)
@@ -106,8 +116,8 @@ def aims(fruit: dict, crack_rows: dict) -> list[str]:
 
     robust, pgd, plain = "robust GAN: D", "PGD-trained classifier (L∞ 4/255)", "plain classifier"
     checks = [
-        (f"robust accuracy at {CHECK_EPSILON:g}/255 within 2 points of the PGD-trained classifier's",
-         value(robust, "reference", "accuracy"), value(pgd, "reference", "accuracy"), -0.02),
+        (f"ensemble robust accuracy at {CHECK_EPSILON:g}/255 within 2 points of the PGD-trained classifier's",
+         ensemble_accuracy(robust), ensemble_accuracy(pgd), -0.02),
         ("clean accuracy within 2 points of the plain classifier's", clean(robust), clean(plain), -0.02),
         ("p_fake AUROC clean vs adversarial (non-adaptive) ≥ 0.9",
          value(robust, "reference", "auroc_p_fake_clean_vs_adversarial"), 0.9, 0.0),

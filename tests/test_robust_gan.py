@@ -246,7 +246,8 @@ def test_the_experiment_script_trains_and_tabulates_tiny_runs(tmp_path, repo_roo
                 "| steps_x3 |", "| default (plain GAN) |"):
         assert row in table, row
     assert "clean accuracy within 2 points of the plain classifier's: " in table
-    assert "PGD-trained classifier's: not measured" not in table  # read at the check budget, 4/255
+    assert "PGD-trained classifier's: not measured" not in table  # the ensemble at the check budget, 4/255
+    assert "ensemble robust accuracy at 4/255" in table
     summary = json.loads((out / "robust_gan.json").read_text())
     assert summary["ablation_flags"]["steps_x3"] == ["--config.num_steps=18"]
     assert set(summary["fruit"]) == {"plain classifier", "PGD-trained classifier (L∞ 4/255)", "plain GAN: D",

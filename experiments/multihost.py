@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import pathlib
-import random
 import signal
 import statistics
 import subprocess
@@ -180,19 +179,12 @@ def kill_once(workdir: str, num_steps: int, target: int, victim: int, during_sav
 
 
 def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    targets = sorted(rng.sample(range(1, num_steps), kills))
-    log = os.path.join(os.path.dirname(workdir), "interrupted.log")
-    events = []
-    for i, target in enumerate(targets):
-        start = os.path.getsize(log) if os.path.exists(log) else 0
-        event = kill_once(workdir, num_steps, target, rng.randrange(2), during_save=i % 3 == 1, log=log)
-        event["resumed_from"] = preemption._resumed_from(log, start)
-        events.append(event)
-    start = os.path.getsize(log)
-    code = run(workdir, num_steps, 2, log)
-    events.append({"final": True, "returncode": code, "resumed_from": preemption._resumed_from(log, start)})
-    return events
+    """preemption.py's kill-and-restart loop on the 2-process run, each SIGKILL to a random process."""
+    return preemption.interrupted_run(
+        workdir, num_steps, kills, seed,
+        kill=lambda target, rng, during_save, log: kill_once(workdir, num_steps, target, rng.randrange(2),
+                                                              during_save=during_save, log=log),
+        finish=lambda log: {"returncode": run(workdir, num_steps, 2, log)})
 
 
 def steps_per_sec(workdir: str) -> float:

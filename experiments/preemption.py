@@ -95,23 +95,35 @@ def _resumed_from(log: str, start: int) -> int | None:
     return int(text.split(marker, 1)[1].split()[0])
 
 
-def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int) -> list[dict]:
+def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int, *, kill=None, finish=None) -> list[dict]:
     """`kills` SIGKILLs at increasing random steps (every third one during a checkpoint write), each
-    followed by a restart of the same command; then a final restart that must finish."""
+    followed by a restart of the same command; then a final restart that must finish.
+
+    `kill(target, rng, during_save, log)` starts the run and kills it (default: `kill_once`, one process)
+    and `finish(log)` runs the final restart, returning fields for its event: multihost.py passes its
+    two-process versions, so both experiments share this loop and its random draws."""
+    kill = kill or (lambda target, rng, during_save, log: kill_once(workdir, num_steps, target, during_save, log))
+    finish = finish or (lambda log: _finish(workdir, num_steps, log))
     rng = random.Random(seed)
     targets = sorted(rng.sample(range(1, num_steps), kills))
     log = os.path.join(os.path.dirname(workdir), "interrupted.log")
     events = []
     for i, target in enumerate(targets):
         start = os.path.getsize(log) if os.path.exists(log) else 0
-        event = kill_once(workdir, num_steps, target, during_save=i % 3 == 1, log=log)
+        event = kill(target, rng, i % 3 == 1, log)
         event["resumed_from"] = _resumed_from(log, start)
         events.append(event)
     start = os.path.getsize(log)
+    final = finish(log)
+    events.append({"final": True, **final, "resumed_from": _resumed_from(log, start)})
+    return events
+
+
+def _finish(workdir: str, num_steps: int, log: str) -> dict:
+    """The last restart of the one-process run, which must finish."""
     with open(log, "a") as out:
         subprocess.run(command(workdir, num_steps), cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=True)
-    events.append({"final": True, "resumed_from": _resumed_from(log, start)})
-    return events
+    return {}
 
 
 def checkpoints_lost(events: list[dict]) -> int:

@@ -1,6 +1,6 @@
 """Tile seams in full-resolution maps, before and after blending (docs/explaining.md#seamless-maps).
 
-    PYTHONPATH=. python experiments/seams.py --workdir=runs/tiny32 [--photos=6]
+    PYTHONPATH=. python experiments/seams.py --workdir=runs/sut_s0 [--photos=2] [--max_side=512]
 
 For a few real photos (SUT-Crack, CRACK500 crops, UAV75), the counterfactual saliency map of the run in
 --workdir (a patch-trained GAN: each photo is seen as tiles of its training size) made three ways:
@@ -11,12 +11,15 @@ For a few real photos (SUT-Crack, CRACK500 crops, UAV75), the counterfactual sal
 
 Prints the seam measure of each map (`tiling.seam_measure`, 1.0 = no seam) and of x_hat, the mean
 absolute difference of the whole-photo map from the blended one, and the pixel AUROC of each map
-against the ground-truth mask (the photos have masks), as a markdown table.
+against the ground-truth mask (the photos have masks), as a markdown table in
+experiments/results/seams.{json,md}.
 """
 
 import argparse
 import glob
+import json
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +50,8 @@ def main():
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--photos", type=int, default=2, help="photos per dataset")
     parser.add_argument("--max_side", type=int, default=640, help="photos are centre-cropped to this")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                        help="where seams.{json,md} are written")
     args = parser.parse_args()
     run = cfjax.restore(args.workdir)
     size, config = run.config.data.image_size, run.config
@@ -95,11 +100,18 @@ def main():
             print(row, flush=True)
     keys = ["seam_cut", "seam_blended", "seam_whole", "seam_xhat_cut", "seam_xhat_blended", "seam_xhat_whole",
             "auroc_cut", "auroc_blended", "auroc_whole", "whole_vs_blended", "map_mean"]
-    print("\n| photo | size | " + " | ".join(keys) + " |")
-    print("|" + "---|" * (len(keys) + 2))
-    for row in rows:
-        print(f"| {row['photo']} | {row['shape']} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |")
-    print("| **mean** | | " + " | ".join(f"**{np.nanmean([r[k] for r in rows]):.3f}**" for k in keys) + " |")
+    command = " ".join(["python", *sys.argv])
+    lines = [f"`{command}` (run: {args.workdir}, step {run.step})", "",
+             "| photo | size | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+    lines += [f"| {row['photo']} | {row['shape']} | " + " | ".join(f"{row[k]:.3f}" for k in keys) + " |"
+              for row in rows]
+    lines.append("| **mean** | | " + " | ".join(f"**{np.nanmean([r[k] for r in rows]):.3f}**" for k in keys) + " |")
+    print("\n".join(lines))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "seams.json"), "w") as f:
+        json.dump({"command": command, "workdir": args.workdir, "step": run.step, "rows": rows}, f, indent=2)
+    with open(os.path.join(args.out, "seams.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ def test_performance_benchmark_runs_at_a_tiny_size_and_writes_its_json(repo_root
         assert row["gan_step_flops"] > 0 and row["pgd10_flops"] > 0
         assert row["gan_step"]["cfjax"]["median_s"] > 0 and row["pgd10"]["cfjax"]["median_s"] > 0
         assert set(row["sync_cost_s_per_step"]) == {"sync_every_step", "sync_at_end"}
+        if devices == "2":  # the default device count also times the accelerator switches against fp32
+            assert set(row["switches"]) == {"default", "remat", "bfloat16"}
+            assert all(timing["ratio_to_default"] > 0 for timing in row["switches"].values())
         if speed["peer_ran"]:  # torch installed, in the process with the most devices
             assert {"torch_eager", "torchattacks"} <= set(row["pgd10"]) and "torch_eager" in row["gan_step"]
     # Data-parallel work is the same work: the sharded FLOPs do not depend on the device count. Only the
@@ -37,7 +40,7 @@ def test_performance_benchmark_runs_at_a_tiny_size_and_writes_its_json(repo_root
     assert {m["compile_cache"] for m in compiles} == {"cold", "warm"}
     assert all(m["peak_rss_mb"] > 0 for m in compiles)
     table = (tmp_path / "performance.md").read_text()
-    assert "GAN step" in table and "PGD-10 on D" in table and "MFU" in table
+    assert "GAN step" in table and "PGD-10 on D" in table and "MFU" in table and "remat" in table
 
 
 def _profile_module(repo_root):
@@ -108,3 +111,17 @@ def test_accelerator_benchmark_knows_each_devices_data_sheet_peak(repo_root):
     assert accelerator.spec_peak("TPU v5 lite", "bfloat16") == 197.0
     assert accelerator.spec_peak("TPU v4", "float32") is None  # no fp32 figure on the sheet: MFU left out
     assert accelerator.spec_peak("cpu", "float32") is None
+
+
+def test_the_fused_norm_benchmark_computes_the_same_gradients_as_autodiff(repo_root):
+    """The custom_vjp it times is the same function: equal gradients for x, scale and bias."""
+    import numpy as np
+
+    sys.path.insert(0, str(repo_root / "experiments" / "benchmarks"))
+    import fused_norm
+
+    for shape, groups in (((2, 6, 5, 12), 3), ((2, 4, 4, 16), 8)):
+        fused, arguments = fused_norm.gradient_fn(fused_norm.fused(), shape, groups)
+        autodiff, _ = fused_norm.gradient_fn(fused_norm.reference, shape, groups)
+        for mine, theirs in zip(fused(*arguments), autodiff(*arguments)):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-4, atol=1e-4)

@@ -22,15 +22,26 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PGD_EPSILON, PGD_STEP, PGD_ITERATIONS = 4 / 255, 1 / 255, 10
+SWITCHES = {"remat": "remat=True", "bfloat16": "compute_dtype=bfloat16"}  # --switches: the GAN step with each
 
 
-def make_config(size: int, tiny: bool):
-    """The default CPU GAN (configs/cracks.py) at `size` px, or its `:tiny` variant for the test suite."""
+def make_config(size: int, tiny: bool, overrides: tuple[str, ...] = ()):
+    """The default CPU GAN (configs/cracks.py) at `size` px, or its `:tiny` variant for the test suite, with
+    FIELD=VALUE overrides (e.g. remat=True, compute_dtype=bfloat16: what those switches cost here)."""
+    import ast
+
     sys.path.insert(0, os.path.join(REPO, "configs"))
     import cracks
 
     config = cracks.get_config("tiny" if tiny else "default")
     config.data.image_size = size
+    for override in overrides:
+        field, _, text = override.partition("=")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text  # a bare word: a string field
+        config.update_from_flattened_dict({field: value})
     return config
 
 
@@ -236,9 +247,10 @@ def speed(args) -> dict:
     peer, peer_missing = _peer() if args.peer else (None, "not run in this process")
     out = {"devices": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
            "backend": jax.default_backend(), "peak": matmul_peak(args.repeats, 512 if args.tiny else 2048),
-           "peer": peer_missing or "torch " + _torch().__version__, "peer_ran": peer is not None, "sizes": {}}
+           "peer": peer_missing or "torch " + _torch().__version__, "peer_ran": peer is not None,
+           "malloc": args.malloc, "overrides": args.override, "sizes": {}}
     for size in args.sizes:
-        config = make_config(size, args.tiny)
+        config = make_config(size, args.tiny, tuple(args.override))
         images, labels = fixed_batch(config)
         gan = JaxGan(config, images, labels)
         gan_calls = {"cfjax": gan}
@@ -252,6 +264,10 @@ def speed(args) -> dict:
             gan_calls.update(torch_gan)
             pgd_calls.update(torch_pgd)
         row["gan_step"] = alternate(gan_calls, args.repeats)
+        if args.switches:  # what the :accelerator configs' switches cost on this machine, default first
+            row["switches"] = alternate({"default": gan, **{
+                name: JaxGan(make_config(size, args.tiny, (*args.override, override)), images, labels)
+                for name, override in SWITCHES.items()}}, args.repeats)
         row["pgd10"] = alternate(pgd_calls, args.repeats)
         row["sync_cost_s_per_step"] = gan.sync_cost(4 if args.tiny else 8)
         out["sizes"][str(size)] = row
@@ -316,7 +332,18 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--no-torch-compile", dest="torch_compile", action="store_false")
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="time cfjax alone")
+    parser.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a config field of the timed GAN (remat=True, compute_dtype=bfloat16; with --no-peer)")
+    parser.add_argument("--switches", action="store_true",
+                        help="also time the GAN step with each of SWITCHES on, alternating with the default")
+    parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+                        help="glibc's malloc thresholds as the command line sets them (cfjax.host_memory; both "
+                             "frameworks of the process share them), or glibc's defaults")
     args = parser.parse_args()
+    if args.malloc == "tuned":
+        from cfjax import host_memory
+
+        host_memory.keep_freed_memory()
     # Forced host devices (a CPU's cores as devices); a GPU or TPU keeps its own devices.
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={args.devices}"])

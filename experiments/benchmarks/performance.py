@@ -45,7 +45,7 @@ def measure(args) -> dict:
               "memory": []}
     for devices in args.devices:
         # The peers run beside cfjax's default device count (the last) only: their figures do not depend on it.
-        peer = [] if devices == args.devices[-1] else ["--no-peer"]
+        peer = ["--switches"] if devices == args.devices[-1] else ["--no-peer"]
         with tempfile.TemporaryDirectory() as cache:  # every run of the benchmark compiles cold
             print(f"speed, {devices} device(s) ...", flush=True)
             result["speed"][str(devices)] = run_worker(
@@ -117,6 +117,12 @@ def markdown(result: dict) -> str:
                      f"{temporaries} |")
     syncs = "; ".join(f"{size} px {row['sync_cost_s_per_step']['sync_every_step']:.3f} vs "
                       f"{row['sync_cost_s_per_step']['sync_at_end']:.3f}" for size, row in speed[many]["sizes"].items())
+    switches = "; ".join(f"{size} px " + ", ".join(f"{name} {timing['ratio_to_default']:.2f}×"
+                                                   for name, timing in row["switches"].items() if name != "default")
+                         for size, row in speed[many]["sizes"].items() if "switches" in row)
+    if switches:
+        lines += ["", f"The `:accelerator` configs' switches on this machine ({many} devices), GAN step time "
+                  f"against the default fp32 step, round by round in one process: {switches}."]
     lines += ["", f"Host sync, s/step reading a scalar after every step vs waiting once after several "
               f"({many} devices): "
               f"{syncs}. Input pipeline (embedded data into device arrays): "

@@ -44,7 +44,9 @@ def main() -> None:
     from cfjax import attacks, parallel
     from cfjax.models import make_discriminator, make_generator, make_plain_classifier
 
-    sys.path.insert(0, os.path.join(REPO, "configs"))
+    sys.path[:0] = [os.path.join(REPO, "configs"), os.path.dirname(os.path.abspath(__file__))]
+    from perf_worker import matmul_peak
+
     config = __import__(args.config).get_config()
     size, k = config.data.image_size, config.num_classes
     mesh = parallel.make_mesh()
@@ -82,11 +84,16 @@ def main() -> None:
               flush=True)
     result = {"config": args.config, "image_size": size, "batch": args.batch, "iterations": 10,
               "devices": f"{jax.device_count()} x {jax.devices()[0].device_kind}", "backend": jax.default_backend(),
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "jax": jax.__version__, "models": rows}
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "jax": jax.__version__, "models": rows,
+              "matmul_peak": matmul_peak(args.repeats, 2048)}  # this host's speed today, beside the figures
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "pgd.json"), "w") as f:
         json.dump(result, f, indent=2)
-    lines = [f"PGD-10 on `configs/{args.config}.py` models, {size} px, batch {args.batch}, {result['devices']}:", "",
+    peak = result["matmul_peak"]
+    lines = [f"PGD-10 on `configs/{args.config}.py` models, {size} px, batch {args.batch}, {result['devices']} "
+             f"(host fp32 matmul peak in the same process: {peak['gflops']:.0f} GFLOP/s, "
+             f"XLA {peak['jax_gflops']:.0f}):",
+             "",
              "| model | parameters | images/s | median s per batch | first call (compile) s |", "|---|---|---|---|---|"]
     lines += [f"| {n} | {r['params']:,} | {r['images_per_s']:.1f} | {r['median_s']:.3f} | {r['first_call_s']:.1f} |"
               for n, r in rows.items()]

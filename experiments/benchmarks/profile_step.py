@@ -181,6 +181,9 @@ def workloads(size: int, tiny: bool, names: list[str]) -> tuple[dict, int]:
 def markdown(result: dict) -> str:
     lines = [f"# Where the time goes ({result['size']} px, batch {result['batch']}, {result['devices']} device(s))",
              "", f"`{result['command']}`", ""]
+    if "matmul_peak" in result:
+        lines[-1:] = [f"The host's fp32 matmul peak in the same process: {result['matmul_peak']['gflops']:.0f} GFLOP/s "
+                      f"(XLA {result['matmul_peak']['jax_gflops']:.0f}).", ""]
     for workload, row in result["workloads"].items():
         devices, op_s = result["devices"], row["operation_s_per_call"]
         lines += [f"## {workload}: {row['wall_s_per_call']:.3f} s per call; operations {op_s:.3f} s summed over "
@@ -217,11 +220,17 @@ def main() -> None:
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={args.devices}"])
     sys.path[:0] = [HERE, REPO]
+    from cfjax import host_memory
+
+    host_memory.keep_freed_memory()  # as the command line runs
     import jax
+    import perf_worker
 
     result = {"command": " ".join(["python", os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
               "size": args.size, "devices": jax.device_count(), "backend": jax.default_backend(),
-              "xla_flags": os.environ["XLA_FLAGS"], "workloads": {}}
+              "xla_flags": os.environ["XLA_FLAGS"], "workloads": {},
+              # this host's speed today, beside the profile: a slow day shows here
+              "matmul_peak": perf_worker.matmul_peak(5, 512 if args.tiny else 2048)}
     calls, result["batch"] = workloads(args.size, args.tiny, args.workloads)
     for name, (call, hlo_text) in calls.items():
         call()  # warm-up: first execution

@@ -68,7 +68,7 @@ def base_config(name: str) -> ml_collections.ConfigDict:
     config.data = data_config()
 
     config.batch_size = 16
-    config.num_steps = 5200  # docs/training.md, "How the CPU config was chosen"
+    config.num_steps = 4500  # docs/training.md, "How the CPU config was chosen"
     config.ema_decay = 0.999
 
     config.generator = ml_collections.ConfigDict()

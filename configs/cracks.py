@@ -35,7 +35,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         # 64 px patches of SUT-Crack photos; prepare once with
         #   python -m cfjax.data.prepare --dataset=crack_segmentation/sut --manual_dir=../shared/data/sut_crack_seg
         config.data.name = "crack_segmentation/sut"
-        config.num_steps = 4500  # what every SUT-Crack figure in docs/ was measured with
         # Masks from max_c |x - x_hat| blurred by a 3x3 box: the best of 9 variants on SUT-Crack's validation
         # patches (experiments/mask_variants.py; only evaluation and explanation read these fields).
         config.saliency.reduce = "max"

@@ -4,7 +4,8 @@ XLA:CPU allocates a step's temporary buffers with malloc and frees them when the
 freed memory back to the kernel soon after, so every step maps it again and touches it page by page: the
 default CPU run took 97 million page faults and spent 15 % of its time in the kernel. Freezing glibc's
 thresholds (large blocks from the heap up to 32 MiB, 64 MiB kept at the top of each heap, no trimming
-below 1 GiB) removes ~90 % of the faults (docs/performance.md, "Host memory").
+below 1 GiB) removed 45-90 % of them over whole runs, not equally in every process (docs/performance.md,
+"Host memory").
 """
 
 import ctypes

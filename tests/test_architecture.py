@@ -14,7 +14,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "cfjax"
 
 # Low to high; a module may import from its own layer or any lower one, never from a higher one.
 LAYERS = (
-    ("cfjax.errors", "cfjax.version", "cfjax.interrupts", "cfjax.cluster"),
+    ("cfjax.errors", "cfjax.version", "cfjax.interrupts", "cfjax.cluster", "cfjax.host_memory"),
     ("cfjax.storage", "cfjax.workdir_lock"),
     ("cfjax.config.upgrade", "cfjax.config.compare", "cfjax.config", "cfjax.parallel", "cfjax.tiling",
      "cfjax.metric_writer", "cfjax.visualize", "cfjax.optim", "cfjax.losses", "cfjax.colab"),

@@ -182,9 +182,8 @@ def markdown(result: dict) -> str:
     lines = [f"# Where the time goes ({result['size']} px, batch {result['batch']}, {result['devices']} device(s))",
              "", f"`{result['command']}`", ""]
     if "matmul_peak" in result:
-        lines[-1:] = [f"The host's fp32 matmul peak in the same process: {result['matmul_peak']['gflops']:.0f} GFLOP/s "
-                      f"(XLA {result['matmul_peak']['jax_gflops']:.0f}).", ""]
-        lines[-3:-2] = [lines[-3], ""]  # a paragraph of its own
+        lines += [f"The host's fp32 matmul peak in the same process: {result['matmul_peak']['gflops']:.0f} GFLOP/s "
+                  f"(XLA {result['matmul_peak']['jax_gflops']:.0f}).", ""]
     for workload, row in result["workloads"].items():
         devices, op_s = result["devices"], row["operation_s_per_call"]
         lines += [f"## {workload}: {row['wall_s_per_call']:.3f} s per call; operations {op_s:.3f} s summed over "

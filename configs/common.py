@@ -169,11 +169,13 @@ def pgd_training(config: ml_collections.ConfigDict) -> None:
     adversarial.warmup_steps = config.get_ref("num_steps") // 3
 
 
-def robust_gan(config: ml_collections.ConfigDict) -> None:
-    """Make a GAN config the robust GAN's: D trains on PGD examples of the real images (`pgd_training`)."""
+def robust_gan(config: ml_collections.ConfigDict, detector: bool = False) -> None:
+    """Make a GAN config the robust GAN's: D trains on PGD examples of the real images (`pgd_training`).
+    `detector`: D also learns those examples as "fake", so that p_fake flags attacks (`:detector`)."""
     config.model = "robust_gan"
-    config.name = f"{config.name}_robust"
+    config.name = f"{config.name}_{'detector' if detector else 'robust'}"
     pgd_training(config)
+    config.adversarial_training.also_fake = detector
 
 
 def attack_config() -> ml_collections.ConfigDict:

@@ -5,6 +5,7 @@
     python -m cfjax.main --config=configs/cracks.py:accelerator  # GPU / TPU: 128 px, wider, longer
     python -m cfjax.main --config=configs/cracks.py:sut          # real cracks (prepare SUT-Crack first)
     python -m cfjax.main --config=configs/cracks.py:sut,robust   # ... with the robust GAN (D trained on PGD examples)
+    python -m cfjax.main --config=configs/cracks.py:sut,detector # ... whose D also learns PGD examples as fake
 
 Any field can be overridden with --config.FIELD=VALUE (e.g. --config.num_steps=500).
 """
@@ -17,8 +18,9 @@ import ml_collections
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # loaded by path: find common.py beside it
 from common import base_config, grow_to_accelerator, parse_arg, robust_gan, shrink_to_tiny  # noqa: E402
 
-# The GAN, or the robust GAN whose D trains on PGD examples (after the variant: `:robust`, `:tiny,robust`).
-MODELS = ("gan", "robust")
+# The GAN, the robust GAN whose D trains on PGD examples (after the variant: `:robust`, `:tiny,robust`), or the
+# robust GAN whose D also learns them as fake, a detector (`:detector`).
+MODELS = ("gan", "robust", "detector")
 VARIANTS = ("default", "tiny", "accelerator", "sut")
 
 
@@ -39,6 +41,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         # patches (experiments/mask_variants.py; only evaluation and explanation read these fields).
         config.saliency.reduce = "max"
         config.saliency.blur_radius = 1
-    if parsed["model"] == "robust":
-        robust_gan(config)
+    if parsed["model"] in ("robust", "detector"):
+        robust_gan(config, detector=parsed["model"] == "detector")
     return config

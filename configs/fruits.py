@@ -9,6 +9,7 @@ Prepare the photos once (the shipped train/test folders are pooled and re-split 
     python -m cfjax.main --config=configs/fruits.py:all          # all three fruits, healthy vs defective
     python -m cfjax.main --config=configs/fruits.py:robust       # the robust GAN: D trained on PGD examples
     python -m cfjax.main --config=configs/fruits.py:tiny,robust  # ... in seconds
+    python -m cfjax.main --config=configs/fruits.py:detector     # ... whose D also learns PGD examples as fake
 
 Photos are resized from 224 px; the counterfactual shows what would make a rotten apple healthy.
 """
@@ -21,8 +22,9 @@ import ml_collections
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # loaded by path: find common.py beside it
 from common import base_config, grow_to_accelerator, parse_arg, robust_gan, shrink_to_tiny  # noqa: E402
 
-# The GAN, or the robust GAN whose D trains on PGD examples (after the variant: `:robust`, `:tiny,robust`).
-MODELS = ("gan", "robust")
+# The GAN, the robust GAN whose D trains on PGD examples (after the variant: `:robust`, `:tiny,robust`), or the
+# robust GAN whose D also learns them as fake, a detector (`:detector`).
+MODELS = ("gan", "robust", "detector")
 VARIANTS = ("default", "tiny", "accelerator", "all")
 
 
@@ -43,6 +45,6 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
         grow_to_accelerator(config)
     elif variant == "all":
         config.data.name = "fruit_defects/all"
-    if parsed["model"] == "robust":
-        robust_gan(config)
+    if parsed["model"] in ("robust", "detector"):
+        robust_gan(config, detector=parsed["model"] == "detector")
     return config

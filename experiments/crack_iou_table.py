@@ -29,6 +29,9 @@ RUNS = {
     # The robust GAN (D trained on PGD examples): its rows are named "robust_gan/<method>".
     "robust_gan": ("configs/cracks.py:sut,robust", "sut_robust_s{seed}",
                    ("counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients")),
+    # ... and the robust GAN whose D also learns its PGD examples as fake: rows "detector_gan/<method>".
+    "detector_gan": ("configs/cracks.py:sut,detector", "sut_detector_s{seed}",
+                     ("counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients")),
 }
 LABELS = {
     "counterfactual": "**cfjax counterfactual mask** \\|x − G(x, no crack)\\|",

@@ -1,6 +1,6 @@
 """The robust counterfactual GAN (D trained on PGD examples inside the GAN step, `configs/*.py:...,robust`)
-against the models it has to beat, and the ablation that asks why the plain GAN's D is less robust
-than the plain classifier:
+and its detector variant (D also learns them as fake, `...,detector`) against the models they have to
+beat, and the ablation that asks why the plain GAN's D is less robust than the plain classifier:
 
     python experiments/robust_gan.py --train              # (a) fruit robustness and (b) SUT-Crack masks, 3 seeds
     python experiments/robust_gan.py --train --ablation   # ... and (c) the one-seed ablation grid on fruit
@@ -8,8 +8,8 @@ than the plain classifier:
     python experiments/robust_gan.py                      # tabulate finished runs only
 
 (a) reuses experiments/robustness_table.py's runs (the plain classifier, the PGD-trained classifier,
-the plain GAN and the robust GAN, each trained then attacked with `--mode=attack`); (b) reuses
-experiments/crack_iou_table.py's (the plain GAN, the robust GAN and the supervised U-Net, each
+the plain GAN, the robust GAN and the detector, each trained then attacked with `--mode=attack`); (b) reuses
+experiments/crack_iou_table.py's (the plain GAN, the robust GAN, the detector and the supervised U-Net, each
 explained with `--mode=explain`); (c) trains the plain fruit GAN of seed 0 with one setting changed
 per run (`ABLATION`). Each step is the plain command line; finished runs and analyses are reused, so
 an interrupted run resumes from its checkpoint. Writes experiments/results/robust_gan.{json,md}.
@@ -29,8 +29,10 @@ import robustness_table
 
 # (a): the attacked models of robustness_table's runs, as this table labels them.
 FRUIT_MODELS = {"classifier": "plain classifier", "adversarial_classifier": "PGD-trained classifier (L∞ 4/255)",
-                "D": "plain GAN: D", "robust_D": "robust GAN: D"}
-CRACK_RUNS = ("gan", "robust_gan", "unet")  # (b): crack_iou_table's runs
+                "D": "plain GAN: D", "robust_D": "robust GAN: D", "detector_D": "detector GAN: D"}
+CRACK_RUNS = ("gan", "robust_gan", "detector_gan", "unet")  # (b): crack_iou_table's runs
+# The models that could meet every aim at once: their fruit label and their SUT-Crack run.
+CANDIDATES = {"robust GAN: D": "robust_gan", "detector GAN: D": "detector_gan"}
 CHECK_EPSILON = 4.0  # /255: where the aims are read (attack.check_epsilon_255: the plain L-inf PGD "reference")
 # (c): one setting of the plain fruit GAN changed per run; "steps_x3" is computed from its config.
 ABLATION = {
@@ -92,8 +94,9 @@ def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list
 
 
 def aims(fruit: dict, crack_rows: dict) -> list[str]:
-    """The issue's aims for the robust GAN, each met or missed by how much (robust accuracy under the
-    AutoAttack-style ensemble; p_fake's AUROC against the non-adaptive attack)."""
+    """The issue's aims for each candidate model (the robust GAN's D and the detector's), each met or missed by
+    how much (robust accuracy under the AutoAttack-style ensemble; p_fake's AUROC against the non-adaptive
+    attack), and whether one model meets them all."""
     def value(label, group, field):
         models = fruit.get(label)
         found = models and robustness_table._row(models, group, CHECK_EPSILON, field)
@@ -114,25 +117,34 @@ def aims(fruit: dict, crack_rows: dict) -> list[str]:
         found = models and harness.mean_std([m["clean"].get("accuracy") for m in models])
         return found[0] if found else None
 
-    robust, pgd, plain = "robust GAN: D", "PGD-trained classifier (L∞ 4/255)", "plain classifier"
-    checks = [
-        (f"ensemble robust accuracy at {CHECK_EPSILON:g}/255 within 2 points of the PGD-trained classifier's",
-         ensemble_accuracy(robust), ensemble_accuracy(pgd), -0.02),
-        ("clean accuracy within 2 points of the plain classifier's", clean(robust), clean(plain), -0.02),
-        ("p_fake AUROC clean vs adversarial (non-adaptive) ≥ 0.9",
-         value(robust, "reference", "auroc_p_fake_clean_vs_adversarial"), 0.9, 0.0),
-        ("SUT-Crack counterfactual mask IoU (τ tuned) at least the plain GAN's",
-         (crack_rows.get("robust_gan/counterfactual") or {}).get("iou_tuned", (None,))[0],
-         (crack_rows.get("counterfactual") or {}).get("iou_tuned", (None,))[0], 0.0),
-    ]
-    lines = []
-    for aim, ours, reference, slack in checks:
-        if ours is None or reference is None:
-            lines.append(f"* {aim}: not measured yet")
-            continue
-        gap = ours - reference
-        verdict = "met" if gap >= slack else f"missed by {slack - gap:.3f}"
-        lines.append(f"* {aim}: {ours:.3f} vs {reference:.3f}: {verdict}")
+    def mask_iou(row):
+        return (crack_rows.get(row) or {}).get("iou_tuned", (None,))[0]
+
+    pgd, plain = "PGD-trained classifier (L∞ 4/255)", "plain classifier"
+    lines, winners = [], []
+    for candidate, crack_run in CANDIDATES.items():
+        checks = [
+            (f"ensemble robust accuracy at {CHECK_EPSILON:g}/255 within 2 points of the PGD-trained classifier's",
+             ensemble_accuracy(candidate), ensemble_accuracy(pgd), -0.02),
+            ("clean accuracy within 2 points of the plain classifier's", clean(candidate), clean(plain), -0.02),
+            ("p_fake AUROC clean vs adversarial (non-adaptive) ≥ 0.9",
+             value(candidate, "reference", "auroc_p_fake_clean_vs_adversarial"), 0.9, 0.0),
+            ("SUT-Crack counterfactual mask IoU (τ tuned) at least the plain GAN's",
+             mask_iou(f"{crack_run}/counterfactual"), mask_iou("counterfactual"), 0.0),
+        ]
+        lines.append(f"* **{candidate}**")
+        met = True
+        for aim, ours, reference, slack in checks:
+            if ours is None or reference is None:
+                lines.append(f"  * {aim}: not measured yet")
+                met = False
+                continue
+            gap = ours - reference
+            met = met and gap >= slack
+            lines.append(f"  * {aim}: {ours:.3f} vs {reference:.3f}: "
+                         f"{'met' if gap >= slack else f'missed by {slack - gap:.3f}'}")
+        winners += [candidate] if met else []
+    lines.append(f"* One model meeting every aim: {', '.join(winners) if winners else 'none (yet)'}")
     return lines
 
 

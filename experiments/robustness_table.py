@@ -1,6 +1,6 @@
 """The README's robustness table on the fruit task (apples, healthy vs defective, split by base photo):
-D and G's head (the counterfactual GAN), the plain classifier with D's backbone and the PGD-trained
-classifier, over several seeds.
+D and G's head (the counterfactual GAN), the plain classifier with D's backbone, the PGD-trained
+classifier, and the robust GAN's D and the detector GAN's D (issue 19), over several seeds.
 
     python -m cfjax.data.prepare --dataset=fruit_defects/apples --manual_dir=../shared/data/fruits_fresh_rotten_224
     python experiments/robustness_table.py --train     # train what is missing, attack, tabulate
@@ -26,6 +26,7 @@ RUNS = {
     "gan": ("configs/fruits.py", "fruits_s{seed}"),
     "adversarial": ("configs/baselines.py:adversarial,fruits", "fruits_adversarial_s{seed}"),
     "robust_gan": ("configs/fruits.py:robust", "fruits_robust_s{seed}"),  # its models: robust_D, robust_G_head
+    "detector_gan": ("configs/fruits.py:detector", "fruits_detector_s{seed}"),  # detector_D, detector_G_head
 }
 LABELS = {"D": "D (hybrid readout)", "G_head": "G's classification head", "classifier": "plain classifier",
           "adversarial_classifier": "PGD-trained classifier (L∞ 4/255)"}

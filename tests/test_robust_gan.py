@@ -65,6 +65,20 @@ def test_the_robust_configs_ramp_epsilon_as_the_pgd_trained_classifier_does():
     assert fruits.get_config("tiny,robust").name == "fruits_tiny_robust"
 
 
+def test_the_detector_configs_are_the_robust_ones_that_also_learn_pgd_examples_as_fake():
+    for module, variant in ((fruits, "default"), (fruits, "tiny"), (cracks, "sut"), (cracks, "accelerator")):
+        robust, detector = (module.get_config(f"{variant},{model}") for model in ("robust", "detector"))
+        validate_config(detector)
+        assert detector.adversarial_training.also_fake and detector.name.endswith("_detector")
+        changed = {field for field, value in flatten_dict(robust.to_dict()).items()
+                   if flatten_dict(detector.to_dict())[field] != value}
+        assert changed == {"name", "adversarial_training.also_fake"}, changed
+    mesh = parallel.make_mesh()
+    names = {variant: [r.name for r in kinds.make_kind(cracks.get_config(f"tiny,{variant}"), mesh).readouts({
+        "g_ema_params": {}, "d_params": {}})] for variant in ("robust", "detector")}
+    assert names == {"robust": ["robust_D", "robust_G_head"], "detector": ["detector_D", "detector_G_head"]}
+
+
 def test_a_robust_gan_without_a_budget_is_refused():
     config = _robust_config()
     config.adversarial_training.epsilon = 0.0
@@ -241,20 +255,28 @@ def test_the_experiment_script_trains_and_tabulates_tiny_runs(tmp_path, repo_roo
     proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=3000, check=False)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     table = (out / "robust_gan.md").read_text()
-    for row in ("| robust GAN: D |", "| plain GAN: D |", "| plain classifier |", "| PGD-trained classifier",
-                "| robust_gan: **cfjax counterfactual mask**", "| supervised U-Net", "| fake_weight_0 |",
+    for row in ("| robust GAN: D |", "| detector GAN: D |", "| plain GAN: D |", "| plain classifier |",
+                "| PGD-trained classifier", "| robust_gan: **cfjax counterfactual mask**",
+                "| detector_gan: **cfjax counterfactual mask**", "| supervised U-Net", "| fake_weight_0 |",
                 "| steps_x3 |", "| default (plain GAN) |"):
         assert row in table, row
-    assert "clean accuracy within 2 points of the plain classifier's: " in table
-    assert "PGD-trained classifier's: not measured" not in table  # the ensemble at the check budget, 4/255
-    assert "ensemble robust accuracy at 4/255" in table
+    for candidate in ("robust GAN: D", "detector GAN: D"):  # each candidate's aims, every one measured
+        aims = table.split(f"* **{candidate}**\n")[1].split("\n* ")[0]
+        assert aims.count("  * ") == 4 and "not measured" not in aims, aims
+        assert "clean accuracy within 2 points of the plain classifier's: " in aims
+        assert "ensemble robust accuracy at 4/255" in aims  # the ensemble at the check budget
+    assert "* One model meeting every aim: " in table
     summary = json.loads((out / "robust_gan.json").read_text())
     assert summary["ablation_flags"]["steps_x3"] == ["--config.num_steps=18"]
     assert set(summary["fruit"]) == {"plain classifier", "PGD-trained classifier (L∞ 4/255)", "plain GAN: D",
-                                     "robust GAN: D"}
-    assert {"counterfactual", "robust_gan/counterfactual", "segmenter"} <= set(summary["cracks"])
+                                     "robust GAN: D", "detector GAN: D"}
+    assert {"counterfactual", "robust_gan/counterfactual", "detector_gan/counterfactual",
+            "segmenter"} <= set(summary["cracks"])
     assert json.loads((runs / "fruits_ablation_steps_x3_s0" / "results.json").read_text())["step"] == 18
-    assert json.loads((runs / "fruits_robust_s0" / "results.json").read_text())["model"] == "robust_gan"
+    for run, also_fake in (("fruits_robust_s0", False), ("fruits_detector_s0", True)):
+        trained = json.loads((runs / run / "results.json").read_text())
+        assert trained["model"] == "robust_gan", run
+        assert json.loads((runs / run / "config.json").read_text())["adversarial_training"]["also_fake"] is also_fake
     attacked = json.loads((runs / "fruits_ablation_fake_weight_0_s0" / "attack" / "robustness.json").read_text())
     assert set(attacked["models"]) == {"D"}
 

@@ -6,7 +6,8 @@ D. With `adversarial_training.also_fake` the PGD examples are also learned as "f
 
 Everything after training (evaluation, figures, `cfjax.restore`, `--mode=explain`, `--mode=attack`) is
 the GAN's: only the networks' training differs, and the readouts are named apart ("robust_D",
-"robust_G_head") so tables that gather several runs keep them in their own rows."""
+"robust_G_head"; "detector_D", "detector_G_head" with `also_fake`) so tables that gather several runs keep
+them in their own rows."""
 
 import dataclasses
 from typing import ClassVar
@@ -29,4 +30,5 @@ class RobustGanKind(GanKind):
         return steps.build_gan_models(config, adversary=adversarial_training.from_config(config))
 
     def readouts(self, params) -> list[Readout]:
-        return [dataclasses.replace(readout, name=f"robust_{readout.name}") for readout in super().readouts(params)]
+        prefix = "detector" if self.config.adversarial_training.also_fake else "robust"
+        return [dataclasses.replace(readout, name=f"{prefix}_{readout.name}") for readout in super().readouts(params)]

@@ -43,6 +43,30 @@ def test_performance_benchmark_runs_at_a_tiny_size_and_writes_its_json(repo_root
     assert "GAN step" in table and "PGD-10 on D" in table and "MFU" in table and "remat" in table
 
 
+@pytest.mark.perf
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_the_worker_times_named_variants_against_the_default_step(repo_root):
+    """--switch NAME:FIELD=VALUE,...: those variants replace the accelerator switches, each a GAN step with its
+    fields changed, alternating with the default; a malformed one is refused by argparse. (Run with the
+    --malloc setting that was tried and not kept, so that it stays runnable.)"""
+    worker = str(repo_root / "experiments" / "benchmarks" / "perf_worker.py")
+    command = [sys.executable, worker, "--task=speed", "--tiny", "--sizes=16", "--repeats=1", "--no-peer",
+               "--malloc=one_arena",
+               "--switch=D without norm:discriminator.norm=none",
+               "--switch=both layer:generator.norm=layer,discriminator.norm=layer"]
+    proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["malloc"] == "one_arena"
+    switches = result["sizes"]["16"]["switches"]
+    assert list(switches) == ["default", "D without norm", "both layer"]
+    assert all(timing["ratio_to_default"] > 0 for timing in switches.values())
+    bad = subprocess.run([*command[:2], "--task=speed", "--switch=no fields"], cwd=repo_root, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert bad.returncode == 2 and "expected NAME:FIELD=VALUE" in bad.stderr
+
+
 def _profile_module(repo_root):
     sys.path.insert(0, str(repo_root / "experiments" / "benchmarks"))
     import profile_step

@@ -22,7 +22,15 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PGD_EPSILON, PGD_STEP, PGD_ITERATIONS = 4 / 255, 1 / 255, 10
-SWITCHES = {"remat": "remat=True", "bfloat16": "compute_dtype=bfloat16"}  # --switches: the GAN step with each
+SWITCHES = {"remat": ("remat=True",), "bfloat16": ("compute_dtype=bfloat16",)}  # --switches: the GAN step with each
+
+
+def _switch(text: str) -> tuple[str, tuple[str, ...]]:
+    """'NAME:FIELD=VALUE[,FIELD=VALUE]' as (NAME, overrides)."""
+    name, _, fields = text.rpartition(":")
+    if not name or "=" not in fields:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME:FIELD=VALUE[,FIELD=VALUE]")
+    return name, tuple(fields.split(","))
 
 
 def make_config(size: int, tiny: bool, overrides: tuple[str, ...] = ()):
@@ -264,10 +272,10 @@ def speed(args) -> dict:
             gan_calls.update(torch_gan)
             pgd_calls.update(torch_pgd)
         row["gan_step"] = alternate(gan_calls, args.repeats)
-        if args.switches:  # what the :accelerator configs' switches cost on this machine, default first
+        if args.switches or args.switch:  # what each switch costs on this machine, alternating, default first
             row["switches"] = alternate({"default": gan, **{
-                name: JaxGan(make_config(size, args.tiny, (*args.override, override)), images, labels)
-                for name, override in SWITCHES.items()}}, args.repeats)
+                name: JaxGan(make_config(size, args.tiny, (*args.override, *overrides)), images, labels)
+                for name, overrides in (dict(args.switch) or SWITCHES).items()}}, args.repeats)
         row["pgd10"] = alternate(pgd_calls, args.repeats)
         row["sync_cost_s_per_step"] = gan.sync_cost(4 if args.tiny else 8)
         out["sizes"][str(size)] = row
@@ -336,14 +344,22 @@ def main() -> None:
                         help="a config field of the timed GAN (remat=True, compute_dtype=bfloat16; with --no-peer)")
     parser.add_argument("--switches", action="store_true",
                         help="also time the GAN step with each of SWITCHES on, alternating with the default")
-    parser.add_argument("--malloc", choices=("tuned", "default"), default="tuned",
+    parser.add_argument("--switch", action="append", default=[], type=_switch, metavar="NAME:FIELD=VALUE[,...]",
+                        help="time this variant instead of SWITCHES, alternating with the default (repeatable; "
+                             "e.g. 'D without norm:discriminator.norm=none')")
+    parser.add_argument("--malloc", choices=("tuned", "default", "one_arena"), default="tuned",
                         help="glibc's malloc thresholds as the command line sets them (cfjax.host_memory; both "
-                             "frameworks of the process share them), or glibc's defaults")
+                             "frameworks of the process share them), glibc's defaults, or the thresholds and "
+                             "one arena for all threads (tried and not kept: docs/performance.md)")
     args = parser.parse_args()
-    if args.malloc == "tuned":
+    if args.malloc != "default":
         from cfjax import host_memory
 
         host_memory.keep_freed_memory()
+        if args.malloc == "one_arena":
+            import ctypes
+
+            assert ctypes.CDLL(None).mallopt(-8, 1) == 1  # M_ARENA_MAX, before any thread mallocs
     # Forced host devices (a CPU's cores as devices); a GPU or TPU keeps its own devices.
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={args.devices}"])

@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> None:
     if len([s for s in steps if s <= last]) < 10:
         sys.exit(f"{args.workdir}: too few checkpoints up to step {last}; train with --config.checkpoint_every=50 "
                  "--config.keep_checkpoints=1000 to keep the snapshots this needs")
-    snapshots, final = {}, None
-    for step in steps:
-        if step > last:
-            break
-        state = reader.restore(template, step)
-        snapshots[step] = jax.tree.map(np.asarray, state.g_params)
-        final = state if step == last else final
+    # Only G's raw weights of each snapshot are read; the whole state of the last one.
+    g_only = {"g_params": template.g_params}
+    snapshots = {step: jax.tree.map(np.asarray, reader.restore_fields(g_only, step)["g_params"])
+                 for step in steps if step <= last}
+    reader.close()
+    reader = checkpoint.Checkpointer(args.workdir, read_only=True)  # orbax: one kind of restore per manager
+    final = reader.restore(template, last)
     reader.close()
 
     data = {split: pipeline.evaluation_arrays(config, split) for split in ("validation", "test")}

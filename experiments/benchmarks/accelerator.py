@@ -3,15 +3,17 @@ fp32 and bf16 with the batch scaled to the devices, MFU, compile time, memory, a
 
     python experiments/benchmarks/accelerator.py                    # a GPU or TPU; about 8 minutes
     python experiments/benchmarks/accelerator.py --tiny --train_steps=4 --repeats=1   # CPU smoke test
+    python experiments/benchmarks/accelerator.py --recount=RESULT.json --out=DIR      # FLOPs counted again here
 
 Per compute dtype: the GAN step's and PGD-10's median time after one compiling call, images/s, FLOPs
-(XLA's cost analysis), MFU against the best matmul rate measured in the same process and dtype and,
-where the device is in `SPEC_PEAK_TFLOPS`, against its data-sheet peak; the compile time and XLA's
-memory analysis, and the device's peak memory where the backend reports it. Then `--train_steps` steps
-of `train_and_evaluate` on the embedded data (fp32 unless `--train_dtype`), whose logged losses show the
-compiled program also learns. Writes experiments/benchmarks/results/accelerator.{json,md}
-(`--out` elsewhere). Why a separate script: performance.py compares against PyTorch on this CPU; this
-one answers "what does a Colab TPU or a cloud GPU give", for docs/performance.md.
+(XLA's cost analysis of the lowered program), MFU against the best matmul rate measured in the same
+process and dtype and, where the device is in `SPEC_PEAK_TFLOPS`, against its data-sheet peak; the
+compile time and XLA's memory analysis, and the device's peak memory where the backend reports it.
+Then `--train_steps` steps of `train_and_evaluate` on the embedded data (fp32 unless `--train_dtype`),
+whose logged losses show the compiled program also learns. Writes
+experiments/benchmarks/results/accelerator.{json,md} (`--out` elsewhere), after each part, so a lease
+that ends mid-run keeps what finished. Why a separate script: performance.py compares against PyTorch
+on this CPU; this one answers "what does a Colab TPU or a cloud GPU give", for docs/performance.md.
 """
 
 import argparse
@@ -44,6 +46,10 @@ SPEC_PEAK_TFLOPS = {
     "TPU v5p": {"bfloat16": 459.0},
     "TPU v6 lite": {"bfloat16": 918.0},
 }
+
+
+MAX_TRAIN_IMAGES = 4096
+FLOPS_COUNTED = "XLA's cost analysis of each program as lowered (convolutions included on every backend)"
 
 
 def spec_peak(device_kind: str, dtype: str) -> float | None:
@@ -90,10 +96,35 @@ def _times(call, repeats: int) -> list[float]:
 
 def _summary(times: list[float], batch: int, flops: float, rate: float, peak: float | None) -> dict:
     median = statistics.median(times)
-    achieved = flops / median / 1e12
     return {"median_s": median, "min_s": min(times), "max_s": max(times), "images_per_s": batch / median,
-            "tflops": achieved, "mfu_measured_peak": achieved / rate,
+            **_rates(median, flops, rate, peak)}
+
+
+def _rates(median_s: float, flops: float, rate: float, peak: float | None) -> dict:
+    achieved = flops / median_s / 1e12
+    return {"tflops": achieved, "mfu_measured_peak": achieved / rate,
             "mfu_spec_peak": achieved / peak if peak else None}
+
+
+def recount_flops(result: dict) -> dict:
+    """`result` with each workload's FLOPs counted again on this host's backend, and its TFLOP/s and MFU
+    recomputed from the times measured on the device. The count is the lowered program's, the same on every
+    backend (`perf_worker.program_flops`), so a result whose device miscounted can be corrected here."""
+    import jax
+    import perf_worker
+
+    for dtype, row in result["dtypes"].items():
+        config = benchmark_config(result.get("variant", "accelerator"), dtype, 1, result.get("tiny", False))
+        config.batch_size = config.eval.batch_size = row["batch_size"]
+        images, labels = perf_worker.fixed_batch(config)
+        lowered, state, batch = perf_worker.lower_gan_step(config, images, labels)
+        counts = {"gan_step": perf_worker.program_flops(lowered),
+                  "pgd10": perf_worker.lower_pgd(config, batch["image"], batch["label"], state.d_params)[-1]}
+        for name, flops in counts.items():
+            row[name].update(flops=flops, **_rates(row[name]["median_s"], flops, row["matmul_tflops"],
+                                                    row["spec_peak_tflops"]))
+    result["flops_counted"] = f"{FLOPS_COUNTED}; recounted on {jax.default_backend()}"
+    return result
 
 
 def device_memory() -> dict | None:
@@ -136,8 +167,9 @@ def training_run(variant: str, dtype: str, per_device_batch: int, tiny: bool, st
     config.num_steps = steps
     config.log_every = max(1, steps // 10)
     config.image_every = config.eval_every = config.checkpoint_every = steps
-    # Enough synthetic images for the run without generating the full training set on the host.
-    config.data.num_train = min(config.data.num_train, steps * config.batch_size)
+    # Enough synthetic images for a few epochs, not the full training set: the host makes ~200 images/s at
+    # 128 px on one core, and the device would wait for it.
+    config.data.num_train = min(config.data.num_train, steps * config.batch_size, MAX_TRAIN_IMAGES)
     config.data.num_validation = config.data.num_test = min(config.data.num_test, 4 * config.eval.batch_size)
     start = time.perf_counter()
     results = train.train_and_evaluate(config, workdir)
@@ -153,7 +185,7 @@ def training_run(variant: str, dtype: str, per_device_batch: int, tiny: bool, st
 def markdown(result: dict) -> str:
     """The docs table: one row per workload and dtype."""
     lines = [f"{result['device_count']} × {result['device_kind']} ({result['backend']}), jax {result['jax']}, "
-             f"`{result['command']}`", "",
+             f"`{result['command']}`", "", f"FLOPs: {result.get('flops_counted', 'compiled program')}.", "",
              "| workload | dtype | batch | median s | images/s | TFLOP/s | MFU (measured matmul peak) | "
              "MFU (data sheet) | compile s |", "|---|---|---|---|---|---|---|---|---|"]
     for dtype, row in result["dtypes"].items():
@@ -183,28 +215,42 @@ def main() -> None:
     parser.add_argument("--train_dtype", default="float32")
     parser.add_argument("--tiny", action="store_true", help="the :tiny config and small matmuls (CPU tests)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--recount", metavar="ACCELERATOR_JSON",
+                        help="count the FLOPs of a saved result again here, recompute its MFU, rewrite it in --out")
     args = parser.parse_args()
     import jax
+
+    if args.recount:
+        with open(args.recount) as f:
+            print(write_results(recount_flops(json.load(f)), args.out))
+        return
 
     matmul_n = 256 if args.tiny else args.matmul_n
     result = {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
               "device_count": jax.device_count(), "jax": jax.__version__, "machine": platform.machine(),
-              "command": "python experiments/benchmarks/accelerator.py " + " ".join(sys.argv[1:]), "dtypes": {}}
+              "command": "python experiments/benchmarks/accelerator.py " + " ".join(sys.argv[1:]),
+              "variant": args.variant, "tiny": args.tiny, "flops_counted": FLOPS_COUNTED, "dtypes": {}}
     for dtype in args.dtypes.split(","):
         config = benchmark_config(args.variant, dtype, args.per_device_batch, args.tiny)
         result["dtypes"][dtype] = step_and_attack(config, args.repeats, matmul_n)
         print(json.dumps({dtype: result["dtypes"][dtype]["gan_step"]["median_s"]}), flush=True)
+        write_results(result, args.out)  # a device lease can end mid-run: keep each finished part
     if args.train_steps:
         with tempfile.TemporaryDirectory() as workdir:
             result["training"] = training_run(args.variant, args.train_dtype, args.per_device_batch, args.tiny,
                                               args.train_steps, workdir)
+    print(write_results(result, args.out))
+
+
+def write_results(result: dict, out: str) -> str:
+    """accelerator.{json,md} in `out` (replaced atomically); returns the markdown table."""
     from cfjax import storage
 
     table = markdown(result)
-    storage.make_dirs(args.out)
-    storage.write_json_atomic(os.path.join(args.out, "accelerator.json"), result)
-    storage.write_text_atomic(os.path.join(args.out, "accelerator.md"), table)
-    print(table)
+    storage.make_dirs(out)
+    storage.write_json_atomic(os.path.join(out, "accelerator.json"), result)
+    storage.write_text_atomic(os.path.join(out, "accelerator.md"), table)
+    return table
 
 
 if __name__ == "__main__":

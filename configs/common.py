@@ -218,6 +218,9 @@ def saliency_config() -> ml_collections.ConfigDict:
     saliency = ml_collections.ConfigDict()
     saliency.reduce = "mean"  # over colour channels: "mean" or "max"
     saliency.blur_radius = 0  # box blur of the counterfactual saliency before thresholding
+    # The map averaged over the image's flips and transpositions: "identity", "flips" (4) or "dihedral" (8);
+    # chosen on validation (docs/explaining.md, "Views").
+    saliency.views = "dihedral"
     saliency.contrast_radius = 2  # the local-contrast baseline's neighbourhood
     return saliency
 

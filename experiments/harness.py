@@ -7,6 +7,8 @@ import sys
 
 import numpy as np
 
+from cfjax.config.upgrade import ADDED_FIELDS
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # --mode -> the file it writes in WORKDIR/<mode>/
 OUTPUTS = {"explain": "explain.json", "attack": "robustness.json"}
@@ -36,11 +38,44 @@ def trained_and_analysed(args: list[str], workdir: str, mode: str, *, train: boo
         print(f"training {workdir} ...", flush=True)
         cfjax(args, os.path.join(workdir, "train.log"))
     output = os.path.join(workdir, output or mode, OUTPUTS[mode])
-    if not os.path.exists(output):
+    command = [*args, f"--mode={mode}", *mode_args]
+    stale = os.path.exists(output) and _stale_settings(output, command)
+    if stale:
+        print(f"{mode} {' '.join(mode_args)} {workdir}: again, {stale}", flush=True)
+    if not os.path.exists(output) or stale:
         print(f"{mode} {' '.join(mode_args)} {workdir} ...", flush=True)
-        cfjax([*args, f"--mode={mode}", *mode_args], os.path.join(workdir, f"{mode}.log"))
+        cfjax(command, os.path.join(workdir, f"{mode}.log"))
     with open(output) as f:
         return json.load(f)
+
+
+def _stale_settings(output: str, command: list[str]) -> str | None:
+    """Why an explanation on disk is not what `command` gives today: the saliency settings it was made with
+    differ from those the command resolves (a default changed since, e.g. `saliency.views`), or None."""
+    with open(output) as f:
+        used = json.load(f).get("settings", {}).get("saliency")
+    if used is None:  # not an explanation, or one older than its settings record
+        return None
+    printed = subprocess.run([sys.executable, "-m", "cfjax.main", *command, "--print_config"], cwd=REPO,
+                             capture_output=True, text=True, check=False)
+    if printed.returncode:
+        raise SystemExit(f"cannot resolve the config of {' '.join(command)}: {printed.stderr.strip()[-500:]}")
+    wanted = config_section(printed.stdout, "saliency")
+    # A field the explanation does not record is one it predates: it had the value ADDED_FIELDS gives.
+    changed = sorted(k for k in wanted if str(used.get(k, ADDED_FIELDS.get(f"saliency.{k}"))) != wanted[k])
+    return f"its saliency settings differ from today's in {', '.join(changed)}" if changed else None
+
+
+def config_section(printed: str, section: str) -> dict[str, str]:
+    """{field: value as printed} of one section of `--print_config`'s output (fields of one level)."""
+    fields, inside = {}, False
+    for line in printed.splitlines():
+        if not line.startswith(" "):
+            inside = line.rstrip() == f"{section}:"
+        elif inside and line.startswith("  ") and not line.startswith("   ") and ": " in line:
+            name, _, value = line.strip().partition(": ")  # a nested section's own line has no ": "
+            fields[name] = value
+    return fields
 
 
 def mean_std(values: list) -> tuple[float, float] | None:

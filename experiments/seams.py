@@ -16,6 +16,7 @@ experiments/results/seams.{json,md}.
 """
 
 import argparse
+import functools
 import glob
 import json
 import os
@@ -68,8 +69,10 @@ def main():
 
     @jax.jit
     def whole(params, image):
-        x_hat = generator.apply({"params": params[0]}, image[None], normal(image[None]), train=False)[0]
-        return {"saliency": maps.counterfactual_map(image[None], x_hat, config.saliency)[0], "x_hat": x_hat[0]}
+        (x_hat, _), saliency = maps.averaged_counterfactual_map(
+            functools.partial(generator.apply, {"params": params[0]}, train=False), image[None], normal(image[None]),
+            config.saliency)
+        return {"saliency": saliency[0], "x_hat": x_hat[0]}
 
     rows = []
     for name, image_dir, mask_dir in SOURCES:

@@ -85,7 +85,7 @@ class _FixedDiscriminator:
         return jnp.broadcast_to(self.logits, (images.shape[0], 4))
 
 
-_MEAN_MAP = ml_collections.ConfigDict({"reduce": "mean", "blur_radius": 0})  # config.saliency: |x - x_hat| alone
+_MEAN_MAP = ml_collections.ConfigDict({"reduce": "mean", "blur_radius": 0, "views": "identity"})  # |x - x_hat|
 
 
 def test_masks_toward_each_class_and_the_nearest_target():

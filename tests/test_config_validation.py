@@ -78,6 +78,8 @@ def test_unknown_variant_is_named():
         ("optimizer.generator.schedule", "step", "config.optimizer.generator.schedule='step'"),
         ("data.num_train", 4, "config.data.num_train=4: must be at least config.batch_size"),
         ("saliency.reduce", "sum", "config.saliency.reduce='sum'"),
+        ("saliency.views", "rotations", "config.saliency.views='rotations': must be one of ('identity', 'flips', "
+         "'dihedral')"),
         ("compute_dtype", "float16", "config.compute_dtype='float16': must be one of ('float32', 'bfloat16')"),
         ("model", "svm", "config.model='svm': must be one of ('gan', 'robust_gan', 'classifier', 'segmenter')"),
         ("explain.fixed_fraction", 1.5, "config.explain.fixed_fraction=1.5: must be in [0, 1)"),
@@ -142,7 +144,8 @@ def test_an_old_config_is_upgraded_even_when_locked(tiny_config):
     config = ml_collections.ConfigDict(old)
     config.lock()
     assert upgrade_config(config) is config
-    assert config.saliency.to_dict() == {"reduce": "max", "blur_radius": 1, "contrast_radius": 3}
+    assert config.saliency.to_dict() == {"reduce": "max", "blur_radius": 1, "contrast_radius": 3,
+                                         "views": "identity"}  # made before views were averaged
     assert "saliency_reduce" not in config.eval and "blur_radius" not in config.explain
     assert config.data.balance_classes is False and config.model == "gan"
     assert config.optimizer.generator.eps == 1e-8 and config.adversarial_training.epsilon == 0.0

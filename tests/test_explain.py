@@ -77,7 +77,8 @@ def test_training_and_explain_score_one_map_when_it_is_blurred(tmp_path):
     trained = train.train_and_evaluate(config, str(tmp_path / "run"))
     results = explain(config, str(tmp_path / "run"), out_dir=str(tmp_path / "out"))
     ours = results["methods"]["counterfactual"]["thresholdings"]["tuned"]
-    assert results["settings"]["saliency"] == {"reduce": "max", "blur_radius": 1, "contrast_radius": 2}
+    assert results["settings"]["saliency"] == {"reduce": "max", "blur_radius": 1, "contrast_radius": 2,
+                                               "views": "dihedral"}
     assert ours["iou_mean"] == pytest.approx(trained["test"]["iou_counterfactual"]["iou_mean"], abs=1e-6)
     assert ours["threshold"] == pytest.approx(trained["test"]["iou_counterfactual"]["threshold"])
 

@@ -51,6 +51,51 @@ def test_counterfactual_saliency_reductions():
         saliency.counterfactual_saliency(x, x_hat, "median")
 
 
+def _views(name: str, **fields):
+    import ml_collections
+
+    return ml_collections.ConfigDict({"reduce": "mean", "blur_radius": 0, "views": name, **fields})
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_each_view_is_turned_back_exactly_on_a_non_square_image(index):
+    image = jnp.arange(2 * 3 * 5, dtype=jnp.float32).reshape(2, 3, 5, 1)
+    view = saliency._view(image, index)
+    assert view.shape == ((2, 5, 3, 1) if index & 4 else image.shape)
+    np.testing.assert_array_equal(saliency._unview(view[..., 0], index), image[..., 0])
+    assert len({tuple(np.asarray(saliency._view(image, i)).ravel()) for i in range(8)}) == 8  # 8 distinct views
+
+
+def test_views_leave_an_equivariant_generator_alone_and_return_its_own_outputs():
+    """An edit that commutes with flips and transpositions gives the same map from every view."""
+    image = jax.random.uniform(jax.random.PRNGKey(0), (2, 6, 4, 3))
+    darken = lambda x, t: (x * 0.5, t.astype(jnp.float32))  # (x_hat, "head logits")
+    targets = jnp.array([0, 1])
+    single = saliency.counterfactual_map(image, image * 0.5, _views("identity"))
+    for name in saliency.VIEWS:
+        (x_hat, head), averaged = saliency.averaged_counterfactual_map(darken, image, targets, _views(name))
+        np.testing.assert_allclose(averaged, single, atol=1e-6)
+        np.testing.assert_array_equal(x_hat, image * 0.5)
+        np.testing.assert_array_equal(head, [0.0, 1.0])
+
+
+def test_views_average_an_edit_that_follows_the_view_by_hand():
+    """G that always edits the top-left pixel of what it sees: each view's edit lands on another corner
+    of the image, so the average spreads one edit of 1 over the corners the views reach."""
+    def corner(x, t):
+        return x.at[:, 0, 0, :].add(1.0), t
+
+    image = jnp.zeros((1, 4, 4, 1))
+    targets = jnp.zeros((1,), jnp.int32)
+    (x_hat, _), flips = saliency.averaged_counterfactual_map(corner, image, targets, _views("flips"))
+    np.testing.assert_array_equal(x_hat[0, ..., 0], np.eye(4)[0][:, None] * np.eye(4)[0][None, :])
+    expected = np.zeros((4, 4))
+    expected[[0, 0, 3, 3], [0, 3, 0, 3]] = 0.25  # the 4 flips reach the 4 corners once each
+    np.testing.assert_allclose(flips[0], expected)
+    _, dihedral = saliency.averaged_counterfactual_map(corner, image, targets, _views("dihedral"))
+    np.testing.assert_allclose(dihedral[0], expected)  # a transposition keeps each corner a corner
+
+
 def test_local_contrast_lights_up_a_dark_line_only():
     image = np.full((1, 9, 9, 3), 0.8, np.float32)
     image[0, :, 4] = 0.2  # a dark vertical line

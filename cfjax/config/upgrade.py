@@ -41,6 +41,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "saliency.reduce": "mean",
     "saliency.blur_radius": 0,
     "saliency.contrast_radius": 2,
+    "saliency.views": "identity",  # the map of the image alone, before views were averaged
     "adversarial_training.epsilon": 0.0,
     "adversarial_training.step_size": 2.0 / 255,
     "adversarial_training.num_steps": 7,

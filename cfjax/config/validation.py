@@ -11,6 +11,7 @@ from cfjax.attacks.geometry import NORMS as ATTACK_NORMS
 from cfjax.data.transforms import FIT_MODES
 from cfjax.errors import ConfigError  # also imported from here by callers
 from cfjax.masks.maps import REDUCTIONS
+from cfjax.masks.maps import VIEWS as SALIENCY_VIEWS
 from cfjax.models.generator import OUTPUT_MODES, STEMS
 from cfjax.models.layers import COMPUTE_DTYPES, NORMS
 from cfjax.optim import SCHEDULES
@@ -41,7 +42,7 @@ FIELDS = {
     "optimizer.generator": _OPTIMIZER_FIELDS,
     "optimizer.discriminator": _OPTIMIZER_FIELDS,
     "eval": ("batch_size", "num_thresholds", "num_image_rows"),
-    "saliency": ("reduce", "blur_radius", "contrast_radius"),
+    "saliency": ("reduce", "blur_radius", "contrast_radius", "views"),
     "explain": ("fixed_fraction", "top_k_percent", "ig_steps", "histogram_bins", "max_figures", "contact_rows",
                 "tolerance", "centerline_tolerance", "thin_nms", "thin_reduce"),
     "adversarial_training": ("epsilon", "step_size", "num_steps", "norm", "warmup_steps", "also_fake"),
@@ -222,6 +223,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
     saliency = config.saliency
     _require(saliency.reduce in REDUCTIONS, "saliency.reduce", f"must be one of {REDUCTIONS}", config)
+    _require(saliency.views in SALIENCY_VIEWS, "saliency.views", f"must be one of {tuple(SALIENCY_VIEWS)}", config)
     for field in ("blur_radius", "contrast_radius"):
         _require(_is_int(saliency[field]) and saliency[field] >= 0, f"saliency.{field}", "must be an integer >= 0",
                  config)

@@ -27,12 +27,12 @@ def _evaluate_batch(params, batch, *, models: steps.GanModels, config: ml_collec
     g_params, d_params = params
     images, labels = batch["image"], batch["label"]
     targets = evaluation_targets(labels)
-    counterfactual, head_logits = models.generator.apply({"params": g_params}, images, targets, train=False)
+    (counterfactual, head_logits), counterfactual_saliency = maps.averaged_counterfactual_map(
+        functools.partial(models.generator.apply, {"params": g_params}, train=False), images, targets, config.saliency)
     real_logits = models.discriminator.apply({"params": d_params}, images, train=False)
     cf_logits = models.discriminator.apply({"params": d_params}, counterfactual, train=False)
     k = config.num_classes
-    saliency = {"counterfactual": maps.counterfactual_map(images, counterfactual, config.saliency),
-                **maps.baseline_maps(images, config.saliency)}
+    saliency = {"counterfactual": counterfactual_saliency, **maps.baseline_maps(images, config.saliency)}
     return {
         "label": labels,
         "d_pred": predict_class(real_logits, k),
@@ -53,11 +53,13 @@ def counterfactuals_toward_each_class(generator, discriminator, g_params, d_para
     (ties: the smaller edit). Shapes: maps (B, K, H, W), probabilities (B, K). K > 2 goes beyond the
     paper, which is binary."""
     counterfactuals, saliency, reached = [], [], []
+    generate = functools.partial(generator.apply, {"params": g_params})
     for target in range(num_classes):
-        x_hat, _ = generator.apply({"params": g_params}, images, jnp.full(images.shape[:1], target, jnp.int32))
+        (x_hat, _), target_map = maps.averaged_counterfactual_map(
+            generate, images, jnp.full(images.shape[:1], target, jnp.int32), settings)
         probabilities = jax.nn.softmax(class_logits(discriminator.apply({"params": d_params}, x_hat), num_classes))
         counterfactuals.append(x_hat)
-        saliency.append(maps.counterfactual_map(images, x_hat, settings))
+        saliency.append(target_map)
         reached.append(probabilities[:, target])
     saliency, reached = jnp.stack(saliency, axis=1), jnp.stack(reached, axis=1)
     edit = saliency.mean(axis=(2, 3))
@@ -117,11 +119,16 @@ class GanKind:
     def _g_outputs(self, params, images, targets):
         return self.models.generator.apply({"params": params[0]}, images, targets, train=False)
 
+    def _counterfactual_and_map(self, params, images, targets) -> tuple:
+        """((x_hat, head_logits), the counterfactual map over the config's views)."""
+        return maps.averaged_counterfactual_map(functools.partial(self._g_outputs, params), images, targets,
+                                                self.config.saliency)
+
     def inference_functions(self) -> dict:
         k = self.config.num_classes
 
         def saliency(params, x, t):
-            return maps.counterfactual_map(x, self._g_outputs(params, x, t)[0], self.config.saliency)
+            return self._counterfactual_and_map(params, x, t)[1]
 
         return {
             "classify": lambda params, x, t: predict_class(self._d_logits(params, x), k),
@@ -140,9 +147,9 @@ class GanKind:
 
         def saliency_maps(params, images, labels):
             normal = jnp.full(images.shape[:1], NORMAL_CLASS, jnp.int32)
-            counterfactual, _ = self._g_outputs(params, images, normal)
+            (counterfactual, _), counterfactual_saliency = self._counterfactual_and_map(params, images, normal)
             classes = maps.explained_classes(class_logits(self._d_logits(params, images), k), labels)
-            out = {"counterfactual": maps.counterfactual_map(images, counterfactual, config.saliency)}
+            out = {"counterfactual": counterfactual_saliency}
             out.update(attribution.attribution_maps("d_", self.models.discriminator, params[1], images, classes, k,
                                                     config.explain.ig_steps))
             out.update(maps.baseline_maps(images, config.saliency))
@@ -179,8 +186,9 @@ class _ImageLogger:
             self.per_class.append({name: validation[name][rows] for name in ("image", "mask", "label")})
 
         def counterfactual_and_map(params, x, y):
-            x_hat = generator.apply({"params": params}, x, evaluation_targets(y))[0]
-            return x_hat, maps.counterfactual_map(x, x_hat, config.saliency)
+            (x_hat, _), saliency = maps.averaged_counterfactual_map(
+                functools.partial(generator.apply, {"params": params}), x, evaluation_targets(y), config.saliency)
+            return x_hat, saliency
 
         self._counterfactual = jax.jit(counterfactual_and_map)
 

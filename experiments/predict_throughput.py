@@ -1,10 +1,12 @@
 """Photos per second of --mode=predict's per-photo work (docs/predicting.md#throughput).
 
     PYTHONPATH=. python experiments/predict_throughput.py --workdir=RUN [--sizes=480x320,4000x3000]
+        [--views=identity,dihedral]
 
-Restores the run once, predicts one warm-up photo of each size (compiles), then times `--count` photos
-of each size through `cfjax.predict.run.predict_photo` (tiles, maps, mask, overlay, counterfactual,
-thumbnails and their PNG/JPEG writes; reading is not included).
+Restores the run (once per `saliency.views` setting asked for; by default the run's own), predicts one
+warm-up photo of each size (compiles), then times `--count` photos of each size through
+`cfjax.predict.run.predict_photo` (tiles, maps, mask, overlay, counterfactual, thumbnails and their
+PNG/JPEG writes; reading is not included).
 """
 
 import argparse
@@ -17,6 +19,7 @@ import numpy as np
 
 import cfjax
 from cfjax.predict import run as predict_run
+from cfjax.saved_runs import saved_config
 
 
 def main():
@@ -24,12 +27,22 @@ def main():
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--sizes", default="480x320,4000x3000")
     parser.add_argument("--count", type=int, default=3)
+    parser.add_argument("--views", default="", help="comma-separated saliency.views settings (default: the run's)")
     args = parser.parse_args()
-    run = cfjax.restore(args.workdir)
+    for views in args.views.split(",") if args.views else [None]:
+        config = saved_config(args.workdir)
+        if views:
+            config.saliency.views = views
+        time_photos(cfjax.restore(args.workdir, config=config), args)
+
+
+def time_photos(run, args) -> None:
+    """Print the seconds per photo of each size for one restored run."""
     methods = tuple(m for m in predict_run.METHODS if m in run.offers)
     abstain, mask = {"threshold": None}, {"threshold": run.mask_threshold, "rule": run.mask_rule}
     rng = np.random.default_rng(0)
-    print(f"{run!r}; {jax.device_count()} {jax.default_backend()} device(s); tile batch {run.tile_batch}/device")
+    print(f"{run!r}; saliency.views={run.config.saliency.views}; {jax.device_count()} {jax.default_backend()} "
+          f"device(s); tile batch {run.tile_batch}/device")
     with tempfile.TemporaryDirectory() as out:
         for sub in ("maps", "thumbs"):
             os.makedirs(os.path.join(out, sub))

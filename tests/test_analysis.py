@@ -3,6 +3,7 @@ computes bit-identical outputs to the live model the training loop held, and a r
 restores on 2 with the same bits; bad workdirs and bad inputs are refused with the message the user
 needs."""
 
+import functools
 import json
 import os
 import re
@@ -59,11 +60,12 @@ def _live_outputs(config, state, images: np.ndarray) -> dict:
     @jax.jit
     def outputs(g_params, d_params, x):
         normal = np.zeros(x.shape[:1], np.int32)
-        x_hat, head = generator.apply({"params": g_params}, x, normal, train=False)
+        (x_hat, head), saliency = maps.averaged_counterfactual_map(
+            functools.partial(generator.apply, {"params": g_params}, train=False), x, normal, config.saliency)
         logits = discriminator.apply({"params": d_params}, x, train=False)
         return {"counterfactual": x_hat, "generator_classify": head.argmax(-1),
                 "classify": predict_class(logits, config.num_classes), "p_fake": p_fake(logits),
-                "saliency": maps.counterfactual_map(x, x_hat, config.saliency)}
+                "saliency": saliency}
 
     params = jax.device_put((state.g_ema_params, state.d_params), rep)
     chunk = PER_DEVICE_BATCH * mesh.devices.size
@@ -167,6 +169,14 @@ def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
         # ... but not for another checkpoint of the run, whose maps differ.
         earlier = cfjax.restore(workdir, step=3)
         assert earlier.step == 3 and earlier.mask_threshold is None and "tuned at step 6, not 3" in earlier.mask_rule
+        # ... nor for a map averaged over other views, or one reported before views existed (the image
+        # alone) while this run averages over 8.
+        for saliency_settings in ({**config.saliency.to_dict(), "views": "identity"},
+                                  {k: v for k, v in config.saliency.to_dict().items() if k != "views"}):
+            with open(os.path.join(explain_dir, "explain.json"), "w") as f:
+                json.dump({**report, "settings": {"saliency": saliency_settings}}, f)
+            other = cfjax.restore(workdir)
+            assert other.mask_threshold is None and "a different saliency map" in other.mask_rule
     finally:
         os.remove(os.path.join(explain_dir, "explain.json"))
 
@@ -249,7 +259,8 @@ def test_a_run_saved_before_the_saliency_section_and_balance_classes(trained, tm
         written["explain"]["blur_radius"] = 1
         metadata.write_text(json.dumps(saved))
     run = cfjax.restore(str(old))
-    assert run.config.saliency.to_dict() == {"reduce": "max", "blur_radius": 1, "contrast_radius": 3}
+    assert run.config.saliency.to_dict() == {"reduce": "max", "blur_radius": 1, "contrast_radius": 3,
+                                             "views": "identity"}
     assert run.config.data.balance_classes is False and run.config.model == "gan"
     assert run.mask_threshold is None  # no explain.json here: per-image Otsu
     with pytest.raises(CheckpointError, match="data.balance_classes: checkpoint has False, config has True"):

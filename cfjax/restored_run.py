@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 
 from cfjax import kinds, parallel, tiling
-from cfjax.config.upgrade import ADDED_FIELDS
+from cfjax.config.upgrade import recorded_value
 from cfjax.data import pipeline
 from cfjax.evaluate import pad_batch
 from cfjax.masks import NORMAL_CLASS, thresholds
@@ -277,8 +277,7 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
         # explain.json before cfjax 0.3 recorded the map's two settings on their own
         tuned_map = settings.get("saliency") or {"reduce": settings["saliency_reduce"],
                                                  "blur_radius": settings["blur_radius"]}
-        # A setting the report predates had the value ADDED_FIELDS gives it (views: the image alone).
-        same_map = all(tuned_map.get(field, ADDED_FIELDS.get(f"saliency.{field}")) == run.config.saliency[field]
+        same_map = all(recorded_value(tuned_map, "saliency", field) == run.config.saliency[field]
                        for field in ("reduce", "blur_radius", "views"))
     except (OSError, KeyError, TypeError, ValueError):
         return None, "per-image Otsu (no tuned threshold: run --mode=explain to tune one on validation)"

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from cfjax.config.upgrade import ADDED_FIELDS
+from cfjax.config.upgrade import recorded_value
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # --mode -> the file it writes in WORKDIR/<mode>/
@@ -61,8 +61,7 @@ def _stale_settings(output: str, command: list[str]) -> str | None:
     if printed.returncode:
         raise SystemExit(f"cannot resolve the config of {' '.join(command)}: {printed.stderr.strip()[-500:]}")
     wanted = config_section(printed.stdout, "saliency")
-    # A field the explanation does not record is one it predates: it had the value ADDED_FIELDS gives.
-    changed = sorted(k for k in wanted if str(used.get(k, ADDED_FIELDS.get(f"saliency.{k}"))) != wanted[k])
+    changed = sorted(k for k in wanted if str(recorded_value(used, "saliency", k)) != wanted[k])
     return f"its saliency settings differ from today's in {', '.join(changed)}" if changed else None
 
 

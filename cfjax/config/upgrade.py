@@ -127,3 +127,9 @@ def _pop(config: ml_collections.ConfigDict, field: str) -> Any:
 def _put(config: ml_collections.ConfigDict, field: str, value: Any) -> None:
     node, last = _parent(config, field, create=True)
     node[last] = value
+
+
+def recorded_value(recorded: dict, section: str, field: str) -> Any:
+    """`field` of a config section as a report recorded it (explain.json's settings), where a report older
+    than the field counts as having had the value ADDED_FIELDS gives it."""
+    return recorded.get(field, ADDED_FIELDS.get(f"{section}.{field}"))

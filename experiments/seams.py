@@ -16,7 +16,6 @@ experiments/results/seams.{json,md}.
 """
 
 import argparse
-import functools
 import glob
 import json
 import os
@@ -30,7 +29,8 @@ import cfjax
 from cfjax import tiling
 from cfjax.data import transforms
 from cfjax.data.builders import files
-from cfjax.masks import NORMAL_CLASS, maps
+from cfjax.kinds.gan import counterfactual_and_map
+from cfjax.masks import NORMAL_CLASS
 
 DATA = "/work/shared/data"
 SOURCES = (("sut_crack_seg", "images", "masks"), ("crack500_crops_360", "images", "masks"),
@@ -69,9 +69,8 @@ def main():
 
     @jax.jit
     def whole(params, image):
-        (x_hat, _), saliency = maps.averaged_counterfactual_map(
-            functools.partial(generator.apply, {"params": params[0]}, train=False), image[None], normal(image[None]),
-            config.saliency)
+        (x_hat, _), saliency = counterfactual_and_map(generator, params[0], image[None], normal(image[None]),
+                                                      config.saliency)
         return {"saliency": saliency[0], "x_hat": x_hat[0]}
 
     rows = []

@@ -23,12 +23,20 @@ def evaluation_targets(labels: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(labels == NORMAL_CLASS, NORMAL_CLASS + 1, NORMAL_CLASS).astype(labels.dtype)
 
 
+def counterfactual_and_map(generator, g_params, images: jnp.ndarray, targets: jnp.ndarray,
+                           settings: ml_collections.ConfigDict) -> tuple:
+    """((x_hat, head_logits), the counterfactual map over `settings.views`): G's edit of the images and its
+    map, as every GAN evaluation, figure, explanation and prediction reads them."""
+    return maps.averaged_counterfactual_map(functools.partial(generator.apply, {"params": g_params}), images,
+                                            targets, settings)
+
+
 def _evaluate_batch(params, batch, *, models: steps.GanModels, config: ml_collections.ConfigDict, grid):
     g_params, d_params = params
     images, labels = batch["image"], batch["label"]
     targets = evaluation_targets(labels)
-    (counterfactual, head_logits), counterfactual_saliency = maps.averaged_counterfactual_map(
-        functools.partial(models.generator.apply, {"params": g_params}, train=False), images, targets, config.saliency)
+    (counterfactual, head_logits), counterfactual_saliency = counterfactual_and_map(
+        models.generator, g_params, images, targets, config.saliency)
     real_logits = models.discriminator.apply({"params": d_params}, images, train=False)
     cf_logits = models.discriminator.apply({"params": d_params}, counterfactual, train=False)
     k = config.num_classes
@@ -53,10 +61,9 @@ def counterfactuals_toward_each_class(generator, discriminator, g_params, d_para
     (ties: the smaller edit). Shapes: maps (B, K, H, W), probabilities (B, K). K > 2 goes beyond the
     paper, which is binary."""
     counterfactuals, saliency, reached = [], [], []
-    generate = functools.partial(generator.apply, {"params": g_params})
     for target in range(num_classes):
-        (x_hat, _), target_map = maps.averaged_counterfactual_map(
-            generate, images, jnp.full(images.shape[:1], target, jnp.int32), settings)
+        (x_hat, _), target_map = counterfactual_and_map(generator, g_params, images,
+                                                        jnp.full(images.shape[:1], target, jnp.int32), settings)
         probabilities = jax.nn.softmax(class_logits(discriminator.apply({"params": d_params}, x_hat), num_classes))
         counterfactuals.append(x_hat)
         saliency.append(target_map)
@@ -120,9 +127,7 @@ class GanKind:
         return self.models.generator.apply({"params": params[0]}, images, targets, train=False)
 
     def _counterfactual_and_map(self, params, images, targets) -> tuple:
-        """((x_hat, head_logits), the counterfactual map over the config's views)."""
-        return maps.averaged_counterfactual_map(functools.partial(self._g_outputs, params), images, targets,
-                                                self.config.saliency)
+        return counterfactual_and_map(self.models.generator, params[0], images, targets, self.config.saliency)
 
     def inference_functions(self) -> dict:
         k = self.config.num_classes
@@ -185,12 +190,11 @@ class _ImageLogger:
             rows = np.flatnonzero(validation["label"] == k)[: config.eval.num_image_rows]
             self.per_class.append({name: validation[name][rows] for name in ("image", "mask", "label")})
 
-        def counterfactual_and_map(params, x, y):
-            (x_hat, _), saliency = maps.averaged_counterfactual_map(
-                functools.partial(generator.apply, {"params": params}), x, evaluation_targets(y), config.saliency)
+        def edit_and_map(params, x, y):
+            (x_hat, _), saliency = counterfactual_and_map(generator, params, x, evaluation_targets(y), config.saliency)
             return x_hat, saliency
 
-        self._counterfactual = jax.jit(counterfactual_and_map)
+        self._counterfactual = jax.jit(edit_and_map)
 
     def write(self, step: int, g_params) -> list[str]:
         storage.make_dirs(self.directory)

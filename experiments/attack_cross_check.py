@@ -19,9 +19,9 @@ on fewer). Writes experiments/results/attack_cross_check.{json,md}. The agreemen
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
@@ -30,6 +30,37 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOLERANCE = 0.01  # robust accuracies must agree within 1 point
 PEER = os.path.join(REPO, "experiments", "benchmarks")
+
+
+class Progress:
+    """Per-example robust flags {attack: {epsilon: flags}} kept in a JSON file after every attack, so an
+    interrupted cross-check (hours on real weights and a 2-core CPU) resumes where it stopped. A file made
+    for another model or other settings is started over, saying so. Used by both sides: json and os only."""
+
+    def __init__(self, path: str, key: dict):
+        self.path, self.key, self.robust = path, key, {}
+        try:
+            with open(path) as f:
+                saved = json.load(f)
+        except (OSError, ValueError):
+            return
+        if saved.get("key") == key:
+            self.robust = saved["robust"]
+        else:
+            print(f"{path}: made for another model or other settings; starting it over", flush=True)
+
+    def flags(self, attack: str, eps: float, run: Callable[[], list[bool]]) -> list[bool]:
+        """The saved flags of `attack` at `eps`, or `run()`'s, saved before they are returned."""
+        done = self.robust.get(attack, {}).get(str(eps))
+        if done is not None:
+            return done
+        flags = run()
+        self.robust.setdefault(attack, {})[str(eps)] = flags
+        partial = self.path + ".partial"
+        with open(partial, "w") as f:
+            json.dump({"key": self.key, "robust": self.robust}, f)
+        os.replace(partial, self.path)
+        return flags
 
 
 def member_attacks(num_classes: int) -> list[str]:
@@ -41,8 +72,9 @@ def member_attacks(num_classes: int) -> list[str]:
 # ------------------------------------------------------------------------------------------- torch side
 
 
-def torch_side(exported: str, settings: dict) -> dict:
-    """torchattacks on the exported model: {attack: {epsilon: per-example robust flags}} and the logit check."""
+def torch_side(exported: str, settings: dict, progress_path: str) -> dict:
+    """torchattacks on the exported model: {attack: {epsilon: per-example robust flags}} and the logit check;
+    attacks already in `progress_path` (same model and settings) are not run again."""
     sys.path.insert(0, PEER)
     import torch
     import torch_peer
@@ -58,31 +90,37 @@ def torch_side(exported: str, settings: dict) -> dict:
     labels = torch.from_numpy(data["labels"].astype(np.int64))
     with torch.no_grad():
         logits = model(images).numpy()
-    out = {"max_logit_difference": float(np.max(np.abs(logits - data["logits"][:, :k]))), "robust": {}}
+    progress = Progress(progress_path, {"model": settings.get("model_key"), "settings": settings})
+    out = {"max_logit_difference": float(np.max(np.abs(logits - data["logits"][:, :k]))), "robust": progress.robust}
     steps, targets, queries = settings["iterations"], settings["targets"], settings["queries"]
 
-    def robust(attack) -> list[bool]:
-        adversarial = attack(images, labels)
-        with torch.no_grad():
-            return (model(adversarial).argmax(1) == labels).tolist()
+    def attack(name: str, eps: float, seed: int):
+        """torchattacks' member `name` at `eps` (`seed`: Square's; the others run seed 0)."""
+        n_classes = min(k, targets + 1)
+        return {"apgd-ce": lambda: torchattacks.APGD(model, eps=eps, steps=steps, n_restarts=1, loss="ce", seed=0),
+                "apgd-dlr": lambda: torchattacks.APGD(model, eps=eps, steps=steps, n_restarts=1, loss="dlr", seed=0),
+                "apgd-t": lambda: torchattacks.APGDT(model, eps=eps, steps=steps, n_restarts=1, n_classes=n_classes,
+                                                    seed=0),
+                "fab-t": lambda: torchattacks.FAB(model, eps=eps, steps=steps, multi_targeted=True,
+                                                  n_classes=n_classes, seed=0),
+                "square": lambda: torchattacks.Square(model, eps=eps, n_queries=queries, n_restarts=1, seed=seed),
+                "autoattack_wrapper": lambda: torchattacks.AutoAttack(model, eps=eps, version="standard",
+                                                                      n_classes=k, seed=0)}[name]()
+
+    def robust(name: str, eps: float, seed: int = 0) -> Callable[[], list[bool]]:
+        def flags() -> list[bool]:
+            adversarial = attack(name, eps, seed)(images, labels)
+            with torch.no_grad():
+                return (model(adversarial).argmax(1) == labels).tolist()
+        return flags
 
     for eps in settings["epsilons"]:
-        made = {"apgd-ce": lambda e: torchattacks.APGD(model, eps=e, steps=steps, n_restarts=1, loss="ce", seed=0),
-                "apgd-dlr": lambda e: torchattacks.APGD(model, eps=e, steps=steps, n_restarts=1, loss="dlr", seed=0),
-                "apgd-t": lambda e: torchattacks.APGDT(model, eps=e, steps=steps, n_restarts=1, n_classes=min(
-                    k, targets + 1), seed=0),
-                "fab-t": lambda e: torchattacks.FAB(model, eps=e, steps=steps, multi_targeted=True, n_classes=min(
-                    k, targets + 1), seed=0)}
         for name in member_attacks(k):
-            if name == "square":
-                for seed in settings["square_seeds"]:
-                    attack = torchattacks.Square(model, eps=eps, n_queries=queries, n_restarts=1, seed=seed)
-                    out["robust"].setdefault(f"square/seed{seed}", {})[str(eps)] = robust(attack)
-            else:
-                out["robust"].setdefault(name, {})[str(eps)] = robust(made[name](eps))
+            seeds = settings["square_seeds"] if name == "square" else [0]
+            for seed in seeds:
+                progress.flags(f"square/seed{seed}" if name == "square" else name, eps, robust(name, eps, seed))
         if k >= 4:
-            wrapper = torchattacks.AutoAttack(model, eps=eps, version="standard", n_classes=k, seed=0)
-            out["robust"].setdefault("autoattack_wrapper", {})[str(eps)] = robust(wrapper)
+            progress.flags("autoattack_wrapper", eps, robust("autoattack_wrapper", eps))
     return out
 
 
@@ -128,13 +166,14 @@ def export(workdir: str, num_images: int, path: str) -> dict:
 
 def start_torch_side(torch_python: str, exported: str, settings: dict, workspace: str) -> Callable[[], dict]:
     """This script with --torch_side in the torch environment, started now (it runs beside cfjax's attacks);
-    the returned function waits for it and gives its output."""
+    the returned function waits for it and gives its output. Its progress is kept in `workspace`."""
     settings_path, output = os.path.join(workspace, "settings.json"), os.path.join(workspace, "torch.json")
     with open(settings_path, "w") as f:
         json.dump(settings, f)
     log = open(os.path.join(workspace, "torch.log"), "w+")
     proc = subprocess.Popen([torch_python, os.path.abspath(__file__), "--torch_side", exported, "--settings",
-                             settings_path, "--output", output], stdout=log, stderr=subprocess.STDOUT)
+                             settings_path, "--output", output, "--progress",
+                             os.path.join(workspace, "torch_progress.json")], stdout=log, stderr=subprocess.STDOUT)
 
     def result() -> dict:
         returncode = proc.wait()
@@ -149,8 +188,9 @@ def start_torch_side(torch_python: str, exported: str, settings: dict, workspace
     return result
 
 
-def cfjax_side(model: dict, settings: dict) -> dict:
-    """cfjax's attacks on the same model and images: {attack: {epsilon: per-example robust flags}}."""
+def cfjax_side(model: dict, settings: dict, progress_path: str) -> dict:
+    """cfjax's attacks on the same model and images: {attack: {epsilon: per-example robust flags}}; attacks
+    already in `progress_path` (same model and settings) are not run again."""
     import jax
 
     from cfjax import attacks
@@ -159,25 +199,26 @@ def cfjax_side(model: dict, settings: dict) -> dict:
     # Square's proposals are drawn per batch, as torchattacks (AutoAttack's port) draws them: the same search.
     common = dict(num_classes=k, iterations=settings["iterations"], targets=settings["targets"],
                   queries=settings["queries"], square_shared_proposals=True)
-    robust = {}
+    progress = Progress(progress_path, {"model": settings.get("model_key"), "settings": settings})
 
-    def run(spec, seed: int, eps: float) -> list[bool]:
-        result = attacks.make_ensemble(readout.apply_fn, spec)(readout.params, model["images"], model["labels"],
-                                                               jax.random.PRNGKey(seed), eps)
-        return (~np.asarray(result.success)).tolist()
+    def run(spec, seed: int, eps: float) -> Callable[[], list[bool]]:
+        def attack() -> list[bool]:
+            result = attacks.make_ensemble(readout.apply_fn, spec)(
+                readout.params, model["images"], model["labels"], jax.random.PRNGKey(seed), eps)
+            return (~np.asarray(result.success)).tolist()
+        return attack
 
     for eps in settings["epsilons"]:
         for name in member_attacks(k):
             spec = attacks.EnsembleSpec(members=(name,), **common)
             seeds = settings["square_seeds"] if name == "square" else [0]
             for seed in seeds:
-                label = f"square/seed{seed}" if name == "square" else name
-                robust.setdefault(label, {})[str(eps)] = run(spec, seed, eps)
-        robust.setdefault("ensemble", {})[str(eps)] = run(attacks.EnsembleSpec(**common), 0, eps)
+                progress.flags(f"square/seed{seed}" if name == "square" else name, eps, run(spec, seed, eps))
+        progress.flags("ensemble", eps, run(attacks.EnsembleSpec(**common), 0, eps))
         if k >= 4:  # torchattacks' wrapper runs 10 steps per member
             wrapper_like = attacks.EnsembleSpec(num_classes=k, iterations=10, targets=k - 1, queries=5000)
-            robust.setdefault("ensemble_as_wrapper", {})[str(eps)] = run(wrapper_like, 0, eps)
-    return robust
+            progress.flags("ensemble_as_wrapper", eps, run(wrapper_like, 0, eps))
+    return progress.robust
 
 
 # ------------------------------------------------------------------------------------------- comparison
@@ -245,31 +286,35 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def cross_check(workdirs: list[str], torch_python: str, settings: dict) -> dict:
-    """Every workdir's model attacked by both libraries; the comparison rows."""
+def cross_check(workdirs: list[str], torch_python: str, settings: dict, work_dir: str) -> dict:
+    """Every workdir's model attacked by both libraries; the comparison rows. Each side's finished attacks
+    are kept under `work_dir` (one folder per model), so a rerun after an interruption resumes."""
     import jax
 
     results = {"settings": settings, "models": [], "versions": {"jax": jax.__version__}}
-    with tempfile.TemporaryDirectory() as tmp:
-        for index, workdir in enumerate(workdirs):
-            exported = os.path.join(tmp, f"model{index}.npz")
-            model = export(workdir, settings["num_images"], exported)
-            start = time.time()
-            torch_result = start_torch_side(torch_python, exported, settings, tmp)
-            ours = cfjax_side(model, settings)
-            cfjax_seconds = time.time() - start
-            theirs = torch_result()
-            results["versions"].update(theirs.pop("versions"))
-            k = model["num_classes"]
-            results["models"].append({
-                "workdir": workdir, "config_name": model["config_name"], "step": model["step"],
-                "readout": model["readout"].name, "num_classes": k, "num_images": len(model["labels"]),
-                "clean_accuracy": model["clean_accuracy"], "max_logit_difference": theirs["max_logit_difference"],
-                "seconds": {"cfjax": cfjax_seconds, "both (side by side)": time.time() - start},
-                "wrapper_note": ("torchattacks.AutoAttack ran (K >= 4)." if k >= 4 else
-                                 f"torchattacks.AutoAttack not run: K = {k} < 4 (its APGD-T reads the 3rd and 4th "
-                                 "largest logits; the original AutoAttack refuses DLR below that too)."),
-                "rows": compare(ours, theirs["robust"], settings)})
+    for index, workdir in enumerate(workdirs):
+        workspace = os.path.join(work_dir, f"model{index}")
+        os.makedirs(workspace, exist_ok=True)
+        exported = os.path.join(workspace, "model.npz")
+        model = export(workdir, settings["num_images"], exported)
+        model_settings = {**settings, "model_key": f"{os.path.abspath(workdir)}@{model['step']}"}
+        start = time.time()
+        torch_result = start_torch_side(torch_python, exported, model_settings, workspace)
+        ours = cfjax_side(model, model_settings, os.path.join(workspace, "cfjax_progress.json"))
+        cfjax_seconds = time.time() - start
+        theirs = torch_result()
+        results["versions"].update(theirs.pop("versions"))
+        k = model["num_classes"]
+        results["models"].append({
+            "workdir": workdir, "config_name": model["config_name"], "step": model["step"],
+            "readout": model["readout"].name, "num_classes": k, "num_images": len(model["labels"]),
+            "clean_accuracy": model["clean_accuracy"], "max_logit_difference": theirs["max_logit_difference"],
+            # this invocation's: a resumed cross-check counts only the attacks it ran
+            "seconds": {"cfjax": cfjax_seconds, "both (side by side)": time.time() - start},
+            "wrapper_note": ("torchattacks.AutoAttack ran (K >= 4)." if k >= 4 else
+                             f"torchattacks.AutoAttack not run: K = {k} < 4 (its APGD-T reads the 3rd and 4th "
+                             "largest logits; the original AutoAttack refuses DLR below that too)."),
+            "rows": compare(ours, theirs["robust"], settings)})
     return results
 
 
@@ -284,16 +329,19 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=5000)
     parser.add_argument("--square_seeds", default="0,1,2")
     parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results", "attack_cross_check"))
+    parser.add_argument("--work_dir", help="where each side keeps its finished attacks, so a rerun of the same "
+                        "command resumes (default: OUT.work/, removed once the results are written)")
     parser.add_argument("--combine", help="comma-separated .json outputs of earlier runs (one per workdir, run in "
                         "parallel): write them as one result")
     parser.add_argument("--torch_side", help=argparse.SUPPRESS)  # internal: run in the torch environment
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--progress", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.torch_side:
         with open(args.settings) as f:
             settings = json.load(f)
-        out = torch_side(args.torch_side, settings)
+        out = torch_side(args.torch_side, settings, args.progress)
         import torch
         import torchattacks
 
@@ -316,10 +364,13 @@ def main() -> None:
                 "iterations": args.iterations, "targets": args.targets, "queries": args.queries,
                 "square_seeds": [int(s) for s in args.square_seeds.split(",")]}
     start = time.time()
-    results = cross_check(args.workdirs.split(","), args.torch_python, settings)
+    work_dir = args.work_dir or args.out + ".work"
+    results = cross_check(args.workdirs.split(","), args.torch_python, settings, work_dir)
     results["wall_time_s"] = time.time() - start
     results["command"] = " ".join(["python", "experiments/attack_cross_check.py", *sys.argv[1:]])
     _write(results, args.out)
+    if not args.work_dir:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def _write(results: dict, out: str) -> None:

@@ -3,6 +3,7 @@
 CFJAX_TORCH_PYTHON names a Python with torch, torchattacks and numpy (or this Python has them), and skips,
 saying so, elsewhere."""
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,55 @@ from cfjax.kinds import Readout
 from cfjax.models import ResNetClassifier
 
 NUM_IMAGES = 64
+
+
+def _tiny_model():
+    """A random tiny classifier, images and its own decisions as labels (clean accuracy 1)."""
+    network = ResNetClassifier(num_outputs=2, widths=(8, 16))
+    images = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (NUM_IMAGES, 16, 16, 3)))
+    params = network.init(jax.random.PRNGKey(1), images[:1])["params"]
+    apply_fn = lambda p, x: network.apply({"params": p}, x)
+    logits = np.asarray(apply_fn(params, images))
+    labels = np.argmax(logits, -1).astype(np.int32)  # clean accuracy 1: every flip comes from the attack
+    return params, apply_fn, images, labels, logits
+
+
+def test_an_interrupted_cross_check_resumes_without_rerunning_finished_attacks(tmp_path, monkeypatch):
+    from cfjax import attacks
+
+    params, apply_fn, images, labels, _ = _tiny_model()
+    model = {"readout": Readout("classifier", apply_fn, params, 2), "images": images, "labels": labels,
+             "num_classes": 2}
+    settings = {"num_images": NUM_IMAGES, "epsilons": [2 / 255, 8 / 255], "iterations": 3, "targets": 1,
+                "queries": 5, "square_seeds": [0], "model_key": "tiny@0"}
+    progress = str(tmp_path / "cfjax_progress.json")
+    made = attacks.make_ensemble
+    calls = []
+
+    def interrupted_after_three(*args, **kwargs):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the session ends in the middle of the sweep
+        calls.append(args[1].members)
+        return made(*args, **kwargs)
+
+    with experiment_script("attack_cross_check") as script:
+        monkeypatch.setattr(attacks, "make_ensemble", interrupted_after_three)
+        with pytest.raises(KeyboardInterrupt):
+            script.cfjax_side(model, settings, progress)
+        saved = json.load(open(progress))["robust"]
+        assert sorted(saved) == ["apgd-ce", "fab-t", "square/seed0"] and all(len(v) == 1 for v in saved.values())
+        monkeypatch.setattr(attacks, "make_ensemble", made)
+        resumed = script.cfjax_side(model, settings, progress)
+        first_budget = {name: flags for name, flags in resumed.items() if str(2 / 255) in flags}
+        assert {name: flags[str(2 / 255)] for name, flags in first_budget.items() if name != "ensemble"} == {
+            name: flags[str(2 / 255)] for name, flags in saved.items()}  # kept, not recomputed
+        assert all(len(resumed[name]) == 2 for name in ("apgd-ce", "fab-t", "square/seed0", "ensemble"))
+        # Another model (or other settings) starts over instead of mixing in flags of different weights.
+        monkeypatch.setattr(attacks, "make_ensemble", interrupted_after_three)
+        calls.clear()
+        with pytest.raises(KeyboardInterrupt):
+            script.cfjax_side(model, {**settings, "model_key": "tiny@100"}, progress)
+        assert len(calls) == 3
 
 
 def _torch_python() -> str:
@@ -32,12 +82,7 @@ def _torch_python() -> str:
 @pytest.mark.subprocess
 def test_cfjax_attacks_agree_with_torchattacks_on_a_tiny_network(tmp_path):
     torch_python = _torch_python()
-    network = ResNetClassifier(num_outputs=2, widths=(8, 16))
-    images = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (NUM_IMAGES, 16, 16, 3)))
-    params = network.init(jax.random.PRNGKey(1), images[:1])["params"]
-    apply_fn = lambda p, x: network.apply({"params": p}, x)
-    logits = np.asarray(apply_fn(params, images))
-    labels = np.argmax(logits, -1).astype(np.int32)  # clean accuracy 1: every flip comes from the attack
+    params, apply_fn, images, labels, logits = _tiny_model()
     settings = {"num_images": NUM_IMAGES, "epsilons": [0.5 / 255, 2 / 255, 8 / 255], "iterations": 20, "targets": 9,
                 "queries": 300, "square_seeds": [0]}
     with experiment_script("attack_cross_check") as script:
@@ -48,7 +93,7 @@ def test_cfjax_attacks_agree_with_torchattacks_on_a_tiny_network(tmp_path):
         model = {"readout": Readout("classifier", apply_fn, params, 2), "images": images, "labels": labels,
                  "num_classes": 2}
         torch_result = script.start_torch_side(torch_python, exported, settings, str(tmp_path))
-        ours = script.cfjax_side(model, settings)
+        ours = script.cfjax_side(model, settings, str(tmp_path / "cfjax_progress.json"))
         theirs = torch_result()
         rows = script.compare(ours, theirs["robust"], settings)
     assert theirs["max_logit_difference"] < 1e-4  # the same function in both frameworks

@@ -1,16 +1,19 @@
 """`--mode=attack` end to end on tiny runs (sweeps, checks, transfer, report files), its scores against
 hand-computed cases, and the errors a user meets."""
 
+import dataclasses
 import json
+import os
 
 import baselines
 import cracks
 import numpy as np
 import pytest
 
-from cfjax import attacks, kinds, parallel, train
+from cfjax import attacks, evaluate, kinds, parallel, train
 from cfjax.errors import CheckpointError, ConfigError
 from cfjax.robustness import metrics, protocols
+from cfjax.robustness.progress import SweepProgress
 from cfjax.robustness.run import attack
 
 
@@ -110,6 +113,50 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     table = (tmp_path / "robustness.md").read_text()
     assert "| ensemble | linf ε=2/255 | ensemble: 3 it., 1 targets, 5 queries" in table
     assert (tmp_path / "robustness.png").stat().st_size > 0 and (tmp_path / "risk_coverage.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_an_interrupted_attack_resumes_from_the_settings_it_finished(runs, tmp_path, monkeypatch):
+    gan, gan_dir, _, _ = runs
+    config = gan.copy_and_resolve_references()
+    config.attack.models = ("D",)
+    passes = []  # evaluator passes over the split: the clean one, then one per distinct setting
+    original_run, original_save = evaluate.SplitEvaluator.run, SweepProgress.save
+    monkeypatch.setattr(evaluate.SplitEvaluator, "run", lambda self, p: passes.append(1) or original_run(self, p))
+    whole = attack(config, gan_dir, out_dir=str(tmp_path / "whole"))
+    whole_passes = len(passes)
+
+    def save_then_stop_at_the_fourth(self, *args):
+        original_save(self, *args)
+        if len(os.listdir(self.folder)) == 4:
+            raise KeyboardInterrupt  # the session ends in the middle of the sweep
+
+    monkeypatch.setattr(SweepProgress, "save", save_then_stop_at_the_fourth)
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        attack(config, gan_dir, out_dir=str(out))
+    assert len(os.listdir(out / "partial")) == 4 and not (out / "robustness.json").exists()
+    monkeypatch.setattr(SweepProgress, "save", original_save)
+    passes.clear()
+    resumed = attack(config, gan_dir, out_dir=str(out))
+    assert len(passes) == whole_passes - 4  # the four finished settings were read back, not attacked again
+    assert resumed["models"] == whole["models"]  # and give the same table
+    assert not (out / "partial").exists()  # removed once robustness.json is written
+    assert json.loads((out / "robustness.json").read_text())["models"]["D"]["clean"] == whole["models"]["D"]["clean"]
+
+
+def test_saved_attack_outputs_are_read_back_only_for_the_same_run_and_setting(tmp_path):
+    setting = protocols.check_settings(cracks.get_config("tiny").attack, has_detector=False)[0]
+    run = {"config": "cracks_tiny", "step": 100, "seed": 0}
+    SweepProgress(str(tmp_path), run).save("D", "D", setting, {"logits": np.arange(6.0).reshape(3, 2)})
+    assert SweepProgress(str(tmp_path), run).load("D", "D", setting)["logits"].tolist() == [[0, 1], [2, 3], [4, 5]]
+    assert SweepProgress(str(tmp_path), {**run, "step": 200}).load("D", "D", setting) is None  # retrained
+    assert SweepProgress(str(tmp_path), {**run, "seed": 1}).load("D", "D", setting) is None
+    assert SweepProgress(str(tmp_path), run).load("G", "G", setting) is None
+    assert SweepProgress(str(tmp_path), run).load("D", "D", dataclasses.replace(setting, epsilon=1.0)) is None
+    (next(tmp_path.glob("*.npz"))).write_bytes(b"truncated")  # a crash mid-write: read as not done
+    assert SweepProgress(str(tmp_path), run).load("D", "D", setting) is None
+    assert SweepProgress(None, run).load("D", "D", setting) is None
 
 
 @pytest.mark.slow

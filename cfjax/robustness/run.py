@@ -14,6 +14,7 @@ from cfjax.data import pipeline
 from cfjax.errors import ConfigError
 from cfjax.kinds import Readout
 from cfjax.robustness import protocols, report
+from cfjax.robustness.progress import SweepProgress
 from cfjax.robustness.sweep import ModelSweep, clean_scores
 from cfjax.saved_runs import load_run, saved_config
 from cfjax.version import __version__
@@ -31,13 +32,19 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     if jax.process_index() == 0:
         storage.check_writable(out_dir)  # before minutes of attacks, not after
     models = _chosen(run.kind.readouts(run.params), config.attack.models)
-    sources = _transfer_sources(transfer_from, saved_source) if transfer_from else []
+    sources, source_step = _transfer_sources(transfer_from, saved_source) if transfer_from else ([], None)
     data = pipeline.evaluation_arrays(config, split)
     if config.attack.max_examples:
         data = {name: np.asarray(array)[:config.attack.max_examples] for name, array in data.items()}
     key = jax.random.PRNGKey(config.seed)
+    # Finished settings are kept so a rerun resumes; one process only (others could not see its files).
+    progress = SweepProgress(os.path.join(out_dir, "partial") if jax.process_count() == 1 else None, {
+        "config": config.name, "step": run.step, "data": config.data.name, "split": split,
+        "num_images": len(data["label"]), "transfer_step": source_step,
+        "seed": config.seed, "batch_size": config.eval.batch_size, "cfjax": __version__,
+        "adaptive_weight": config.attack.adaptive_weight})
     common = dict(batch_size=config.eval.batch_size, mesh=run.mesh, key=key,
-                  adaptive_weight=config.attack.adaptive_weight)
+                  adaptive_weight=config.attack.adaptive_weight, progress=progress)
     reference = protocols.check_settings(config.attack, has_detector=False)[0]  # PGD-10 CE at the check budget
     results = {"workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
                "data": {"source": f"the {split} split of {config.data.name}", "num_images": len(data["label"])},
@@ -59,6 +66,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     if jax.process_index() == 0:
         results["files"] = report.write(out_dir, results)
         storage.write_json_atomic(os.path.join(out_dir, "robustness.json"), results)
+        progress.clear()
     results["out_dir"] = out_dir
     return results
 
@@ -89,7 +97,8 @@ def _transfer_config(workdir: str, config: ml_collections.ConfigDict) -> ml_coll
     return saved
 
 
-def _transfer_sources(workdir: str, saved: ml_collections.ConfigDict) -> list[Readout]:
-    """The models of another run, restored with the config saved in its checkpoint."""
+def _transfer_sources(workdir: str, saved: ml_collections.ConfigDict) -> tuple[list[Readout], int]:
+    """The models of another run, restored with the config saved in its checkpoint, and its step."""
     source_run = load_run(saved, workdir)
-    return [dataclasses.replace(m, name=f"{saved.name}/{m.name}") for m in source_run.kind.readouts(source_run.params)]
+    return [dataclasses.replace(m, name=f"{saved.name}/{m.name}")
+            for m in source_run.kind.readouts(source_run.params)], source_run.step

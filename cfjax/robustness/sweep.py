@@ -19,6 +19,7 @@ from cfjax import attacks, evaluate
 from cfjax.kinds import Readout
 from cfjax.models import p_fake, predict_class
 from cfjax.robustness import metrics
+from cfjax.robustness.progress import SweepProgress
 from cfjax.robustness.protocols import AttackSetting
 
 
@@ -49,10 +50,12 @@ class ModelSweep:
     """Attacks one model (or transfers from a source model onto it) over `data`."""
 
     def __init__(self, target: Readout, data: dict, *, batch_size: int, mesh: Mesh, key: jax.Array,
-                 adaptive_weight: float, source: Readout | None = None, clean: dict | None = None):
+                 adaptive_weight: float, source: Readout | None = None, clean: dict | None = None,
+                 progress: SweepProgress | None = None):
         self.target, self.source = target, source or target
         self.data, self.batch_size, self.mesh, self.key = data, batch_size, mesh, key
         self.adaptive_weight = adaptive_weight
+        self.progress = progress or SweepProgress(None, {})
         self._evaluators, self._done = {}, {}
         self.clean = clean if clean is not None else self._evaluator(
             functools.partial(_clean_batch, apply_fn=target.apply_fn)).run(target.params)
@@ -62,9 +65,14 @@ class ModelSweep:
                                        fields=("image", "label"))
 
     def outputs(self, setting: AttackSetting) -> dict:
-        """Per-example adversarial logits and distances (settings that differ only by group run once)."""
+        """Per-example adversarial logits and distances (settings that differ only by group run once; those
+        an interrupted run finished are read back from `progress`)."""
         identity = dataclasses.replace(setting, group="")
         if identity not in self._done:
+            saved = self.progress.load(self.target.name, self.source.name, identity)
+            if saved is not None:
+                self._done[identity] = saved
+                return saved
             spec = setting.spec(self.source.num_classes, self.adaptive_weight)
             models = dict(source_apply=self.source.apply_fn, target_apply=self.target.apply_fn, spec=spec)
             if isinstance(spec, attacks.EnsembleSpec):  # epsilon traced: one program for every budget
@@ -78,6 +86,7 @@ class ModelSweep:
                       "epsilon": np.float32(setting.epsilon), "step_size": np.float32(setting.step_size),
                       "num_steps": np.int32(setting.iterations)}
             self._done[identity] = self._evaluators[program].run(params)
+            self.progress.save(self.target.name, self.source.name, identity, self._done[identity])
         return self._done[identity]
 
     def score(self, setting: AttackSetting) -> dict:

@@ -86,7 +86,8 @@ def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list
         flags_used[name] = flags
         results = harness.trained_and_analysed([*base, *extra, *flags],  # the setting wins over `extra`
                                               os.path.join(runs_dir, f"fruits_ablation_{name}_s0"), "attack",
-                                              train=train, mode_args=("--config.attack.models=('D',)",))
+                                              train=train, mode_args=("--config.attack.models=('D',)",
+                                                                      *robustness_table.ATTACK_ARGS))
         if results is not None:
             grid[name] = [results["models"]["D"]]
             settings = settings or results["settings"]

@@ -98,6 +98,7 @@ def test_unknown_variant_is_named():
         ("attack.strong_restarts", 0, "config.attack.strong_restarts=0: must be an integer >= 1"),
         ("attack.max_examples", -1, "config.attack.max_examples=-1"),
         ("attack.ensemble_queries", 0, "config.attack.ensemble_queries=0: must be an integer >= 1"),
+        ("attack.ensemble_epsilons_255", (4.0, 0.0), "config.attack.ensemble_epsilons_255=(4.0, 0.0): must list"),
         ("attack.strong", "apgd", "config.attack.strong='apgd': must be one of ('ensemble', 'pgd')"),
     ],
 )

@@ -279,6 +279,10 @@ def test_the_experiment_script_trains_and_tabulates_tiny_runs(tmp_path, repo_roo
         assert json.loads((runs / run / "config.json").read_text())["adversarial_training"]["also_fake"] is also_fake
     attacked = json.loads((runs / "fruits_ablation_fake_weight_0_s0" / "attack" / "robustness.json").read_text())
     assert set(attacked["models"]) == {"D"}
+    robust = json.loads((runs / "fruits_robust_s0" / "attack" / "robustness.json").read_text())["models"]
+    assert set(robust) == {"robust_D"}  # its G head is not a model the aims compare: not attacked
+    ensemble = [r for r in robust["robust_D"]["sweeps"] if r["group"] == "ensemble"]
+    assert [round(r["epsilon"] * 255, 6) for r in ensemble] == [2.0, 4.0, 8.0]  # the table's budgets only
 
 
 @pytest.mark.perf

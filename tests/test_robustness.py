@@ -61,6 +61,9 @@ def test_the_papers_protocol_and_the_checks():
     ensemble = [s for s in settings if s.group == "ensemble"]
     assert [s.epsilon for s in ensemble] == [s.epsilon for s in linf]
     assert ensemble[0].spec(2, 0.0) == attacks.EnsembleSpec(num_classes=2, iterations=100, targets=9, queries=5000)
+    attack_config.ensemble_epsilons_255 = (2.0, 8.0)  # a table's budgets only; PGD still sweeps them all
+    assert [round(s.epsilon * 255, 6) for s in protocols.sweep_settings(attack_config) if s.group == "ensemble"] == [
+        2.0, 8.0] and len([s for s in protocols.sweep_settings(attack_config) if s.group == "linf"]) == len(linf)
     strong = next(s for s in checks if s.group == "strong")
     assert strong.attack == "ensemble" and strong.epsilon == pytest.approx(4 / 255)
     assert next(s for s in checks if s.group == "adaptive_ensemble").spec(2, 0.0).joint

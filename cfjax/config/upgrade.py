@@ -75,6 +75,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "attack.ensemble_iterations": 100,
     "attack.ensemble_targets": 9,
     "attack.ensemble_queries": 5000,
+    "attack.ensemble_epsilons_255": (),  # every L-inf budget, as before the field existed
     "attack.max_examples": 0,
     "attack.models": (),
 }

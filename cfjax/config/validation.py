@@ -49,7 +49,7 @@ FIELDS = {
     "attack": ("paper_step_sizes_255", "paper_iterations", "linf_epsilons_255", "l2_epsilons", "iterations",
                "restarts", "check_epsilon_255", "strong_iterations", "strong_restarts", "adaptive_weight",
                "max_examples", "models", "ensemble", "strong", "ensemble_iterations", "ensemble_targets",
-               "ensemble_queries"),
+               "ensemble_queries", "ensemble_epsilons_255"),
 }
 
 
@@ -260,6 +260,10 @@ def _validate_attack(config: ml_collections.ConfigDict) -> None:
         values = attack[field]
         ok = isinstance(values, (tuple, list)) and len(values) >= 1 and all(_is_number(v) and v > 0 for v in values)
         _require(ok, f"attack.{field}", "must list at least one budget, each > 0 (finite numbers)", config)
+    chosen = attack.ensemble_epsilons_255
+    _require(isinstance(chosen, (tuple, list)) and all(_is_number(v) and v > 0 for v in chosen),
+             "attack.ensemble_epsilons_255", "must list budgets, each > 0 (empty: those of linf_epsilons_255)",
+             config)
     for field in ("paper_iterations", "iterations", "restarts", "strong_iterations", "strong_restarts",
                   "ensemble_iterations", "ensemble_targets", "ensemble_queries"):
         _require(_is_int(attack[field]) and attack[field] >= 1, f"attack.{field}", "must be an integer >= 1", config)

@@ -2,7 +2,8 @@
 
 * "paper": the paper's protocol, L-inf PGD with 10 iterations of step alpha and budget 10 alpha;
 * "linf" / "l2": fixed budgets, step 2.5 epsilon / iterations (Madry et al.);
-* "ensemble": the AutoAttack-style ensemble (`cfjax.attacks.autoattack`) at every L-inf budget;
+* "ensemble": the AutoAttack-style ensemble (`cfjax.attacks.autoattack`) at every L-inf budget (or those of
+  `ensemble_epsilons_255`);
 * gradient-masking checks at one L-inf budget: "margin" (CW loss instead of CE), "strong" (the
   ensemble, or more PGD iterations and restarts) and, for D, "adaptive" (a wrong real class must
   outscore the true class and "fake": the detector is attacked with the classifier) and
@@ -62,7 +63,8 @@ def sweep_settings(attack: ml_collections.ConfigDict) -> list[AttackSetting]:
                  for eps in attack.linf_epsilons_255]
     settings += [_madry("l2", "l2", eps, attack.iterations, restarts=attack.restarts) for eps in attack.l2_epsilons]
     if attack.ensemble:
-        settings += [_ensemble("ensemble", eps / 255, attack) for eps in attack.linf_epsilons_255]
+        budgets = attack.ensemble_epsilons_255 or attack.linf_epsilons_255
+        settings += [_ensemble("ensemble", eps / 255, attack) for eps in budgets]
     return settings
 
 

@@ -8,7 +8,9 @@ classifier, and the robust GAN's D and the detector GAN's D (issue 19), over sev
 
 Each step is the plain command line (`python -m cfjax.main --config=... --workdir=...`, then the
 same with `--mode=attack`; the GAN's attack adds `--transfer_from=` the plain classifier of the same
-seed). Finished runs and attacks are reused. Writes experiments/results/robustness.{json,md,png}.
+seed). Every attack runs the ensemble at the table's budgets only (ATTACK_ARGS), and on the robust and
+detector GANs attacks only their D. Finished runs and attacks are reused; an interrupted attack resumes.
+Writes experiments/results/robustness.{json,md,png}.
 """
 
 import argparse

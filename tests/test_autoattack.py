@@ -11,6 +11,7 @@ import pytest
 
 from cfjax import attacks, parallel
 from cfjax.attacks import auto_pgd, fab, objectives, square_search
+from cfjax.attacks.fab import ETA
 
 SHAPE = (6, 6, 3)
 DIMS = int(np.prod(SHAPE))
@@ -69,6 +70,27 @@ def test_fab_t_finds_the_minimal_norm_boundary_point():
     assert np.all(found >= minimal * (1 - 1e-4))  # nothing below the true minimum: every flip is real
     np.testing.assert_allclose(found, minimal, rtol=0.01)  # within 1 % of it (the reference overshoots by 5 %)
     assert np.all(np.asarray(attacks.distance(images, result.adversarial, "linf")) <= found + 1e-6)
+
+
+def test_fab_t_crosses_a_boundary_closer_than_float32_resolves_a_pixel():
+    """An image 1e-6 logits on the clean side of a linear boundary: the exact step to the plane (~1e-8)
+    rounds away on pixels near 0.5, so without a minimum step the iterate never moves (a fixed point)."""
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(DIMS, 2)).astype(np.float32)
+    images = rng.uniform(0.3, 0.7, size=(BATCH,) + SHAPE).astype(np.float32)
+    flat = images.reshape(BATCH, -1).astype(np.float64)
+    shift = jnp.asarray(flat @ (w[:, 0] - w[:, 1]).astype(np.float64), jnp.float32)  # class 0's lead, unbiased
+
+    def logits_fn(x):  # class 0 leads by 1e-6 at x = images
+        lead = x.reshape(x.shape[0], -1) @ (w[:, 0] - w[:, 1]) - shift + 1e-6
+        return jnp.stack([lead, jnp.zeros(x.shape[0])], axis=-1)
+
+    labels = jnp.zeros(BATCH, jnp.int32)
+    assert np.all(np.asarray(jnp.argmax(logits_fn(jnp.asarray(images)), -1)) == 0)  # clean: all correct
+    result = jax.jit(lambda x, y: fab.fab_targeted(logits_fn, x, y, 1e-5, num_classes=2, iterations=5))(
+        images, labels)
+    assert np.all(np.asarray(result.success))  # every one crosses, within a few MIN_STEPs
+    assert np.all(-np.asarray(result.objective) <= 2 * ETA * fab.MIN_STEP)
 
 
 def test_fab_plane_projection_is_the_smallest_linf_step():

@@ -22,7 +22,7 @@ from cfjax.attacks import geometry, objectives
 from cfjax.attacks.pgd import AttackResult
 
 ALPHA_MAX, ETA, BETA = 0.1, 1.05, 0.9  # the reference's defaults
-# The smallest step towards the boundary an iterate takes (16 float32 ulps of a pixel near 1, 0.00024/255).
+# The smallest step towards the boundary an iterate takes (16 float32 ulps of a pixel in [0.5, 1); 0.00024/255).
 # Near the boundary the projected step shrinks with the gap; once it falls below a pixel's float32
 # resolution, x + step == x and an iterate still on the clean side never crosses (a fixed point; the
 # reference escapes it only by rounding noise). Measured on a trained D: without it cfjax's FAB-T ended

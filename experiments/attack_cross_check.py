@@ -201,10 +201,13 @@ def cfjax_side(model: dict, settings: dict, progress_path: str) -> dict:
                   queries=settings["queries"], square_shared_proposals=True)
     progress = Progress(progress_path, {"model": settings.get("model_key"), "settings": settings})
 
+    jitted = {}  # one compiled attack per spec: budgets and seeds are arguments, so a sweep reuses it
+
     def run(spec, seed: int, eps: float) -> Callable[[], list[bool]]:
         def attack() -> list[bool]:
-            result = attacks.make_ensemble(readout.apply_fn, spec)(
-                readout.params, model["images"], model["labels"], jax.random.PRNGKey(seed), eps)
+            if spec not in jitted:
+                jitted[spec] = attacks.make_ensemble(readout.apply_fn, spec)
+            result = jitted[spec](readout.params, model["images"], model["labels"], jax.random.PRNGKey(seed), eps)
             return (~np.asarray(result.success)).tolist()
         return attack
 

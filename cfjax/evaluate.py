@@ -28,18 +28,20 @@ class SplitEvaluator:
         self._evaluate_batch = jax.jit(batch_fn, in_shardings=(rep, parallel.batch_sharding(mesh)),
                                        out_shardings=rep)
 
-    def run(self, params) -> dict:
-        num = len(self.data["label"])
+    def run(self, params, data: dict | None = None) -> dict:
+        """`data` (the same fields, any length) replaces the split for this pass, under the same program."""
+        data = self.data if data is None else data
+        num = len(data["label"])
         chunks = []
         mine = parallel.host_slice(self.batch_size, self.mesh)
         for start in range(0, num, self.batch_size):
-            batch = {name: pad_batch(self.data[name][start:start + self.batch_size], self.batch_size)[mine]
+            batch = {name: pad_batch(data[name][start:start + self.batch_size], self.batch_size)[mine]
                      for name in self.fields}
             out = self._evaluate_batch(params, parallel.shard_batch(batch, self.mesh))
             valid = slice(0, min(self.batch_size, num - start))
             chunks.append(jax.tree.map(lambda a, rows=valid: np.asarray(a)[rows], out))
         per_image = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
-        per_image["has_mask"] = np.asarray(self.data.get("has_mask", np.ones(num, bool)), bool)
+        per_image["has_mask"] = np.asarray(data.get("has_mask", np.ones(num, bool)), bool)
         return per_image
 
 

@@ -103,6 +103,9 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     for row in ensemble:
         assert sum(row["broken_by"].values()) == round((1 - row["accuracy"]) * results["data"]["num_images"])
         assert set(row["broken_by"]) == {"clean", "apgd-ce", "fab-t", "square"}  # K = 2: no DLR, as the reference
+        left = list(row["attempted"].values())  # each member attacked only what the earlier ones left
+        assert left[0] == results["data"]["num_images"]
+        assert left[1:] == [left[i] - list(row["broken_by"].values())[i] for i in range(len(left) - 1)]
     assert next(r for r in d["checks"] if r["group"] == "strong")["attack"] == "ensemble"
     adaptive_ensemble = next(r for r in d["checks"] if r["group"] == "adaptive_ensemble")
     assert set(adaptive_ensemble["broken_by"]) == {"clean", "apgd-ce", "apgd-dlr", "fab-t", "square"}  # K+1 = 3
@@ -125,7 +128,8 @@ def test_an_interrupted_attack_resumes_from_the_settings_it_finished(runs, tmp_p
     config.attack.models = ("D",)
     passes = []  # evaluator passes over the split: the clean one, then one per distinct setting
     original_run, original_save = evaluate.SplitEvaluator.run, SweepProgress.save
-    monkeypatch.setattr(evaluate.SplitEvaluator, "run", lambda self, p: passes.append(1) or original_run(self, p))
+    monkeypatch.setattr(evaluate.SplitEvaluator, "run",
+                        lambda self, *args, **kw: passes.append(1) or original_run(self, *args, **kw))
     whole = attack(config, gan_dir, out_dir=str(tmp_path / "whole"))
     whole_passes = len(passes)
 

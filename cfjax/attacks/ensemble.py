@@ -6,7 +6,8 @@ Members are picked by how many logits the attacked decision reads (K; K+1 for D'
 decision): DLR needs >= 3, targeted DLR >= 4, so a binary classifier gets APGD-CE + FAB-T + Square, as
 the reference's "standard" version does for 2 classes. Where both DLR forms are valid, the untargeted
 APGD-DLR runs too (the reference's "plus" and "rand" versions use it). A member is skipped (`lax.cond`)
-once every example of the batch is broken, as the reference attacks only the remaining robust points.
+once every example of the batch is broken. The reference attacks only the points still robust; over a
+whole split, `cfjax.robustness.ensemble_sweep` does that, one member at a time with `run_member`.
 """
 
 import dataclasses
@@ -86,8 +87,15 @@ def member_names(spec: EnsembleSpec) -> tuple[str, ...]:
     return (CLEAN,) + spec.valid_members()
 
 
-def _member(name: str, logits_fn: Callable, images, labels, key, epsilon, spec: EnsembleSpec):
-    """One member's success and adversarial images, its targets or restarts folded in as it defines them."""
+def member_key(key: jax.Array, name: str) -> jax.Array:
+    """A member's randomness: `fold_in(key, its index in MEMBERS)`, whichever members run with it."""
+    return jax.random.fold_in(key, MEMBERS.index(name))
+
+
+def run_member(name: str, logits_fn: Callable, images: jnp.ndarray, labels: jnp.ndarray, key: jax.Array, epsilon, *,
+               spec: EnsembleSpec) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """One member (key already `member_key`'s) on a batch: per example, whether it broke it and the adversarial
+    image, its targets or restarts folded in as it defines them (the first run that broke an example wins)."""
     common = dict(num_classes=spec.num_classes, joint=spec.joint)
     if name == "apgd-ce":
         runs = [apgd(logits_fn, images, labels, key, epsilon, loss="ce", iterations=spec.iterations, **common)]
@@ -103,7 +111,7 @@ def _member(name: str, logits_fn: Callable, images, labels, key, epsilon, spec: 
         runs = [square(logits_fn, images, labels, key, epsilon, queries=spec.queries,
                        shared_proposals=spec.square_shared_proposals, **common)]
     success, adversarial = runs[0].success, runs[0].adversarial
-    for run in runs[1:]:  # the first run that broke an example supplies its adversarial
+    for run in runs[1:]:
         adversarial = jnp.where(_rows(run.success & ~success, images), run.adversarial, adversarial)
         success = success | run.success
     return success, adversarial
@@ -123,10 +131,8 @@ def autoattack(logits_fn: Callable[[jnp.ndarray], jnp.ndarray], images: jnp.ndar
     success, adversarial = clean_wrong, images
     broken_by = jnp.where(clean_wrong, 0, -1)
     for index, name in enumerate(spec.valid_members(), start=1):
-        member_key = jax.random.fold_in(key, MEMBERS.index(name))
         skipped = lambda: (jnp.zeros_like(clean_wrong), images)
-        run = lambda name=name, member_key=member_key: _member(name, logits_fn, images, labels, member_key,
-                                                               epsilon, spec)
+        run = lambda name=name: run_member(name, logits_fn, images, labels, member_key(key, name), epsilon, spec=spec)
         broke, found = jax.lax.cond(jnp.all(success), skipped, run)
         new = broke & ~success
         adversarial = jnp.where(_rows(new, images), found, adversarial)

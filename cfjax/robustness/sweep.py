@@ -3,8 +3,8 @@ per-example outputs into scores.
 
 The budget travels in the (replicated) parameter pytree of `evaluate.SplitEvaluator`, so every setting
 that shares an `AttackSpec` (and, where the loop is unrolled, an iteration count) reuses one compiled
-program. Each batch uses the same restart key; random
-starts still differ per example.
+program; the ensemble runs member by member on what is left unbroken (`ensemble_sweep`). Each batch uses
+the same restart key; random starts still differ per example.
 """
 
 import dataclasses
@@ -19,21 +19,13 @@ from cfjax import attacks, evaluate
 from cfjax.kinds import Readout
 from cfjax.models import p_fake, predict_class
 from cfjax.robustness import metrics
+from cfjax.robustness.ensemble_sweep import EnsembleSweep
 from cfjax.robustness.progress import SweepProgress
 from cfjax.robustness.protocols import AttackSetting
 
 
 def _clean_batch(params, batch, *, apply_fn):
     return {"logits": apply_fn(params, batch["image"])}
-
-
-def _ensemble_batch(params, batch, *, source_apply, target_apply, spec):
-    """The ensemble against the source model; the target is scored on its worst case per example."""
-    images = batch["image"]
-    result = attacks.autoattack(lambda x: source_apply(params["source"], x), images, batch["label"], params["key"],
-                                params["epsilon"], spec=spec)
-    return {"logits": target_apply(params["target"], result.adversarial),
-            "distance": attacks.distance(images, result.adversarial, "linf"), "broken_by": result.broken_by}
 
 
 def _attack_batch(params, batch, *, source_apply, target_apply, spec, static_steps):
@@ -57,8 +49,8 @@ class ModelSweep:
         self.adaptive_weight = adaptive_weight
         self.progress = progress or SweepProgress(None, {})
         self._evaluators, self._done = {}, {}
-        self.clean = clean if clean is not None else self._evaluator(
-            functools.partial(_clean_batch, apply_fn=target.apply_fn)).run(target.params)
+        self._scorer = self._evaluator(functools.partial(_clean_batch, apply_fn=target.apply_fn))
+        self.clean = clean if clean is not None else self._scorer.run(target.params)
 
     def _evaluator(self, batch_fn):
         return evaluate.SplitEvaluator(self.data, batch_fn, batch_size=self.batch_size, mesh=self.mesh,
@@ -74,20 +66,35 @@ class ModelSweep:
                 self._done[identity] = saved
                 return saved
             spec = setting.spec(self.source.num_classes, self.adaptive_weight)
-            models = dict(source_apply=self.source.apply_fn, target_apply=self.target.apply_fn, spec=spec)
-            if isinstance(spec, attacks.EnsembleSpec):  # epsilon traced: one program for every budget
-                program, batch_fn = spec, functools.partial(_ensemble_batch, **models)
-            else:  # see attacks.pgd on unrolling
-                program = (spec, setting.iterations if spec.unrolled else None)
-                batch_fn = functools.partial(_attack_batch, static_steps=setting.iterations, **models)
-            if program not in self._evaluators:
-                self._evaluators[program] = self._evaluator(batch_fn)
-            params = {"source": self.source.params, "target": self.target.params, "key": self.key,
-                      "epsilon": np.float32(setting.epsilon), "step_size": np.float32(setting.step_size),
-                      "num_steps": np.int32(setting.iterations)}
-            self._done[identity] = self._evaluators[program].run(params)
+            if isinstance(spec, attacks.EnsembleSpec):
+                self._done[identity] = self._ensemble(spec).run(self.key, setting.epsilon)
+            else:
+                self._done[identity] = self._pgd(spec, setting)
             self.progress.save(self.target.name, self.source.name, identity, self._done[identity])
         return self._done[identity]
+
+    def _pgd(self, spec: attacks.AttackSpec, setting: AttackSetting) -> dict:
+        program = (spec, setting.iterations if spec.unrolled else None)  # see attacks.pgd on unrolling
+        if program not in self._evaluators:
+            self._evaluators[program] = self._evaluator(functools.partial(
+                _attack_batch, static_steps=setting.iterations, source_apply=self.source.apply_fn,
+                target_apply=self.target.apply_fn, spec=spec))
+        params = {"source": self.source.params, "target": self.target.params, "key": self.key,
+                  "epsilon": np.float32(setting.epsilon), "step_size": np.float32(setting.step_size),
+                  "num_steps": np.int32(setting.iterations)}
+        return self._evaluators[program].run(params)
+
+    def _ensemble(self, spec: attacks.EnsembleSpec) -> EnsembleSweep:
+        """One sweep per spec (epsilon is traced: every budget shares its programs)."""
+        if spec not in self._evaluators:
+            source_clean = self.clean if self.source is self.target else self._evaluator(
+                functools.partial(_clean_batch, apply_fn=self.source.apply_fn)).run(self.source.params)
+            self._evaluators[spec] = EnsembleSweep(
+                spec, self.source, self.data, batch_size=self.batch_size, mesh=self.mesh,
+                source_clean_logits=source_clean["logits"],
+                score_fn=lambda images: self._scorer.run(self.target.params, data={
+                    "image": images, "label": self.data["label"]})["logits"])
+        return self._evaluators[spec]
 
     def score(self, setting: AttackSetting) -> dict:
         out = self.outputs(setting)
@@ -97,6 +104,8 @@ class ModelSweep:
         if "broken_by" in out:  # the ensemble: how many examples each member broke first
             names = attacks.member_names(setting.spec(self.source.num_classes, self.adaptive_weight))
             row["broken_by"] = {name: int(np.sum(out["broken_by"] == i)) for i, name in enumerate(names)}
+            if "attempted" in out:  # outputs saved before the sweep attacked only what was left lack it
+                row["attempted"] = dict(zip(names, map(int, out["attempted"])))
         if self.source is not self.target:
             row["source"] = self.source.name
         return row

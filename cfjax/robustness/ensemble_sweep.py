@@ -1,0 +1,64 @@
+"""The AutoAttack-style ensemble over a whole split, as the reference runs it: each member attacks only the
+examples every earlier member (and the clean image) left unbroken, packed into full batches.
+
+Square's 5000 queries cost most of an ensemble, and after APGD-CE often only a fraction of the split is left
+to attack, so this does far less work than running every member on every batch (`attacks.autoattack`, which
+can only skip a batch once all of it is broken). Each member is its own jitted program over the split, traced
+once for every budget (epsilon is traced). A member's randomness is `attacks.member_key` of the sweep's key,
+as inside `autoattack`; random draws follow an example's place in its batch, so which examples are left
+changes them, as in the reference, where each attack runs on the remaining points only.
+"""
+
+import functools
+from collections.abc import Callable
+
+import numpy as np
+from jax.sharding import Mesh
+
+from cfjax import attacks, evaluate
+from cfjax.kinds import Readout
+
+
+def _member_batch(params, batch, *, source_apply, spec, name):
+    success, adversarial = attacks.run_member(
+        name, lambda x: source_apply(params["source"], x), batch["image"], batch["label"],
+        attacks.member_key(params["key"], name), params["epsilon"], spec=spec)
+    return {"success": success, "adversarial": adversarial}
+
+
+class EnsembleSweep:
+    """Runs one `EnsembleSpec` against `source` over `data` at any budget; `score_fn(images)` gives the scored
+    (target) model's logits on a whole split of images."""
+
+    def __init__(self, spec: attacks.EnsembleSpec, source: Readout, data: dict, *, batch_size: int, mesh: Mesh,
+                 source_clean_logits: np.ndarray, score_fn: Callable[[np.ndarray], np.ndarray]):
+        self.spec, self.data, self.score_fn = spec, data, score_fn
+        self.source_params = source.params
+        self.clean_wrong = np.asarray(attacks.succeeded(
+            source_clean_logits, data["label"], num_classes=spec.num_classes, targeted=False, joint=spec.joint))
+        self.members = {name: evaluate.SplitEvaluator(
+            data, functools.partial(_member_batch, source_apply=source.apply_fn, spec=spec, name=name),
+            batch_size=batch_size, mesh=mesh, fields=("image", "label")) for name in spec.valid_members()}
+
+    def run(self, key, epsilon: float) -> dict:
+        """Per example: the target's logits on the worst case found, its L-inf distance, `broken_by` (an index
+        into `attacks.member_names`, -1 if robust), and `attempted`: how many examples each name ran on."""
+        images, labels = self.data["image"], self.data["label"]
+        success = self.clean_wrong.copy()
+        adversarial = np.array(images, copy=True)
+        broken_by = np.where(success, 0, -1)
+        attempted = [len(labels)]  # the clean image: every example
+        params = {"source": self.source_params, "key": key, "epsilon": np.float32(epsilon)}
+        for index, member in enumerate(self.members.values(), start=1):
+            left = np.flatnonzero(~success)
+            attempted.append(len(left))
+            if not len(left):
+                continue
+            out = member.run(params, data={"image": images[left], "label": labels[left]})
+            broke = left[out["success"]]
+            adversarial[broke] = out["adversarial"][out["success"]]
+            broken_by[broke] = index
+            success[broke] = True
+        distance = np.abs(adversarial.reshape(len(labels), -1) - np.asarray(images).reshape(len(labels), -1)).max(1)
+        return {"logits": self.score_fn(adversarial), "distance": distance, "broken_by": broken_by,
+                "attempted": np.asarray(attempted)}

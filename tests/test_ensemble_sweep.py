@@ -1,0 +1,90 @@
+"""The ensemble over a split attacks, member by member, only what is still robust, and loses nothing by it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cfjax import attacks, evaluate, parallel
+from cfjax.kinds import Readout
+from cfjax.models import ResNetClassifier
+from cfjax.robustness.ensemble_sweep import EnsembleSweep
+
+SMALL = dict(iterations=4, targets=2, queries=20)
+
+
+@pytest.fixture(scope="module")
+def model():
+    network = ResNetClassifier(num_outputs=3, widths=(4, 8))
+    images = np.asarray(jax.random.uniform(jax.random.PRNGKey(2), (20, 16, 16, 3)))
+    params = network.init(jax.random.PRNGKey(0), images[:1])["params"]
+    apply_fn = jax.jit(lambda p, x: network.apply({"params": p}, x))
+    readout = Readout("cnn", apply_fn, params, num_classes=3)
+    return readout, {"image": images, "label": np.arange(20, dtype=np.int32) % 3}
+
+
+def sweep(model, **spec_fields) -> EnsembleSweep:
+    readout, data = model
+    spec = attacks.EnsembleSpec(num_classes=3, **{**SMALL, **spec_fields})
+    return EnsembleSweep(spec, readout, data, batch_size=8, mesh=parallel.make_mesh(),
+                         source_clean_logits=np.asarray(readout.apply_fn(readout.params, data["image"])),
+                         score_fn=lambda images: np.asarray(readout.apply_fn(readout.params, images)))
+
+
+def test_each_member_attacks_only_what_the_earlier_ones_left(model):
+    readout, data = model
+    ensemble = sweep(model)
+    names = attacks.member_names(ensemble.spec)
+    out = ensemble.run(jax.random.PRNGKey(4), 4 / 255)
+    broken = [int(np.sum(out["broken_by"] == i)) for i in range(len(names))]
+    assert 0 < sum(broken) < len(data["label"])  # a split with both outcomes
+    assert out["attempted"][0] == len(data["label"])
+    for index in range(1, len(names)):  # what is left after the clean image and every earlier member
+        assert out["attempted"][index] == out["attempted"][index - 1] - broken[index - 1], names[index]
+    wrong = np.argmax(out["logits"], -1) != data["label"]
+    np.testing.assert_array_equal(wrong, out["broken_by"] >= 0)  # every reported break is real, none missed
+    assert out["distance"].max() <= 4 / 255 + 1e-6
+    np.testing.assert_array_equal(out["distance"][out["broken_by"] <= 0], 0.0)  # robust or clean-wrong: untouched
+
+
+def test_members_after_everything_is_broken_are_never_run(model, monkeypatch):
+    passes = []
+    original = evaluate.SplitEvaluator.run
+    monkeypatch.setattr(evaluate.SplitEvaluator, "run",
+                        lambda self, *args, **kw: passes.append(len(kw["data"]["label"])) or original(self, *args,
+                                                                                                       **kw))
+    out = sweep(model).run(jax.random.PRNGKey(4), 1.0)  # the whole box: APGD-CE breaks every example
+    assert (out["broken_by"] >= 0).all() and out["attempted"][2:].tolist() == [0, 0, 0]
+    assert len(passes) == 1  # APGD-CE's pass only: no member runs on an empty set
+
+
+def test_a_deterministic_member_finds_the_same_on_what_is_left_as_on_the_whole_split(model):
+    """FAB-T draws nothing at random, so attacking only APGD-CE's survivors must find what FAB-T alone finds
+    there: packing the survivors into other batches changes no example's result."""
+    key, epsilon = jax.random.PRNGKey(4), 3 / 255
+    both = sweep(model, members=("apgd-ce", "fab-t")).run(key, epsilon)
+    apgd_alone = sweep(model, members=("apgd-ce",)).run(key, epsilon)
+    fab_alone = sweep(model, members=("fab-t",)).run(key, epsilon)
+    assert 0 < both["attempted"][2] < both["attempted"][1]  # FAB-T really ran on a packed remainder
+    either = (apgd_alone["broken_by"] >= 0) | (fab_alone["broken_by"] >= 0)
+    np.testing.assert_array_equal(both["broken_by"] >= 0, either)
+    fab_found = both["broken_by"] == 2
+    np.testing.assert_allclose(both["distance"][fab_found], fab_alone["distance"][fab_found], rtol=1e-5, atol=1e-7)
+
+
+def test_the_clean_mistakes_of_the_source_decide_what_is_attacked(model):
+    """A joint (K + 1 logit) decision counts a clean mistake only where a wrong real class wins; "fake"
+    winning is not one, so those examples are attacked."""
+    readout, data = model
+    spec = attacks.EnsembleSpec(num_classes=2, joint=True, **SMALL)
+    labels = data["label"] % 2
+    clean = np.asarray(readout.apply_fn(readout.params, data["image"]))
+    ensemble = EnsembleSweep(spec, readout, {**data, "label": labels}, batch_size=8, mesh=parallel.make_mesh(),
+                             source_clean_logits=clean,
+                             score_fn=lambda images: np.asarray(readout.apply_fn(readout.params, images)))
+    expected = np.asarray(attacks.succeeded(jnp.asarray(clean), labels, num_classes=2, targeted=False, joint=True))
+    np.testing.assert_array_equal(ensemble.clean_wrong, expected)
+    out = ensemble.run(jax.random.PRNGKey(0), 0.0)  # no budget: only clean mistakes count
+    np.testing.assert_array_equal(out["broken_by"] == 0, expected)
+    assert not (out["broken_by"] > 0).any()
+    assert out["attempted"][1] == len(labels) - expected.sum()

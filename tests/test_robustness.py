@@ -82,7 +82,7 @@ def runs(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
+def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path, capsys):
     gan, gan_dir, _, classifier_dir = runs
     gan = gan.copy_and_resolve_references()
     gan.attack.models = ("D",)  # G's head is attacked the same way; its readout is checked below
@@ -119,6 +119,9 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path):
     table = (tmp_path / "robustness.md").read_text()
     assert "| ensemble | linf ε=2/255 | ensemble: 3 it., 1 targets, 5 queries" in table
     assert (tmp_path / "robustness.png").stat().st_size > 0 and (tmp_path / "risk_coverage.png").stat().st_size > 0
+    progress = capsys.readouterr().out  # a line per setting, as each finishes
+    assert f"cfjax: attack D: ensemble linf ε=2/255: accuracy {ensemble[0]['accuracy']:.3f} (" in progress
+    assert progress.count("cfjax: attack D: ") == len(d["sweeps"]) + len(d["checks"]) - 1  # transfer: no line
 
 
 @pytest.mark.slow

@@ -51,8 +51,8 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
                "settings": config.attack.to_dict(), "models": {}}
     for model in models:
         sweep = ModelSweep(model, data, **common)
-        rows = [sweep.score(s) for s in protocols.sweep_settings(config.attack)]
-        check_rows = [sweep.score(s) for s in protocols.check_settings(config.attack, model.has_detector)]
+        rows = [_scored(sweep, s) for s in protocols.sweep_settings(config.attack)]
+        check_rows = [_scored(sweep, s) for s in protocols.check_settings(config.attack, model.has_detector)]
         for source in sources:
             row = ModelSweep(model, data, source=source, clean=sweep.clean, **common).score(reference)
             check_rows.append({**row, "group": "transfer"})
@@ -69,6 +69,17 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
         progress.clear()
     results["out_dir"] = out_dir
     return results
+
+
+def _scored(sweep: ModelSweep, setting: protocols.AttackSetting) -> dict:
+    """One setting's row, with a line of progress: an ensemble budget can take many minutes on a CPU."""
+    start = time.time()
+    row = sweep.score(setting)
+    if jax.process_index() == 0:
+        budget = f"ε={setting.epsilon * 255:g}/255" if setting.norm == "linf" else f"ε={setting.epsilon:g}"
+        print(f"cfjax: attack {sweep.target.name}: {setting.group} {setting.norm} {budget}: accuracy "
+              f"{row['accuracy']:.3f} ({time.time() - start:.1f} s)", flush=True)
+    return row
 
 
 def _chosen(models: list[Readout], names) -> list[Readout]:

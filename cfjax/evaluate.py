@@ -5,6 +5,8 @@ What a batch function computes belongs to the run's kind (`cfjax.kinds`); masks 
 `cfjax.masks.scoring`, the same code `--mode=explain` uses.
 """
 
+from typing import Any
+
 import jax
 import ml_collections
 import numpy as np
@@ -28,7 +30,7 @@ class SplitEvaluator:
         self._evaluate_batch = jax.jit(batch_fn, in_shardings=(rep, parallel.batch_sharding(mesh)),
                                        out_shardings=rep)
 
-    def run(self, params, data: dict | None = None) -> dict:
+    def run(self, params: Any, data: dict | None = None) -> dict:
         """`data` (the same fields, any length) replaces the split for this pass, under the same program."""
         data = self.data if data is None else data
         num = len(data["label"])

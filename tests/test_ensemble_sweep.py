@@ -88,3 +88,21 @@ def test_the_clean_mistakes_of_the_source_decide_what_is_attacked(model):
     np.testing.assert_array_equal(out["broken_by"] == 0, expected)
     assert not (out["broken_by"] > 0).any()
     assert out["attempted"][1] == len(labels) - expected.sum()
+
+
+def test_a_transfer_judges_clean_mistakes_by_the_source_and_scores_the_target(model):
+    """Attacking one model and scoring another: what counts as broken clean is the attacked (source) model's
+    decision, and the logits returned are the scored model's on the source's worst cases."""
+    readout, data = model
+    source = Readout("rolled", lambda p, x: jnp.roll(readout.apply_fn(p, x), 1, axis=-1), readout.params, 3)
+    source_clean = np.asarray(source.apply_fn(source.params, data["image"]))
+    target_logits = lambda images: np.asarray(readout.apply_fn(readout.params, images))
+    spec = attacks.EnsembleSpec(num_classes=3, **SMALL)
+    out = EnsembleSweep(spec, source, data, batch_size=8, mesh=parallel.make_mesh(), source_clean_logits=source_clean,
+                        score_fn=target_logits).run(jax.random.PRNGKey(4), 2 / 255)
+    source_wrong = np.argmax(source_clean, -1) != data["label"]
+    target_wrong = np.argmax(target_logits(data["image"]), -1) != data["label"]
+    assert (source_wrong != target_wrong).any()  # the two models disagree on what is a clean mistake
+    np.testing.assert_array_equal(out["broken_by"] == 0, source_wrong)
+    robust = out["broken_by"] < 0
+    np.testing.assert_allclose(out["logits"][robust], target_logits(data["image"][robust]), atol=1e-5)  # untouched

@@ -120,7 +120,7 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path, capsys):
     assert "| ensemble | linf ε=2/255 | ensemble: 3 it., 1 targets, 5 queries" in table
     assert (tmp_path / "robustness.png").stat().st_size > 0 and (tmp_path / "risk_coverage.png").stat().st_size > 0
     progress = capsys.readouterr().out  # a line per setting, as each finishes
-    assert f"cfjax: attack D: ensemble linf ε=2/255: accuracy {ensemble[0]['accuracy']:.3f} (" in progress
+    assert f"cfjax: attack D: ensemble linf eps=2/255: accuracy {ensemble[0]['accuracy']:.3f} (" in progress
     assert progress.count("cfjax: attack D: ") == len(d["sweeps"]) + len(d["checks"]) - 1  # transfer: no line
 
 
@@ -129,7 +129,7 @@ def test_an_interrupted_attack_resumes_from_the_settings_it_finished(runs, tmp_p
     gan, gan_dir, _, _ = runs
     config = gan.copy_and_resolve_references()
     config.attack.models = ("D",)
-    passes = []  # evaluator passes over the split: the clean one, then one per distinct setting
+    passes = []  # evaluator passes: the clean one, one per PGD setting, one per ensemble member that runs + scoring
     original_run, original_save = evaluate.SplitEvaluator.run, SweepProgress.save
     monkeypatch.setattr(evaluate.SplitEvaluator, "run",
                         lambda self, *args, **kw: passes.append(1) or original_run(self, *args, **kw))

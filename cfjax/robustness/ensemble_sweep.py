@@ -2,16 +2,18 @@
 examples every earlier member (and the clean image) left unbroken, packed into full batches.
 
 Square's 5000 queries cost most of an ensemble, and after APGD-CE often only a fraction of the split is left
-to attack, so this does far less work than running every member on every batch (`attacks.autoattack`, which
-can only skip a batch once all of it is broken). Each member is its own jitted program over the split, traced
-once for every budget (epsilon is traced). A member's randomness is `attacks.member_key` of the sweep's key,
-as inside `autoattack`; random draws follow an example's place in its batch, so which examples are left
-changes them, as in the reference, where each attack runs on the remaining points only.
+to attack, so this does less work than running every member on every batch (`attacks.autoattack`, which can
+only skip a batch once all of it is broken); the last batch of what is left is padded to the compiled size.
+Each member is its own jitted program over the split, one trace shared by every budget (epsilon is traced).
+A member's randomness is `attacks.member_key` of the sweep's key, as inside `autoattack`; random draws
+follow an example's place in its batch, so which examples are left changes them, as in the reference,
+where each attack runs on the remaining points only.
 """
 
 import functools
 from collections.abc import Callable
 
+import jax
 import numpy as np
 from jax.sharding import Mesh
 
@@ -40,7 +42,7 @@ class EnsembleSweep:
             data, functools.partial(_member_batch, source_apply=source.apply_fn, spec=spec, name=name),
             batch_size=batch_size, mesh=mesh, fields=("image", "label")) for name in spec.valid_members()}
 
-    def run(self, key, epsilon: float) -> dict:
+    def run(self, key: jax.Array, epsilon: float) -> dict:
         """Per example: the target's logits on the worst case found, its L-inf distance, `broken_by` (an index
         into `attacks.member_names`, -1 if robust), and `attempted`: how many examples each name ran on."""
         images, labels = self.data["image"], self.data["label"]

@@ -76,7 +76,7 @@ def _scored(sweep: ModelSweep, setting: protocols.AttackSetting) -> dict:
     start = time.time()
     row = sweep.score(setting)
     if jax.process_index() == 0:
-        budget = f"ε={setting.epsilon * 255:g}/255" if setting.norm == "linf" else f"ε={setting.epsilon:g}"
+        budget = f"eps={setting.epsilon * 255:g}/255" if setting.norm == "linf" else f"eps={setting.epsilon:g}"
         print(f"cfjax: attack {sweep.target.name}: {setting.group} {setting.norm} {budget}: accuracy "
               f"{row['accuracy']:.3f} ({time.time() - start:.1f} s)", flush=True)
     return row

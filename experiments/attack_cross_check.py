@@ -32,10 +32,16 @@ TOLERANCE = 0.01  # robust accuracies must agree within 1 point
 PEER = os.path.join(REPO, "experiments", "benchmarks")
 
 
+# Settings that only say which flags to compute: flags are kept per budget and per Square seed, so a rerun
+# with more budgets or seeds reuses those already there.
+INDEXING_SETTINGS = ("epsilons", "square_seeds")
+
+
 class Progress:
     """Per-example robust flags {attack: {epsilon: flags}} kept in a JSON file after every attack, so an
-    interrupted cross-check (hours on real weights and a 2-core CPU) resumes where it stopped. A file made
-    for another model or other settings is started over, saying so. Used by both sides: json and os only."""
+    interrupted cross-check (hours on real weights and a 2-core CPU) resumes where it stopped, and more
+    budgets or Square seeds add to it. A file made for another model or other attack settings (images,
+    iterations, targets, queries) is started over, saying so. Used by both sides: json and os only."""
 
     def __init__(self, path: str, key: dict):
         self.path, self.key, self.robust = path, key, {}
@@ -44,7 +50,7 @@ class Progress:
                 saved = json.load(f)
         except (OSError, ValueError):
             return
-        if saved.get("key") == key:
+        if _measurement(saved.get("key")) == _measurement(key):
             self.robust = saved["robust"]
         else:
             print(f"{path}: made for another model or other settings; starting it over", flush=True)
@@ -61,6 +67,13 @@ class Progress:
             json.dump({"key": self.key, "robust": self.robust}, f)
         os.replace(partial, self.path)
         return flags
+
+
+def _measurement(key: dict | None) -> dict | None:
+    """What a saved flag means: the key without the settings that only index flags."""
+    if not isinstance(key, dict) or not isinstance(key.get("settings"), dict):
+        return None
+    return {**key, "settings": {k: v for k, v in key["settings"].items() if k not in INDEXING_SETTINGS}}
 
 
 def member_attacks(num_classes: int) -> list[str]:

@@ -60,6 +60,18 @@ def test_an_interrupted_cross_check_resumes_without_rerunning_finished_attacks(t
         assert {name: flags[str(2 / 255)] for name, flags in first_budget.items() if name != "ensemble"} == {
             name: flags[str(2 / 255)] for name, flags in saved.items()}  # kept, not recomputed
         assert all(len(resumed[name]) == 2 for name in ("apgd-ce", "fab-t", "square/seed0", "ensemble"))
+        # More budgets or Square seeds add to what is there: only the new ones run.
+        ran = []
+
+        def counted(apply_fn, spec, *args, **kwargs):
+            attack = made(apply_fn, spec, *args, **kwargs)
+            return lambda *a: ran.append((spec.members, round(float(a[-1]) * 255))) or attack(*a)
+
+        monkeypatch.setattr(attacks, "make_ensemble", counted)
+        more = script.cfjax_side(model, {**settings, "square_seeds": [0, 1], "epsilons": [8 / 255, 4 / 255]}, progress)
+        assert sorted(ran) == [((), 4), (("apgd-ce",), 4), (("fab-t",), 4), (("square",), 4), (("square",), 4),
+                               (("square",), 8)]  # 4/255 is new; at 8/255 only seed 1
+        assert more["apgd-ce"][str(8 / 255)] == resumed["apgd-ce"][str(8 / 255)] and len(more["square/seed1"]) == 2
         # Another model (or other settings) starts over instead of mixing in flags of different weights.
         monkeypatch.setattr(attacks, "make_ensemble", interrupted_after_three)
         calls.clear()

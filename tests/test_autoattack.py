@@ -129,6 +129,20 @@ def test_square_proposals_are_per_example_or_one_for_the_batch_as_autoattacks_po
     assert len({tuple(np.flatnonzero(w)) for w in np.abs(own).max(axis=-1) > 0}) > 1  # windows differ by example
 
 
+def test_square_windows_start_where_the_reference_draws_them():
+    """Every reference draws the corner with `randint(0, h - s)` (exclusive): windows cover rows 0 .. H - 2
+    only. Covering the last row too made cfjax's Square 1.7 points stronger than torchattacks' on a trained D."""
+    height, width = 8, 6
+    covered_rows, covered_columns = np.zeros(height, bool), np.zeros(width, bool)
+    for seed in range(200):
+        change = np.asarray(square_search.proposed_change(jax.random.PRNGKey(seed), 0.05, (1, height, width, 1), True))
+        window = change[0, :, :, 0] != 0
+        covered_rows |= window.any(axis=1)
+        covered_columns |= window.any(axis=0)
+    np.testing.assert_array_equal(covered_rows, np.arange(height) < height - 1)
+    np.testing.assert_array_equal(covered_columns, np.arange(width) < width - 1)
+
+
 def _poisoned(logits_fn):
     """The same logits, with a NaN gradient: an attack that differentiates them ends up with NaN images."""
 

@@ -43,8 +43,10 @@ def proposed_change(key: jax.Array, share, shape: tuple, shared: bool) -> jnp.nd
     side = jnp.round(jnp.sqrt(share * height * width))
     side = jnp.clip(side, 1, max(min(height, width) - 1, 1)).astype(jnp.int32)
     row_key, column_key, sign_key = jax.random.split(key, 3)
-    top = jax.random.randint(row_key, (drawn, 1, 1, 1), 0, height - side + 1)
-    left = jax.random.randint(column_key, (drawn, 1, 1, 1), 0, width - side + 1)
+    # The window's corner in [0, H - side), as every reference draws it (the Square paper's code, AutoAttack and
+    # torchattacks: `randint(0, h - s)`), so it never reaches the last row and column after the stripes.
+    top = jax.random.randint(row_key, (drawn, 1, 1, 1), 0, height - side)
+    left = jax.random.randint(column_key, (drawn, 1, 1, 1), 0, width - side)
     rows, columns = jnp.arange(height)[None, :, None, None], jnp.arange(width)[None, None, :, None]
     inside = (rows >= top) & (rows < top + side) & (columns >= left) & (columns < left + side)
     signs = jax.random.choice(sign_key, jnp.array([-1.0, 1.0]), (drawn, 1, 1, channels))

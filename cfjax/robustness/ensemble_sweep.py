@@ -61,6 +61,6 @@ class EnsembleSweep:
             adversarial[broke] = out["adversarial"][out["success"]]
             broken_by[broke] = index
             success[broke] = True
-        distance = np.abs(adversarial.reshape(len(labels), -1) - np.asarray(images).reshape(len(labels), -1)).max(1)
+        distance = np.asarray(attacks.distance(images, adversarial, "linf"))
         return {"logits": self.score_fn(adversarial), "distance": distance, "broken_by": broken_by,
                 "attempted": np.asarray(attempted)}

@@ -48,7 +48,7 @@ class ModelSweep:
         self.data, self.batch_size, self.mesh, self.key = data, batch_size, mesh, key
         self.adaptive_weight = adaptive_weight
         self.progress = progress or SweepProgress(None, {})
-        self._evaluators, self._done = {}, {}
+        self._evaluators, self._ensembles, self._done = {}, {}, {}
         self._scorer = self._evaluator(functools.partial(_clean_batch, apply_fn=target.apply_fn))
         self.clean = clean if clean is not None else self._scorer.run(target.params)
 
@@ -86,15 +86,15 @@ class ModelSweep:
 
     def _ensemble(self, spec: attacks.EnsembleSpec) -> EnsembleSweep:
         """One sweep per spec (epsilon is traced: every budget shares its programs)."""
-        if spec not in self._evaluators:
+        if spec not in self._ensembles:
             source_clean = self.clean if self.source is self.target else self._evaluator(
                 functools.partial(_clean_batch, apply_fn=self.source.apply_fn)).run(self.source.params)
-            self._evaluators[spec] = EnsembleSweep(
+            self._ensembles[spec] = EnsembleSweep(
                 spec, self.source, self.data, batch_size=self.batch_size, mesh=self.mesh,
                 source_clean_logits=source_clean["logits"],
                 score_fn=lambda images: self._scorer.run(self.target.params, data={
                     "image": images, "label": self.data["label"]})["logits"])
-        return self._evaluators[spec]
+        return self._ensembles[spec]
 
     def score(self, setting: AttackSetting) -> dict:
         out = self.outputs(setting)

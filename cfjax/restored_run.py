@@ -47,7 +47,7 @@ TILE_BATCH = 64
 class RestoredRun:
     """A restored run. `config`, `step`, `kind` (`config.model`: "gan", "robust_gan", "classifier", "segmenter") and
     `params` describe it; `offers` lists the methods it supports; `mask_rule` says how `mask()` binarises
-    when given no threshold."""
+    when given no threshold; `saliency_settings` holds the `config.saliency` values its maps depend on."""
 
     def __init__(self, run: LoadedRun, workdir: str, per_device_batch: int = PER_DEVICE_BATCH):
         if per_device_batch < 1:
@@ -56,6 +56,7 @@ class RestoredRun:
         self.tile_batch = TILE_BATCH
         self.config, self.step, self.kind, self.params = run.config, run.step, run.kind.name, run.params
         self.offers = run.kind.offers
+        self.saliency_settings = run.kind.saliency_methods().saliency_settings(run.config)
         self.workdir = workdir
         self._run = run
         self._mesh = run.mesh

@@ -54,7 +54,7 @@ def _stale_settings(output: str, command: list[str]) -> str | None:
     differ from those the command resolves (a default changed since, e.g. `saliency.views`), or None."""
     with open(output) as f:
         used = json.load(f).get("settings", {}).get("saliency")
-    if used is None:  # not an explanation, or one older than its settings record
+    if not used:  # not an explanation, one older than its settings record, or maps no setting changes
         return None
     printed = subprocess.run([sys.executable, "-m", "cfjax.main", *command, "--print_config"], cwd=REPO,
                              capture_output=True, text=True, check=False)

@@ -11,6 +11,7 @@ import pytest
 from conftest import shared_dataset
 from PIL import Image
 
+import cfjax
 from cfjax import train
 from cfjax.errors import CheckpointError, DataError
 from cfjax.explain.run import explain
@@ -167,6 +168,10 @@ def test_explain_scores_the_baselines_identically(tmp_path, baseline, methods):
     trained = train.train_and_evaluate(config, str(tmp_path / "run"))
     results = explain(config, str(tmp_path / "run"))
     assert set(results["methods"]) == methods
+    # Their maps use no config.saliency field, so none is recorded: a changed default makes no explanation
+    # (experiments/harness.py) and no prediction (--mode=predict) of theirs stale.
+    assert results["settings"]["saliency"] == {}
+    assert cfjax.restore(str(tmp_path / "run")).saliency_settings == {}
     for method in results["methods"].values():
         assert set(method["thresholdings"]) == set(thresholds.THRESHOLDINGS)
         assert {"ods_f1", "ods_oracle_f1", "ois_f1"} <= set(method["tolerant"]) and "cliou" in method[

@@ -32,3 +32,12 @@ def test_an_explanation_made_with_other_saliency_settings_is_made_again(tmp_path
         assert today["settings"]["saliency"]["views"] == "dihedral"
         with open(output) as f:
             assert json.load(f)["settings"]["saliency"]["views"] == "dihedral"
+
+
+def test_an_explanation_whose_maps_use_no_saliency_setting_is_never_stale(tmp_path):
+    """A classifier's or U-Net's explain.json records no saliency setting: nothing to compare, no re-run
+    (and no config to resolve: the check returns before it starts a process)."""
+    output = tmp_path / "explain.json"
+    output.write_text(json.dumps({"settings": {"saliency": {}}}))
+    with experiment_script("harness") as harness:
+        assert harness._stale_settings(str(output), ["--config=does/not/exist.py"]) is None

@@ -89,7 +89,7 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
                  "evaluated_on": target_config.data.name if folder is None else source,
                  "cross_source": eval_data is not None},
         "settings": {"fixed_fraction": config.explain.fixed_fraction, "top_k_percent": 100 * top_k_fraction,
-                     "saliency": config.saliency.to_dict(), "ig_steps": config.explain.ig_steps,
+                     "saliency": methods.saliency_settings(config), "ig_steps": config.explain.ig_steps,
                      "tolerance": config.explain.tolerance, "centerline_tolerance": config.explain.centerline_tolerance,
                      "thin_nms": config.explain.thin_nms, "thin_reduce": config.explain.thin_reduce,
                      "tuned_on": "validation" if val_scores is not None else validation_note,

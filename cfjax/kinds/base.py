@@ -34,12 +34,19 @@ class SaliencyMethods:
     """`maps(params, images, labels)` returns ({name: (B, H, W) map in [0, 1]}, extras), with the names in
     `names`' order; the first is the run's own. Labels of -1 mean "unknown" (a folder of photos).
     `extras` holds "counterfactual_image" when `draws_counterfactual`. `toward_each_class(params, images,
-    labels)`, where the run has one, gives the counterfactual map toward every class (K > 2 figures)."""
+    labels)`, where the run has one, gives the counterfactual map toward every class (K > 2 figures).
+    `saliency_fields` names the `config.saliency` fields the maps depend on: an explanation or prediction
+    records only those, so a setting that changes none of a run's maps never makes it stale."""
 
     names: tuple
     maps: Callable
     draws_counterfactual: bool
     toward_each_class: Callable | None = None
+    saliency_fields: tuple = ()
+
+    def saliency_settings(self, config: ml_collections.ConfigDict) -> dict:
+        """The `config.saliency` values these maps are made with (what explain.json and predict record)."""
+        return {field: config.saliency[field] for field in self.saliency_fields}
 
 
 class RunKind(Protocol):

@@ -166,7 +166,8 @@ class GanKind:
 
         names = ("counterfactual", "d_grad_cam", "d_gradients", "d_integrated_gradients", "dark_pixels",
                  "local_contrast")
-        return SaliencyMethods(names, saliency_maps, draws_counterfactual=True, toward_each_class=toward_each_class)
+        return SaliencyMethods(names, saliency_maps, draws_counterfactual=True, toward_each_class=toward_each_class,
+                               saliency_fields=tuple(config.saliency))  # the map and both baselines use them all
 
     def readouts(self, params) -> list[Readout]:
         """D with its hybrid readout (argmax over the first K of its K+1 logits; p_fake as uncertainty) and

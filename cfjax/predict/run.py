@@ -56,7 +56,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
         storage.make_dirs(os.path.join(out_dir, sub))
     records, skipped, resumed, computed_s, computed = [], [], 0, 0.0, 0
     settings = {"step": run.step, "abstain_threshold": abstain["threshold"],
-                "mask_threshold": mask and mask["threshold"], "saliency": config.saliency.to_dict()}
+                "mask_threshold": mask and mask["threshold"], "saliency": run.saliency_settings}
     with tqdm(total=len(paths), desc="predict", unit="photo", disable=not progress) as bar:
         for relative in paths:
             key = photos.key(relative)

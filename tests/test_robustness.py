@@ -121,6 +121,7 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path, capsys):
     assert (tmp_path / "robustness.png").stat().st_size > 0 and (tmp_path / "risk_coverage.png").stat().st_size > 0
     progress = capsys.readouterr().out  # a line per setting, as each finishes
     assert f"cfjax: attack D: ensemble linf eps=2/255: accuracy {ensemble[0]['accuracy']:.3f} (" in progress
+    assert "cfjax: attack D: linf eps=" in progress and "linf linf" not in progress  # the group only when it says more
     assert progress.count("cfjax: attack D: ") == len(d["sweeps"]) + len(d["checks"]) - 1  # transfer: no line
 
 

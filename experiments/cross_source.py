@@ -28,14 +28,16 @@ REPO = harness.REPO
 SOURCES = ("crack_segmentation/sut", "crack_segmentation/crack500", "crack_segmentation/uav75")
 # model -> (config pattern, workdir pattern, the methods it contributes)
 MODELS = {
-    "gan": ("configs/cracks.py:{variant}", "{key}_s{seed}", ("counterfactual", "d_grad_cam", "dark_pixels")),
+    "gan": ("configs/cracks.py:{variant}", "{key}_s{seed}",
+            ("counterfactual", "d_grad_cam", "dark_pixels", "local_contrast")),
     "classifier": ("configs/baselines.py:classifier,{variant}", "{key}_classifier_s{seed}", ("classifier_grad_cam",)),
     "unet": ("configs/baselines.py:unet,{variant}", "{key}_unet_s{seed}", ("segmenter",)),
 }
 LABELS = {"counterfactual": "counterfactual mask", "d_grad_cam": "Grad-CAM on D",
           "classifier_grad_cam": "Grad-CAM on plain classifier", "dark_pixels": "dark pixels",
+          "local_contrast": "local contrast",
           "segmenter": "U-Net (same training set)"}
-BASELINES = ("d_grad_cam", "classifier_grad_cam", "dark_pixels")
+BASELINES = ("d_grad_cam", "classifier_grad_cam", "dark_pixels", "local_contrast")
 # column -> (caption, how to read it from one method's explain.json entry)
 METRICS = {
     "ods_f1": ("tolerant F1 ODS, d=2, τ from source validation", lambda m: m.get("tolerant", {}).get("ods_f1")),

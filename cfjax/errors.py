@@ -1,7 +1,7 @@
 """The errors cfjax reports to a user as one line, no traceback: each message names the field, file or
 folder at fault and what to do. Lowest module of the package, so any layer can raise them.
 
-The CLI (`cfjax.main.EXIT_CODES`) maps them to exit codes: usage errors (ConfigError, DataError: bad
+The CLI (`cfjax.cli.exit_codes`) maps them to exit codes: usage errors (ConfigError, DataError: bad
 flags, config or input data) exit with 2; faults of the machine or of saved files (StorageError,
 CheckpointError) exit with 3 (docs/reliability.md#exit-codes)."""
 

@@ -3,8 +3,9 @@
 Only parses flags and calls `train.train_and_evaluate(config, workdir)` (flax/examples style), or on a
 trained run, `explain.run.explain(config, workdir, ...)` (`--mode=explain`) or
 `robustness.run.attack(config, workdir, ...)` (`--mode=attack`) or `predict.run.predict(config, workdir,
-folder, ...)` (`--mode=predict`). Those read the run's saved config;
+folder, ...)` (`--mode=predict`), through `cli.modes`. Those read the run's saved config;
 a `--config` given with them sets only its evaluation sections (and where the data is on this machine).
+Exit codes and error lines: `cli.exit_codes`; device defaults and multi-process start: `cli.startup`.
 """
 
 import os
@@ -12,6 +13,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from cfjax.cli import exit_codes, modes, startup
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/cracks.py[:variant]; required to train. With --mode=explain|attack "
@@ -52,13 +55,6 @@ _TRANSFER_FROM = flags.DEFINE_string("transfer_from", None, "--mode=attack: anot
 _PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config (after overrides and, for "
                                    "--mode=explain|attack, merged into the run's saved one) and exit.")
 
-# Exit codes (docs/reliability.md#exit-codes); `exit_code` maps each error type to one, in this one place.
-NON_FINITE = 1  # training stopped on NaN/Inf values (the update was not applied)
-USAGE_ERROR = 2  # bad flags, config or input data: the command cannot work as typed
-FAULT = 3  # the machine or a saved file failed: a full disk, a read-only folder, a damaged checkpoint
-SIGNAL_BASE = 128  # stopped by signal N (Ctrl-C: 130, SIGTERM: 143): the shell's convention
-
-
 def parse_flags(argv: list[str]) -> list[str]:
     """absl parsing, with a one-line error (exit code 2) for bad config fields instead of a traceback."""
     try:
@@ -93,126 +89,9 @@ def _without_traceback(message: str) -> str:
     return f"{lines[0]} {lines[-1]}"
 
 
-def _fail(message: str, code: int = USAGE_ERROR) -> None:
+def _fail(message: str, code: int = exit_codes.USAGE_ERROR) -> None:
     print(f"cfjax: error: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
-
-
-def _is_fault(error: BaseException) -> bool:
-    """A CheckpointError is a usage error (this workdir cannot serve this command) unless it is a
-    `CheckpointFault` (a write failed, nothing reads back) or an OSError lies underneath it."""
-    from cfjax.errors import CheckpointError, CheckpointFault
-
-    if not isinstance(error, CheckpointError):
-        return isinstance(error, OSError)
-    return isinstance(error, CheckpointFault) or isinstance(error.__cause__, OSError)
-
-
-def exit_code(error: BaseException) -> int | None:
-    """The exit code of an error cfjax reports as one line; None for an unexpected error (a bug: its
-    traceback is shown)."""
-    from cfjax import interrupts
-    from cfjax.errors import CheckpointError, ConfigError, DataError
-
-    if isinstance(error, SystemExit | KeyboardInterrupt):
-        return None  # already reported (flag errors), or not cfjax's to report
-    train = sys.modules.get("cfjax.train")  # imported only once JAX may start
-    if isinstance(error, interrupts.Interrupted) or (train and isinstance(error, train.Preempted)):
-        return SIGNAL_BASE + error.signum
-    if train and isinstance(error, train.NonFiniteError):
-        return NON_FINITE
-    if _is_fault(error):
-        return FAULT
-    if isinstance(error, (ConfigError, CheckpointError, DataError)):
-        return USAGE_ERROR
-    return None
-
-
-def _message(error: BaseException) -> str:
-    """The line printed for `error` (after "cfjax: ")."""
-    from cfjax import interrupts
-
-    train = sys.modules.get("cfjax.train")
-    if train and isinstance(error, train.NonFiniteError):
-        return f"training stopped: {error}"
-    if train and isinstance(error, train.Preempted):
-        return str(error)
-    if isinstance(error, interrupts.Interrupted):
-        return (f"{error}: stopped before finishing; nothing was left half-written, and the same command "
-                "starts again (a training run resumes from its newest checkpoint)")
-    return f"error: {error}"
-
-
-def cpu_defaults(batch_size: int) -> None:
-    """Before JAX starts: one XLA device per CPU core (up to 8, dividing the batch), a persistent
-    compilation cache, unless the user set either, and freed host memory kept in the process
-    (`host_memory`). On a 2-core CPU two devices ran a GAN step ~1.4x faster than one; devices of a GPU
-    or TPU are unaffected."""
-    from cfjax import host_memory
-
-    host_memory.keep_freed_memory()
-    xla_flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in xla_flags:
-        cores = min(os.cpu_count() or 1, 8)
-        devices = max(d for d in range(1, cores + 1) if batch_size % d == 0)
-        os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={devices}".strip()
-    cache = os.path.join(os.path.expanduser("~"), ".cache", "cfjax", "jax_compilation_cache")
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
-
-
-def distributed_settings(environ=os.environ) -> dict | None:
-    """The arguments of `jax.distributed.initialize` from the flags, else the environment (the launcher
-    `cfjax.launch` sets JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID); None for a single-process
-    run. `--jax_distributed` alone gives {} (JAX detects a Cloud TPU, SLURM or Open MPI cluster itself)."""
-    def value(flag, name, kind):
-        if flag.value is not None:
-            return flag.value
-        text = environ.get(name)
-        if text in (None, ""):
-            return None
-        try:
-            return kind(text)
-        except ValueError:
-            _fail(f"${name}={text!r} is not a valid {kind.__name__}")
-
-    address = value(_COORDINATOR, "JAX_COORDINATOR_ADDRESS", str)
-    settings = {"coordinator_address": address, "num_processes": value(_NUM_PROCESSES, "JAX_NUM_PROCESSES", int),
-                "process_id": value(_PROCESS_ID, "JAX_PROCESS_ID", int)}
-    if address is None and not _DISTRIBUTED.value:
-        if settings["num_processes"] not in (None, 1) or settings["process_id"] not in (None, 0):
-            _fail("--num_processes/--process_id need --coordinator_address (or $JAX_COORDINATOR_ADDRESS) or "
-                  "--jax_distributed")
-        return None
-    if address is not None and None in (settings["num_processes"], settings["process_id"]) and not _DISTRIBUTED.value:
-        _fail("--coordinator_address needs --num_processes and --process_id (or $JAX_NUM_PROCESSES and "
-              "$JAX_PROCESS_ID), or --jax_distributed to detect them")
-    if settings["num_processes"] is not None and settings["process_id"] is not None \
-            and settings["process_id"] >= settings["num_processes"]:
-        _fail(f"--process_id={settings['process_id']} must be below --num_processes={settings['num_processes']}")
-    heartbeat = value(_HEARTBEAT, "CFJAX_HEARTBEAT_TIMEOUT_S", int)
-    if heartbeat is not None:
-        settings["heartbeat_timeout_seconds"] = heartbeat
-    return {name: v for name, v in settings.items() if v is not None}
-
-
-def initialize_distributed() -> None:
-    """`jax.distributed.initialize` for a multi-process run (nothing for a single process). On CPUs the
-    processes exchange collectives through gloo (TCP)."""
-    settings = distributed_settings()
-    if settings is None:
-        return
-    import jax
-
-    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
-        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # (the default since JAX 0.5; explicit)
-    jax.distributed.initialize(**settings)
-    from cfjax import interrupts, parallel
-
-    # initialize() starts JAX's preemption notifier, whose own SIGTERM handler would swallow the signal;
-    # cfjax's handlers take it back, and the processes agree on stop signals themselves (parallel.py).
-    interrupts.install()
-    interrupts.check()  # a signal that arrived while JAX connected
-    parallel.connect_collectives()
 
 
 def main(argv: list[str]) -> None:
@@ -222,10 +101,10 @@ def main(argv: list[str]) -> None:
     try:
         _main(argv)
     except BaseException as error:  # noqa: BLE001 (each known kind becomes one line and its exit code)
-        code = exit_code(error)
+        code = exit_codes.exit_code(error)
         if code is None:
             raise
-        print(f"cfjax: {_message(error)}", file=sys.stderr, flush=True)
+        print(f"cfjax: {exit_codes.message(error)}", file=sys.stderr, flush=True)
         sys.exit(code)
 
 
@@ -236,18 +115,20 @@ def _main(argv: list[str]) -> None:
         print(_CONFIG.value)  # nothing else: no JAX, no workdir
         return
     if _CONFIG.value is not None:
-        cpu_defaults(_CONFIG.value.batch_size)
+        startup.cpu_defaults(_CONFIG.value.batch_size)
     import jax  # after flag parsing and cpu_defaults, which must precede JAX's start
 
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # orbax and jax.distributed are chatty at INFO
-    initialize_distributed()
+    startup.initialize_distributed(startup.distributed_settings(
+        coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+        heartbeat_timeout_s=_HEARTBEAT.value, detect=_DISTRIBUTED.value))
     if _MODE.value == "train" or jax.process_count() == 1:
         _run()
     elif jax.process_index() == 0:
-        _sharing_outcome(_run)
+        modes.in_process_zero(_run)
     else:
-        _wait_for_process_zero()
+        modes.wait_for_process_zero(_MODE.value)
 
 
 def _run() -> None:
@@ -272,84 +153,14 @@ def _run() -> None:
     print(f"cfjax: config {config.name} on {devices} {jax.default_backend()} device(s); "
           f"workdir {workdir}", flush=True)
     if _MODE.value == "explain":
-        _explain(config, workdir)
+        modes.explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
+                      crack_value=_CRACK_VALUE.value, out_dir=_OUT.value, eval_data=_EVAL_DATA.value)
     elif _MODE.value == "attack":
-        _attack(config, workdir)
+        modes.attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value)
     elif _MODE.value == "predict":
-        _predict(config, workdir)
+        modes.predict(config, workdir, _FOLDER.value, out_dir=_OUT.value, abstain_threshold=_ABSTAIN_THRESHOLD.value)
     else:
         train.train_and_evaluate(config, workdir)
-
-
-def _sharing_outcome(run) -> None:
-    """Process 0 of a multi-process --mode=explain|attack|predict: it alone restores the run and computes, on
-    its own devices (no collective: nothing can wait on another process), writes each output file once,
-    and then tells the waiting processes its exit code and last line (docs/multihost.md)."""
-    from cfjax import parallel
-
-    try:
-        run()
-    except BaseException as error:  # noqa: BLE001 (re-raised: main() reports it here as usual)
-        code = exit_code(error)
-        if isinstance(error, SystemExit):
-            code, line = (error.code if isinstance(error.code, int) else 1), "error: process 0 stopped"
-        elif code is None:
-            code, line = 1, f"error: process 0 failed ({type(error).__name__}; its traceback is in its output)"
-        else:
-            line = _message(error)
-        parallel.share_outcome(code, line)
-        raise
-    parallel.share_outcome(0, "")
-
-
-def _wait_for_process_zero() -> None:
-    """Every process but 0 of a multi-process --mode=explain|attack|predict: wait for process 0, then end
-    as it ended (the same exit code and line)."""
-    import jax
-
-    from cfjax import parallel
-
-    print(f"cfjax: --mode={_MODE.value} runs in process 0 of {jax.process_count()}, on its own devices; "
-          f"process {jax.process_index()} waits for it", flush=True)
-    code, line = parallel.wait_for_outcome()
-    if code:
-        print(f"cfjax: {line}", file=sys.stderr, flush=True)
-        sys.exit(code)
-
-
-def _explain(config, workdir: str) -> None:
-    from cfjax.explain.run import explain
-
-    results = explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
-                      crack_value=_CRACK_VALUE.value, out_dir=_OUT.value, eval_data=_EVAL_DATA.value)
-    out = results["out_dir"]
-    with open(os.path.join(out, "explain.md")) as f:
-        print(f.read())
-    print(f"cfjax: wrote {os.path.join(out, 'explain.json')}, explain.md and figures in {out}", flush=True)
-
-
-def _attack(config, workdir: str) -> None:
-    from cfjax.robustness.run import attack
-
-    results = attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value)
-    with open(results["files"]["table"]) as f:
-        print(f.read())
-    print(f"cfjax: wrote {os.path.join(results['out_dir'], 'robustness.json')}, robustness.md and plots in "
-          f"{results['out_dir']}", flush=True)
-
-
-def _predict(config, workdir: str) -> None:
-    from cfjax.predict.run import predict
-
-    summary = predict(config, workdir, _FOLDER.value, out_dir=_OUT.value, abstain_threshold=_ABSTAIN_THRESHOLD.value)
-    counts, out = summary["counts"], summary["out_dir"]
-    abstain = summary["abstain"]
-    print(f"cfjax: {counts['predicted']} of {counts['photos_found']} photos predicted ({summary['resumed']} already "
-          f"done), {counts['skipped']} skipped, {counts['abstained']} abstained; abstain threshold "
-          f"{abstain['threshold']} ({abstain['rule']})", flush=True)
-    for skipped in summary["skipped"]:
-        print(f"cfjax: skipped {skipped['path']}: {skipped['reason']}", flush=True)
-    print(f"cfjax: wrote predictions.csv, predictions.jsonl, summary.json and report.html in {out}", flush=True)
 
 
 if __name__ == "__main__":
@@ -359,5 +170,5 @@ if __name__ == "__main__":
     try:
         app.run(main, flags_parser=parse_flags)
     except interrupts.Interrupted as stop:  # while the flags were parsed (main reports its own)
-        print(f"cfjax: {_message(stop)}", file=sys.stderr, flush=True)
-        sys.exit(SIGNAL_BASE + stop.signum)
+        print(f"cfjax: {exit_codes.message(stop)}", file=sys.stderr, flush=True)
+        sys.exit(exit_codes.SIGNAL_BASE + stop.signum)

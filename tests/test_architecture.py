@@ -25,7 +25,7 @@ LAYERS = (
     ("cfjax.kinds",),
     ("cfjax.train", "cfjax.saved_runs", "cfjax.config.resolve"),
     ("cfjax.restored_run", "cfjax.explain", "cfjax.robustness", "cfjax.predict"),
-    ("cfjax.main", "cfjax.launch"),
+    ("cfjax.main", "cfjax.cli", "cfjax.launch"),
 )
 
 

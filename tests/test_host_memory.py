@@ -39,11 +39,11 @@ def test_elsewhere_it_does_nothing(monkeypatch):
 
 
 def test_the_command_line_sets_it_before_jax_starts(monkeypatch):
-    """main.cpu_defaults (run before JAX's import) is where the CLI calls it."""
-    from cfjax import main
+    """cli.startup.cpu_defaults (run before JAX's import) is where the CLI calls it."""
+    from cfjax.cli import startup
 
     calls = []
     monkeypatch.setattr(host_memory, "keep_freed_memory", lambda: calls.append(True) or True)
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    main.cpu_defaults(16)
+    startup.cpu_defaults(16)
     assert calls == [True]

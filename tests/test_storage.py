@@ -13,7 +13,8 @@ import signal
 import numpy as np
 import pytest
 
-from cfjax import interrupts, main, storage, train, visualize
+from cfjax import interrupts, storage, train, visualize
+from cfjax.cli import exit_codes
 from cfjax.errors import CheckpointError, CheckpointFault, ConfigError, DataError, StorageError
 from cfjax.explain import report as explain_report
 from cfjax.robustness import report as robustness_report
@@ -177,15 +178,15 @@ def _write_failure() -> CheckpointError:
     (SystemExit(2), None),
 ])
 def test_each_error_type_has_one_exit_code(error, code):
-    assert main.exit_code(error) == code
+    assert exit_codes.exit_code(error) == code
 
 
 def test_the_exit_code_table_of_the_docs_matches_the_cli(repo_root):
     page = (repo_root / "docs" / "reliability.md").read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     documented = {int(cells[1].strip(" `")) for cells in (line.split("|") for line in page.splitlines())
                   if len(cells) > 2 and cells[1].strip(" `").isdigit()}
-    assert documented == {0, main.NON_FINITE, main.USAGE_ERROR, main.FAULT, main.SIGNAL_BASE + signal.SIGINT,
-                          main.SIGNAL_BASE + signal.SIGTERM}
+    assert documented == {0, exit_codes.NON_FINITE, exit_codes.USAGE_ERROR, exit_codes.FAULT,
+                          exit_codes.SIGNAL_BASE + signal.SIGINT, exit_codes.SIGNAL_BASE + signal.SIGTERM}
 
 
 def test_a_signal_outside_the_loop_raises_and_is_remembered(monkeypatch):
@@ -198,7 +199,7 @@ def test_a_signal_outside_the_loop_raises_and_is_remembered(monkeypatch):
         interrupts._handler(signal.SIGINT, None)
     with pytest.raises(interrupts.Interrupted) as caught:
         interrupts.check()  # as if a callback had swallowed the first one
-    assert caught.value.signum == signal.SIGINT and main.exit_code(caught.value) == 130
+    assert caught.value.signum == signal.SIGINT and exit_codes.exit_code(caught.value) == 130
     interrupts._received.clear()
     with interrupts.deferred() as received:
         interrupts._handler(signal.SIGTERM, None)  # recorded, not raised

@@ -33,7 +33,7 @@ def main() -> None:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={args.devices}".strip()
     else:
-        from cfjax.main import cpu_defaults
+        from cfjax.cli.startup import cpu_defaults
 
         cpu_defaults(args.batch)
 

@@ -47,6 +47,28 @@ def test_each_member_attacks_only_what_the_earlier_ones_left(model):
     np.testing.assert_array_equal(out["distance"][out["broken_by"] <= 0], 0.0)  # robust or clean-wrong: untouched
 
 
+def test_a_sweep_resumed_from_any_batch_finds_what_an_uninterrupted_one_finds(model, monkeypatch):
+    ensemble, key = sweep(model), jax.random.PRNGKey(4)
+    states = []
+    whole = ensemble.run(key, 4 / 255, save=lambda state: states.append(
+        {name: np.array(value, copy=True) for name, value in state.items()}))
+    assert len({int(state["member"]) for state in states}) >= 2  # batches of several members were saved
+    batches = []  # one saved state per batch: a resumed sweep runs only the batches after its state's
+    original = evaluate.SplitEvaluator.run
+    monkeypatch.setattr(evaluate.SplitEvaluator, "run",
+                        lambda self, *args, **kw: batches.append(1) or original(self, *args, **kw))
+    for done in (1, len(states) // 2, len(states)):
+        state = states[done - 1]
+        kept = {name: value.copy() for name, value in state.items()}
+        batches.clear()
+        resumed = ensemble.run(key, 4 / 255, state=state)
+        assert len(batches) == len(states) - done
+        for name, value in whole.items():
+            np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+        for name, value in kept.items():
+            np.testing.assert_array_equal(state[name], value)  # the state given is not changed
+
+
 def test_members_after_everything_is_broken_are_never_run(model, monkeypatch):
     passes = []
     original = evaluate.SplitEvaluator.run

@@ -13,7 +13,8 @@ import pytest
 from cfjax import attacks, evaluate, kinds, parallel, train
 from cfjax.errors import CheckpointError, ConfigError
 from cfjax.robustness import metrics, protocols
-from cfjax.robustness.progress import SweepProgress
+from cfjax.robustness.ensemble_sweep import EnsembleSweep
+from cfjax.robustness.progress import STAGE, SweepProgress
 from cfjax.robustness.run import attack
 
 
@@ -139,7 +140,7 @@ def test_an_interrupted_attack_resumes_from_the_settings_it_finished(runs, tmp_p
 
     def save_then_stop_at_the_fourth(self, *args):
         original_save(self, *args)
-        if len(os.listdir(self.folder)) == 4:
+        if len(os.listdir(self.folder)) == 4:  # (a finished setting's save removes its stage file)
             raise KeyboardInterrupt  # the session ends in the middle of the sweep
 
     monkeypatch.setattr(SweepProgress, "save", save_then_stop_at_the_fourth)
@@ -156,6 +157,39 @@ def test_an_interrupted_attack_resumes_from_the_settings_it_finished(runs, tmp_p
     assert json.loads((out / "robustness.json").read_text())["models"]["D"]["clean"] == whole["models"]["D"]["clean"]
 
 
+@pytest.mark.slow
+def test_an_ensemble_stopped_between_batches_resumes_from_its_last_batch(runs, tmp_path, monkeypatch):
+    """An ensemble setting saves its state after every batch: a rerun goes on from there (not from the
+    setting's start) and gives the table an uninterrupted run gives."""
+    gan, gan_dir, _, _ = runs
+    config = gan.copy_and_resolve_references()
+    config.attack.models = ("D",)
+    whole = attack(config, gan_dir, out_dir=str(tmp_path / "whole"))
+    original_save_stage, original_run = SweepProgress.save_stage, EnsembleSweep.run
+    saved = []
+
+    def save_then_stop_at_the_third(self, *args):
+        original_save_stage(self, *args)
+        saved.append({name: np.array(value) for name, value in args[-1].items()})
+        if len(saved) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(SweepProgress, "save_stage", save_then_stop_at_the_third)
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        attack(config, gan_dir, out_dir=str(out))
+    assert len(list((out / "partial").glob("*" + STAGE))) == 1 and not (out / "robustness.json").exists()
+    monkeypatch.setattr(SweepProgress, "save_stage", original_save_stage)
+    started_from = []
+    monkeypatch.setattr(EnsembleSweep, "run", lambda self, *args, **kw: started_from.append(kw["state"]) or
+                        original_run(self, *args, **kw))
+    resumed = attack(config, gan_dir, out_dir=str(out))
+    assert all(np.array_equal(started_from[0][name], value) for name, value in saved[-1].items())  # its last batch
+    assert all(state is None for state in started_from[1:])  # the settings after it start afresh
+    assert resumed["models"] == whole["models"]
+    assert not (out / "partial").exists()
+
+
 def test_saved_attack_outputs_are_read_back_only_for_the_same_run_and_setting(tmp_path):
     setting = protocols.check_settings(cracks.get_config("tiny").attack, has_detector=False)[0]
     run = {"config": "cracks_tiny", "step": 100, "seed": 0}
@@ -167,6 +201,14 @@ def test_saved_attack_outputs_are_read_back_only_for_the_same_run_and_setting(tm
     assert SweepProgress(str(tmp_path), run).load("D", "D", dataclasses.replace(setting, epsilon=1.0)) is None
     (next(tmp_path.glob("*.npz"))).write_bytes(b"truncated")  # a crash mid-write: read as not done
     assert SweepProgress(str(tmp_path), run).load("D", "D", setting) is None
+    # An unfinished setting's state: read back for the same setting only, gone once the setting is saved.
+    SweepProgress(str(tmp_path), run).save_stage("D", "D", setting, {"member": np.asarray(2)})
+    assert SweepProgress(str(tmp_path), run).load_stage("D", "D", setting)["member"] == 2
+    assert SweepProgress(str(tmp_path), {**run, "step": 200}).load_stage("D", "D", setting) is None
+    assert SweepProgress(str(tmp_path), run).load("D", "D", setting) is None  # a stage is not a finished setting
+    SweepProgress(str(tmp_path), run).save("D", "D", setting, {"logits": np.zeros((3, 2))})
+    assert SweepProgress(str(tmp_path), run).load_stage("D", "D", setting) is None
+    assert not list(tmp_path.glob("*" + STAGE))
     assert SweepProgress(None, run).load("D", "D", setting) is None
 
 

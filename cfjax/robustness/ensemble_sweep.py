@@ -7,7 +7,9 @@ only skip a batch once all of it is broken); the last batch of what is left is p
 Each member is its own jitted program over the split, one trace shared by every budget (epsilon is traced).
 A member's randomness is `attacks.member_key` of the sweep's key, as inside `autoattack`; random draws
 follow an example's place in its batch, so which examples are left changes them, as in the reference,
-where each attack runs on the remaining points only.
+where each attack runs on the remaining points only. The batches run one call at a time, and after each one
+the sweep's whole state can be saved (`save`): a rerun resumes from it (`state`) and finds exactly what an
+uninterrupted run finds, losing at most the batch in flight (one Square batch can take many minutes on a CPU).
 """
 
 import functools
@@ -34,7 +36,7 @@ class EnsembleSweep:
 
     def __init__(self, spec: attacks.EnsembleSpec, source: Readout, data: dict, *, batch_size: int, mesh: Mesh,
                  source_clean_logits: np.ndarray, score_fn: Callable[[np.ndarray], np.ndarray]):
-        self.spec, self.data, self.score_fn = spec, data, score_fn
+        self.spec, self.data, self.score_fn, self.batch_size = spec, data, score_fn, batch_size
         self.source_params = source.params
         self.clean_wrong = np.asarray(attacks.succeeded(
             source_clean_logits, data["label"], num_classes=spec.num_classes, targeted=False, joint=spec.joint))
@@ -42,25 +44,38 @@ class EnsembleSweep:
             data, functools.partial(_member_batch, source_apply=source.apply_fn, spec=spec, name=name),
             batch_size=batch_size, mesh=mesh, fields=("image", "label")) for name in spec.valid_members()}
 
-    def run(self, key: jax.Array, epsilon: float) -> dict:
+    def run(self, key: jax.Array, epsilon: float, *, state: dict | None = None,
+            save: Callable[[dict], None] | None = None) -> dict:
         """Per example: the target's logits on the worst case found, its L-inf distance, `broken_by` (an index
-        into `attacks.member_names`, -1 if robust), and `attempted`: how many examples each name ran on."""
+        into `attacks.member_names`, -1 if robust), and `attempted`: how many examples each name ran on.
+        `save(state)` is called after every batch; `state`, one of those, resumes the sweep where it was."""
         images, labels = self.data["image"], self.data["label"]
-        success = self.clean_wrong.copy()
-        adversarial = np.array(images, copy=True)
-        broken_by = np.where(success, 0, -1)
-        attempted = [len(labels)]  # the clean image: every example
+        if state is None:
+            success = self.clean_wrong.copy()
+            state = {"member": 1, "next": 0, "left": np.flatnonzero(~success), "success": success,
+                     "adversarial": np.array(images, copy=True), "broken_by": np.where(success, 0, -1),
+                     "attempted": np.asarray([len(labels), int((~success).sum())])}  # the clean image: every example
+        state = {name: np.array(value, copy=True) for name, value in state.items()}
         params = {"source": self.source_params, "key": key, "epsilon": np.float32(epsilon)}
-        for index, member in enumerate(self.members.values(), start=1):
-            left = np.flatnonzero(~success)
-            attempted.append(len(left))
-            if not len(left):
+        members = list(self.members.values())
+        while state["member"] <= len(members):
+            left, start = state["left"], int(state["next"])
+            if start < len(left):  # the next batch of what this member attacks
+                chunk = left[start:start + self.batch_size]
+                out = members[state["member"] - 1].run(params, data={"image": images[chunk], "label": labels[chunk]})
+                broke = chunk[out["success"]]
+                state["adversarial"][broke] = out["adversarial"][out["success"]]
+                state["broken_by"][broke] = state["member"]
+                state["success"][broke] = True
+                state["next"] = start + len(chunk)
+            else:  # this member is done: the next one attacks what is left now
+                state["member"] = state["member"] + 1
+                state["left"], state["next"] = np.flatnonzero(~state["success"]), 0
+                if state["member"] <= len(members):
+                    state["attempted"] = np.append(state["attempted"], len(state["left"]))
                 continue
-            out = member.run(params, data={"image": images[left], "label": labels[left]})
-            broke = left[out["success"]]
-            adversarial[broke] = out["adversarial"][out["success"]]
-            broken_by[broke] = index
-            success[broke] = True
-        distance = np.asarray(attacks.distance(images, adversarial, "linf"))
-        return {"logits": self.score_fn(adversarial), "distance": distance, "broken_by": broken_by,
-                "attempted": np.asarray(attempted)}
+            if save is not None:
+                save(state)
+        distance = np.asarray(attacks.distance(images, state["adversarial"], "linf"))
+        return {"logits": self.score_fn(state["adversarial"]), "distance": distance,
+                "broken_by": state["broken_by"], "attempted": state["attempted"]}

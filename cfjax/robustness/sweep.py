@@ -66,8 +66,11 @@ class ModelSweep:
                 self._done[identity] = saved
                 return saved
             spec = setting.spec(self.source.num_classes, self.adaptive_weight)
-            if isinstance(spec, attacks.EnsembleSpec):
-                self._done[identity] = self._ensemble(spec).run(self.key, setting.epsilon)
+            if isinstance(spec, attacks.EnsembleSpec):  # hours on a CPU: resumable batch by batch
+                where = (self.target.name, self.source.name, identity)
+                self._done[identity] = self._ensemble(spec).run(
+                    self.key, setting.epsilon, state=self.progress.load_stage(*where),
+                    save=lambda state: self.progress.save_stage(*where, state))
             else:
                 self._done[identity] = self._pgd(spec, setting)
             self.progress.save(self.target.name, self.source.name, identity, self._done[identity])

@@ -4,6 +4,7 @@ hand-computed cases, and the errors a user meets."""
 import dataclasses
 import json
 import os
+import re
 
 import baselines
 import cracks
@@ -158,7 +159,7 @@ def test_an_interrupted_attack_resumes_from_the_settings_it_finished(runs, tmp_p
 
 
 @pytest.mark.slow
-def test_an_ensemble_stopped_between_batches_resumes_from_its_last_batch(runs, tmp_path, monkeypatch):
+def test_an_ensemble_stopped_between_batches_resumes_from_its_last_batch(runs, tmp_path, monkeypatch, capsys):
     """An ensemble setting saves its state after every batch: a rerun goes on from there (not from the
     setting's start) and gives the table an uninterrupted run gives."""
     gan, gan_dir, _, _ = runs
@@ -183,11 +184,22 @@ def test_an_ensemble_stopped_between_batches_resumes_from_its_last_batch(runs, t
     started_from = []
     monkeypatch.setattr(EnsembleSweep, "run", lambda self, *args, **kw: started_from.append(kw["state"]) or
                         original_run(self, *args, **kw))
+    capsys.readouterr()
     resumed = attack(config, gan_dir, out_dir=str(out))
     assert all(np.array_equal(started_from[0][name], value) for name, value in saved[-1].items())  # its last batch
+    assert re.search(r"cfjax: attack D: \w+ linf eps=[\d.]+/255: resumes at [\w-]+: \d+ of the \d+ examples it "
+                     r"attacks done\n", capsys.readouterr().out)
     assert all(state is None for state in started_from[1:])  # the settings after it start afresh
     assert resumed["models"] == whole["models"]
     assert not (out / "partial").exists()
+
+
+def test_progress_lines_name_a_setting_by_its_group_only_where_that_says_more():
+    linf, l2 = protocols.AttackSetting("linf", "linf", 4 / 255, 1 / 255, 10), protocols.AttackSetting(
+        "l2", "l2", 0.5, 0.1, 10)
+    assert (linf.label(), l2.label()) == ("linf eps=4/255", "l2 eps=0.5")
+    assert dataclasses.replace(linf, group="ensemble").label() == "ensemble linf eps=4/255"
+    assert dataclasses.replace(linf, group="").label() == "linf eps=4/255"
 
 
 def test_saved_attack_outputs_are_read_back_only_for_the_same_run_and_setting(tmp_path):

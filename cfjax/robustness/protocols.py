@@ -45,6 +45,11 @@ class AttackSetting:
     def describe(self) -> dict:
         return dataclasses.asdict(self)
 
+    def label(self) -> str:
+        """How progress lines name it: "linf eps=4/255", "ensemble linf eps=2/255", "l2 eps=0.5"."""
+        budget = f"eps={self.epsilon * 255:g}/255" if self.norm == "linf" else f"eps={self.epsilon:g}"
+        return f"{self.norm} {budget}" if self.group in (self.norm, "") else f"{self.group} {self.norm} {budget}"
+
 
 def _madry(group: str, norm: str, epsilon: float, iterations: int, **fields) -> AttackSetting:
     return AttackSetting(group, norm, epsilon, 2.5 * epsilon / iterations, iterations, **fields)

@@ -76,9 +76,7 @@ def _scored(sweep: ModelSweep, setting: protocols.AttackSetting) -> dict:
     start = time.time()
     row = sweep.score(setting)
     if jax.process_index() == 0:
-        budget = f"eps={setting.epsilon * 255:g}/255" if setting.norm == "linf" else f"eps={setting.epsilon:g}"
-        what = setting.norm if setting.group == setting.norm else f"{setting.group} {setting.norm}"
-        print(f"cfjax: attack {sweep.target.name}: {what} {budget}: accuracy "
+        print(f"cfjax: attack {sweep.target.name}: {setting.label()}: accuracy "
               f"{row['accuracy']:.3f} ({time.time() - start:.1f} s)", flush=True)
     return row
 

@@ -68,9 +68,13 @@ class ModelSweep:
             spec = setting.spec(self.source.num_classes, self.adaptive_weight)
             if isinstance(spec, attacks.EnsembleSpec):  # hours on a CPU: resumable batch by batch
                 where = (self.target.name, self.source.name, identity)
+                stage = self.progress.load_stage(*where)
+                if stage is not None and jax.process_index() == 0:
+                    member = attacks.member_names(spec)[min(int(stage["member"]), len(spec.valid_members()))]
+                    print(f"cfjax: attack {self.target.name}: {setting.label()}: resumes at {member}: "
+                          f"{int(stage['next'])} of the {len(stage['left'])} examples it attacks done", flush=True)
                 self._done[identity] = self._ensemble(spec).run(
-                    self.key, setting.epsilon, state=self.progress.load_stage(*where),
-                    save=lambda state: self.progress.save_stage(*where, state))
+                    self.key, setting.epsilon, state=stage, save=lambda state: self.progress.save_stage(*where, state))
             else:
                 self._done[identity] = self._pgd(spec, setting)
             self.progress.save(self.target.name, self.source.name, identity, self._done[identity])

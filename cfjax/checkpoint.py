@@ -104,12 +104,14 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self._manager.all_steps())
 
-    def save(self, step: int, state: Any, config: ml_collections.ConfigDict, *, data_state: dict | None = None
-             ) -> None:
-        """Save the state, its config and the input pipeline's position asynchronously; `wait()` before
-        reading it back or exiting. A failed write (a full disk, a read-only folder) raises
-        CheckpointError and leaves the checkpoints already there as they were."""
+    def save(self, step: int, state: Any, config: ml_collections.ConfigDict, *, data_state: dict | None = None,
+             training_time_s: float | None = None) -> None:
+        """Save the state, its config, the input pipeline's position and the training time so far
+        asynchronously; `wait()` before reading it back or exiting. A failed write (a full disk, a read-only
+        folder) raises CheckpointError and leaves the checkpoints already there as they were."""
         payload = {"config": config.to_dict(), "cfjax_version": __version__}
+        if training_time_s is not None:
+            payload["training_time_s"] = training_time_s
         items = {"state": ocp.args.StandardSave(state), "metadata": ocp.args.JsonSave(payload)}
         if data_state is not None:
             items["data"] = ocp.args.JsonSave(data_state)
@@ -158,6 +160,15 @@ class Checkpointer:
 
     def _metadata(self, step: int) -> dict:
         return self._manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
+
+    def saved_training_time(self, step: int) -> float | None:
+        """The training time recorded with checkpoint `step` (see `train.TrainingClock`); None when it holds
+        none (saved by a cfjax before the record) or its metadata cannot be read."""
+        try:
+            value = self._metadata(step).get("training_time_s")
+        except Exception:  # noqa: BLE001 (unreadable metadata: the time is unknown, the state may still be fine)
+            return None
+        return float(value) if isinstance(value, int | float) else None
 
     def saved_config(self, step: int | None = None) -> dict:
         """The config stored beside a checkpoint (the newest by default)."""

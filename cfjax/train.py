@@ -1,5 +1,6 @@
 """`train_and_evaluate(config, workdir)`: the one training loop, called by the CLI, tests and notebooks."""
 
+import dataclasses
 import os
 import signal
 import time
@@ -89,28 +90,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         return _train_and_evaluate_locked(config, workdir, mesh, start_time)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingClock:
+    """The wall time spent training a run, summed over the processes that trained it: the time the earlier
+    ones had spent up to the checkpoint this one resumed from (saved with it), plus this process's. That is
+    what one uninterrupted run would take, give or take start-ups; `carried_s` is None (the total unknown)
+    when the checkpoint resumed from predates the record."""
+
+    started: float
+    carried_s: float | None = 0.0
+
+    def total_s(self) -> float | None:
+        return None if self.carried_s is None else self.carried_s + (time.time() - self.started)
+
+
 def _train_and_evaluate_locked(config, workdir, mesh, start_time) -> dict:
     """`train_and_evaluate` once this process is the workdir's one writer."""
     kind = kinds.make_kind(config, mesh)
     state = kind.init_state(jax.random.PRNGKey(config.seed))
     interrupts.check()
     checkpointer = checkpoint.Checkpointer(workdir, max_to_keep=config.keep_checkpoints)
+    clock = TrainingClock(start_time)
     try:
         if checkpointer.latest_step() is not None:
             state, damaged = checkpointer.restore_newest_readable(checkpoint.abstract_like(state), config)
             for note in damaged:
                 print(f"cfjax: warning: {note}", flush=True)
             print(f"cfjax: resuming from step {int(state.step)} in {checkpointer.directory}", flush=True)
+            clock = TrainingClock(start_time, checkpointer.saved_training_time(int(state.step)))
         interrupts.check()
         finished = _saved_results(workdir, int(state.step), config.num_steps)
         if finished is not None:
             print(f"cfjax: {workdir} already finished step {finished['step']}; results in "
                   f"{os.path.join(workdir, 'results.json')}", flush=True)
             return finished
-        results = _train(config, workdir, kind, state, checkpointer)
+        results = _train(config, workdir, kind, state, checkpointer, clock)
     finally:
         checkpointer.close()
-    results["wall_time_s"] = time.time() - start_time
+    results["wall_time_s"] = time.time() - start_time  # this process's
+    results["training_wall_time_s"] = clock.total_s()  # every process's, up to the checkpoints it resumed from
     if jax.process_index() == 0:
         storage.write_json_atomic(os.path.join(workdir, "results.json"), results)
     _report(workdir, checkpointer, results)
@@ -132,19 +150,20 @@ def _saved_results(workdir: str, step: int, num_steps: int) -> dict | None:
     return results if results.get("step") == step else None
 
 
-def _train(config, workdir, kind, state, checkpointer) -> dict:
+def _train(config, workdir, kind, state, checkpointer, clock: TrainingClock) -> dict:
     """Open the data, run the loop, and stop the input pipeline's threads however the loop ends."""
     data = {split: pipeline.evaluation_arrays(config, split) for split in ("validation", "test")}
     batches = pipeline.train_batches(pipeline.training_source(config), config, kind.mesh,
                                      with_masks=kind.needs_masks)
     try:
         skipped = checkpointer.restore_position(int(state.step), batches) if int(state.step) > 0 else []
-        return _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipped)
+        return _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipped, clock)
     finally:
         batches.close()
 
 
-def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipped: list[int]) -> dict:
+def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipped: list[int],
+                clock: TrainingClock) -> dict:
     """The loop from the state's step to config.num_steps, then the final evaluation. `skipped` lists
     the batches passed over as non-finite (saved with the input position, so resuming stays exact)."""
     start_step = int(state.step)
@@ -213,7 +232,8 @@ def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipp
                 writer.scalars(step, evaluate.summarize(val, grid),
                                prefix="validation/")
             if step % config.checkpoint_every == 0 or step == config.num_steps or stop:
-                checkpointer.save(step, state, config, data_state=_position(batches, skipped))
+                checkpointer.save(step, state, config, data_state=_position(batches, skipped),
+                                  training_time_s=clock.total_s())
             if stop:
                 checkpointer.wait()
                 writer.close()
@@ -223,8 +243,8 @@ def _train_loop(config, workdir, kind, state, checkpointer, data, batches, skipp
                                 f"{checkpointer.directory}; run the same command to resume", stop)
     checkpointer.wait()
     if checkpointer.latest_step() != int(state.step):
-        checkpointer.save(int(state.step), state, config,
-                          data_state=_position(batches, skipped))
+        checkpointer.save(int(state.step), state, config, data_state=_position(batches, skipped),
+                          training_time_s=clock.total_s())
         checkpointer.wait()
 
     results = _final_evaluation(state, kind, config, writer)

@@ -60,7 +60,12 @@ def run_one(model: str, seed: int, runs_dir: str, train: bool, extra: list[str])
                                           "explain", train=train)
     if results is not None:
         with open(os.path.join(workdir, "results.json")) as f:
-            results["train_wall_time_s"] = json.load(f).get("wall_time_s")
+            trained = json.load(f)
+        # Summed over every process that trained it; a run resumed from a checkpoint older than that record
+        # knows only its last process's time, which is not the training's cost: none then.
+        resumed_unknown = "training_wall_time_s" in trained and trained["training_wall_time_s"] is None
+        results["train_wall_time_s"] = None if resumed_unknown else trained.get("training_wall_time_s",
+                                                                                   trained.get("wall_time_s"))
     return results
 
 

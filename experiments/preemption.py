@@ -19,7 +19,7 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TIMING_FIELDS = ("train/steps_per_sec", "wall_time_s")  # the only outputs allowed to differ
+TIMING_FIELDS = ("train/steps_per_sec", "wall_time_s", "training_wall_time_s")  # the only outputs allowed to differ
 
 
 def command(workdir: str, num_steps: int) -> list[str]:

@@ -67,6 +67,12 @@ def test_a_sweep_resumed_from_any_batch_finds_what_an_uninterrupted_one_finds(mo
             np.testing.assert_array_equal(resumed[name], value, err_msg=name)
         for name, value in kept.items():
             np.testing.assert_array_equal(state[name], value)  # the state given is not changed
+    assert states[0]["broken_images"].shape[0] == int((states[0]["broken_by"] > 0).sum())  # broken rows only
+    incomplete = {name: value for name, value in states[-1].items() if name != "broken_images"}
+    batches.clear()
+    again = ensemble.run(key, 4 / 255, state=incomplete)  # not a whole saved state: the sweep starts afresh
+    assert len(batches) == len(states)
+    np.testing.assert_array_equal(again["broken_by"], whole["broken_by"])
 
 
 def test_members_after_everything_is_broken_are_never_run(model, monkeypatch):

@@ -216,6 +216,11 @@ def test_saved_attack_outputs_are_read_back_only_for_the_same_run_and_setting(tm
     # An unfinished setting's state: read back for the same setting only, gone once the setting is saved.
     SweepProgress(str(tmp_path), run).save_stage("D", "D", setting, {"member": np.asarray(2)})
     assert SweepProgress(str(tmp_path), run).load_stage("D", "D", setting)["member"] == 2
+    stage = next(tmp_path.glob("*" + STAGE))
+    whole = stage.read_bytes()
+    stage.write_bytes(whole[: len(whole) // 2])  # damaged on disk (a zip cut short): read as no stage
+    assert SweepProgress(str(tmp_path), run).load_stage("D", "D", setting) is None
+    stage.write_bytes(whole)
     assert SweepProgress(str(tmp_path), {**run, "step": 200}).load_stage("D", "D", setting) is None
     assert SweepProgress(str(tmp_path), run).load("D", "D", setting) is None  # a stage is not a finished setting
     SweepProgress(str(tmp_path), run).save("D", "D", setting, {"logits": np.zeros((3, 2))})

@@ -144,3 +144,31 @@ def test_reading_finite_one_step_late_changes_nothing(tmp_path, tiny_config, mon
         states.append(state)
     assert skipped == [[2], [2]]
     chex.assert_trees_all_equal(*states)
+
+
+def test_training_wall_time_is_summed_over_the_processes_that_trained_the_run(tmp_path, tiny_config):
+    """results.json's `wall_time_s` is the last process's; `training_wall_time_s` adds what the earlier ones
+    spent up to the checkpoint it resumed from (saved with that checkpoint), so a run trained over several
+    sessions still reports what it cost."""
+    first_config = tiny_config.copy_and_resolve_references()
+    first_config.num_steps = 4
+    first = train.train_and_evaluate(first_config, str(tmp_path))
+    assert first["training_wall_time_s"] == pytest.approx(first["wall_time_s"], abs=0.5)  # one process: the same
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    carried = ckpt.saved_training_time(4)
+    ckpt.close()
+    assert 0 < carried <= first["training_wall_time_s"]
+    resumed = train.train_and_evaluate(tiny_config, str(tmp_path))  # on to tiny_config.num_steps = 6
+    assert resumed["step"] == 6
+    assert resumed["training_wall_time_s"] - resumed["wall_time_s"] == pytest.approx(carried, abs=0.5)
+
+
+def test_a_checkpoint_without_a_training_time_leaves_the_total_unknown(tmp_path, tiny_config):
+    ckpt = checkpoint.Checkpointer(str(tmp_path))
+    state = {"w": np.zeros(3, np.float32)}
+    ckpt.save(1, state, tiny_config)  # as a cfjax before the record saved it
+    ckpt.save(2, state, tiny_config, training_time_s=12.5)
+    ckpt.wait()
+    assert ckpt.saved_training_time(1) is None and ckpt.saved_training_time(2) == 12.5
+    ckpt.close()
+    assert train.TrainingClock(started=0.0, carried_s=None).total_s() is None

@@ -22,6 +22,11 @@ from jax.sharding import Mesh
 from cfjax import attacks, evaluate
 from cfjax.kinds import Readout
 
+# A saved state (`EnsembleSweep.run`'s `save`): the member running and how far through what it attacks
+# (`left`, `next`), every example's outcome so far, and the worst cases found by members.
+SAVED_FIELDS = frozenset({"member", "next", "left", "success", "broken_by", "attempted", "broken_rows",
+                          "broken_images"})
+
 
 def _member_batch(params, batch, *, source_apply, spec, name):
     success, adversarial = attacks.run_member(
@@ -48,34 +53,53 @@ class EnsembleSweep:
             save: Callable[[dict], None] | None = None) -> dict:
         """Per example: the target's logits on the worst case found, its L-inf distance, `broken_by` (an index
         into `attacks.member_names`, -1 if robust), and `attempted`: how many examples each name ran on.
-        `save(state)` is called after every batch; `state`, one of those, resumes the sweep where it was."""
+        `save(state)` is called after every batch with a new dict of arrays; `state`, one of those, resumes the
+        sweep where it was (one without every field of `SAVED_FIELDS`, e.g. from a damaged file: from the start)."""
         images, labels = self.data["image"], self.data["label"]
-        if state is None:
-            success = self.clean_wrong.copy()
-            state = {"member": 1, "next": 0, "left": np.flatnonzero(~success), "success": success,
-                     "adversarial": np.array(images, copy=True), "broken_by": np.where(success, 0, -1),
-                     "attempted": np.asarray([len(labels), int((~success).sum())])}  # the clean image: every example
-        state = {name: np.array(value, copy=True) for name, value in state.items()}
+        progress = self._unpacked(state) if state is not None and SAVED_FIELDS <= set(state) else self._fresh()
         params = {"source": self.source_params, "key": key, "epsilon": np.float32(epsilon)}
         members = list(self.members.values())
-        while state["member"] <= len(members):
-            left, start = state["left"], int(state["next"])
+        while progress["member"] <= len(members):
+            left, start = progress["left"], int(progress["next"])
             if start < len(left):  # the next batch of what this member attacks
                 chunk = left[start:start + self.batch_size]
-                out = members[state["member"] - 1].run(params, data={"image": images[chunk], "label": labels[chunk]})
+                out = members[progress["member"] - 1].run(params, data={"image": images[chunk],
+                                                                        "label": labels[chunk]})
                 broke = chunk[out["success"]]
-                state["adversarial"][broke] = out["adversarial"][out["success"]]
-                state["broken_by"][broke] = state["member"]
-                state["success"][broke] = True
-                state["next"] = start + len(chunk)
+                progress["adversarial"][broke] = out["adversarial"][out["success"]]
+                progress["broken_by"][broke] = progress["member"]
+                progress["success"][broke] = True
+                progress["next"] = start + len(chunk)
             else:  # this member is done: the next one attacks what is left now
-                state["member"] = state["member"] + 1
-                state["left"], state["next"] = np.flatnonzero(~state["success"]), 0
-                if state["member"] <= len(members):
-                    state["attempted"] = np.append(state["attempted"], len(state["left"]))
+                progress["member"] += 1
+                progress["left"], progress["next"] = np.flatnonzero(~progress["success"]), 0
+                if progress["member"] <= len(members):
+                    progress["attempted"] = np.append(progress["attempted"], len(progress["left"]))
                 continue
             if save is not None:
-                save(state)
-        distance = np.asarray(attacks.distance(images, state["adversarial"], "linf"))
-        return {"logits": self.score_fn(state["adversarial"]), "distance": distance,
-                "broken_by": state["broken_by"], "attempted": state["attempted"]}
+                save(self._packed(progress))
+        distance = np.asarray(attacks.distance(images, progress["adversarial"], "linf"))
+        return {"logits": self.score_fn(progress["adversarial"]), "distance": distance,
+                "broken_by": progress["broken_by"], "attempted": progress["attempted"]}
+
+    def _fresh(self) -> dict:
+        """The state before the first member: the clean image is the worst case, its mistakes already broken."""
+        success = self.clean_wrong.copy()
+        return {"member": 1, "next": 0, "left": np.flatnonzero(~success), "success": success,
+                "adversarial": np.array(self.data["image"], copy=True), "broken_by": np.where(success, 0, -1),
+                "attempted": np.asarray([len(success), int((~success).sum())])}  # the clean image: every example
+
+    @staticmethod
+    def _packed(progress: dict) -> dict:
+        """What is saved: the images of the examples a member broke only (the others are the clean images), so
+        a save after each batch stays small beside the split."""
+        rows = np.flatnonzero(progress["broken_by"] > 0)
+        saved = {name: np.array(progress[name], copy=True) for name in SAVED_FIELDS - {"broken_rows", "broken_images"}}
+        return {**saved, "broken_rows": rows, "broken_images": progress["adversarial"][rows]}
+
+    def _unpacked(self, state: dict) -> dict:
+        progress = {name: np.array(state[name], copy=True) for name in SAVED_FIELDS - {"broken_rows", "broken_images"}}
+        progress["member"], progress["next"] = int(progress["member"]), int(progress["next"])
+        progress["adversarial"] = np.array(self.data["image"], copy=True)
+        progress["adversarial"][state["broken_rows"]] = state["broken_images"]
+        return progress

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import shutil
+import zipfile
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class SweepProgress:
         try:
             with np.load(path) as saved:
                 return {name: saved[name] for name in saved.files}
-        except (OSError, ValueError, EOFError):
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):  # absent, or damaged (cut short, not .npz)
             return None
 
     def _write(self, path: str, arrays: dict) -> None:

@@ -61,11 +61,9 @@ def run_one(model: str, seed: int, runs_dir: str, train: bool, extra: list[str])
     if results is not None:
         with open(os.path.join(workdir, "results.json")) as f:
             trained = json.load(f)
-        # Summed over every process that trained it; a run resumed from a checkpoint older than that record
-        # knows only its last process's time, which is not the training's cost: none then.
-        resumed_unknown = "training_wall_time_s" in trained and trained["training_wall_time_s"] is None
-        results["train_wall_time_s"] = None if resumed_unknown else trained.get("training_wall_time_s",
-                                                                                   trained.get("wall_time_s"))
+        # Summed over every process that trained it (None: resumed from a checkpoint older than that record,
+        # whose last process's time is not the training's cost); runs from before the record: their one time.
+        results["train_wall_time_s"] = trained.get("training_wall_time_s", trained.get("wall_time_s"))
     return results
 
 

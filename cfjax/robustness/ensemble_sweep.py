@@ -56,7 +56,7 @@ class EnsembleSweep:
         `save(state)` is called after every batch with a new dict of arrays; `state`, one of those, resumes the
         sweep where it was (one without every field of `SAVED_FIELDS`, e.g. from a damaged file: from the start)."""
         images, labels = self.data["image"], self.data["label"]
-        progress = self._unpacked(state) if state is not None and SAVED_FIELDS <= set(state) else self._fresh()
+        progress = self._unpacked(state) if self.resume_point(state) is not None else self._fresh()
         params = {"source": self.source_params, "key": key, "epsilon": np.float32(epsilon)}
         members = list(self.members.values())
         while progress["member"] <= len(members):
@@ -81,6 +81,14 @@ class EnsembleSweep:
         distance = np.asarray(attacks.distance(images, progress["adversarial"], "linf"))
         return {"logits": self.score_fn(progress["adversarial"]), "distance": distance,
                 "broken_by": progress["broken_by"], "attempted": progress["attempted"]}
+
+    def resume_point(self, state: dict | None) -> str | None:
+        """Where `run(state=state)` goes on, e.g. "square: 64 of the 87 examples it attacks done"; None when it
+        starts from the beginning (no state, or one without every field of `SAVED_FIELDS`)."""
+        if state is None or not SAVED_FIELDS <= set(state):
+            return None
+        member = attacks.member_names(self.spec)[min(int(state["member"]), len(self.members))]
+        return f"{member}: {int(state['next'])} of the {len(state['left'])} examples it attacks done"
 
     def _fresh(self) -> dict:
         """The state before the first member: the clean image is the worst case, its mistakes already broken."""

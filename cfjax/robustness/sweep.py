@@ -19,7 +19,7 @@ from cfjax import attacks, evaluate
 from cfjax.kinds import Readout
 from cfjax.models import p_fake, predict_class
 from cfjax.robustness import metrics
-from cfjax.robustness.ensemble_sweep import SAVED_FIELDS, EnsembleSweep
+from cfjax.robustness.ensemble_sweep import EnsembleSweep
 from cfjax.robustness.progress import SweepProgress
 from cfjax.robustness.protocols import AttackSetting
 
@@ -68,14 +68,11 @@ class ModelSweep:
             spec = setting.spec(self.source.num_classes, self.adaptive_weight)
             if isinstance(spec, attacks.EnsembleSpec):  # hours on a CPU: resumable batch by batch
                 where = (self.target.name, self.source.name, identity)
-                stage = self.progress.load_stage(*where)
-                if stage is not None and not SAVED_FIELDS <= set(stage):
-                    stage = None  # not a state this cfjax saved: the setting starts again
-                if stage is not None and jax.process_index() == 0:
-                    member = attacks.member_names(spec)[min(int(stage["member"]), len(spec.valid_members()))]
-                    print(f"cfjax: attack {self.target.name}: {setting.label()}: resumes at {member}: "
-                          f"{int(stage['next'])} of the {len(stage['left'])} examples it attacks done", flush=True)
-                self._done[identity] = self._ensemble(spec).run(
+                stage, ensemble = self.progress.load_stage(*where), self._ensemble(spec)
+                resumes_at = ensemble.resume_point(stage)
+                if resumes_at is not None and jax.process_index() == 0:
+                    print(f"cfjax: attack {self.target.name}: {setting.label()}: resumes at {resumes_at}", flush=True)
+                self._done[identity] = ensemble.run(
                     self.key, setting.epsilon, state=stage, save=lambda state: self.progress.save_stage(*where, state))
             else:
                 self._done[identity] = self._pgd(spec, setting)

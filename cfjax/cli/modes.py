@@ -15,11 +15,8 @@ def explain(config: ml_collections.ConfigDict, workdir: str, **options) -> None:
     """`cfjax.explain.run.explain` with the CLI's options; prints the table and where it went."""
     from cfjax.explain.run import explain as run_explain
 
-    results = run_explain(config, workdir, **options)
-    out = results["out_dir"]
-    with open(os.path.join(out, "explain.md")) as f:
-        print(f.read())
-    print(f"cfjax: wrote {os.path.join(out, 'explain.json')}, explain.md and figures in {out}", flush=True)
+    out = run_explain(config, workdir, **options)["out_dir"]
+    _report(os.path.join(out, "explain.md"), f"{os.path.join(out, 'explain.json')}, explain.md and figures in {out}")
 
 
 def attack(config: ml_collections.ConfigDict, workdir: str, **options) -> None:
@@ -27,10 +24,15 @@ def attack(config: ml_collections.ConfigDict, workdir: str, **options) -> None:
     from cfjax.robustness.run import attack as run_attack
 
     results = run_attack(config, workdir, **options)
-    with open(results["files"]["table"]) as f:
+    out = results["out_dir"]
+    _report(results["files"]["table"], f"{os.path.join(out, 'robustness.json')}, robustness.md and plots in {out}")
+
+
+def _report(table: str, written: str) -> None:
+    """The mode's markdown table, then where its outputs went."""
+    with open(table) as f:
         print(f.read())
-    print(f"cfjax: wrote {os.path.join(results['out_dir'], 'robustness.json')}, robustness.md and plots in "
-          f"{results['out_dir']}", flush=True)
+    print(f"cfjax: wrote {written}", flush=True)
 
 
 def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, **options) -> None:

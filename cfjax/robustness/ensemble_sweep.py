@@ -23,9 +23,10 @@ from cfjax import attacks, evaluate
 from cfjax.kinds import Readout
 
 # A saved state (`EnsembleSweep.run`'s `save`): the member running and how far through what it attacks
-# (`left`, `next`), every example's outcome so far, and the worst cases found by members.
-SAVED_FIELDS = frozenset({"member", "next", "left", "success", "broken_by", "attempted", "broken_rows",
-                          "broken_images"})
+# (`left`, `next`) and every example's outcome so far, saved as they are, and the worst cases found by
+# members, saved as the broken rows' images only.
+_AS_THEY_ARE = frozenset({"member", "next", "left", "success", "broken_by", "attempted"})
+SAVED_FIELDS = _AS_THEY_ARE | {"broken_rows", "broken_images"}
 
 
 def _member_batch(params, batch, *, source_apply, spec, name):
@@ -102,11 +103,11 @@ class EnsembleSweep:
         """What is saved: the images of the examples a member broke only (the others are the clean images), so
         a save after each batch stays small beside the split."""
         rows = np.flatnonzero(progress["broken_by"] > 0)
-        saved = {name: np.array(progress[name], copy=True) for name in SAVED_FIELDS - {"broken_rows", "broken_images"}}
+        saved = {name: np.array(progress[name], copy=True) for name in _AS_THEY_ARE}
         return {**saved, "broken_rows": rows, "broken_images": progress["adversarial"][rows]}
 
     def _unpacked(self, state: dict) -> dict:
-        progress = {name: np.array(state[name], copy=True) for name in SAVED_FIELDS - {"broken_rows", "broken_images"}}
+        progress = {name: np.array(state[name], copy=True) for name in _AS_THEY_ARE}
         progress["member"], progress["next"] = int(progress["member"]), int(progress["next"])
         progress["adversarial"] = np.array(self.data["image"], copy=True)
         progress["adversarial"][state["broken_rows"]] = state["broken_images"]

@@ -52,15 +52,16 @@ def label(row: str) -> str:
     return f"{model}: {LABELS.get(method, method)}" if model else LABELS.get(method, method)
 
 
-def run_one(model: str, seed: int, runs_dir: str, train: bool, extra: list[str]) -> dict | None:
-    """Train (if asked and missing) and explain one run; its explain.json, or None if it is not trained."""
+def run_one(model: str, seed: int, runs_dir: str, train: bool, extra: list[str],
+            records: str | None = None) -> dict | None:
+    """Train (if asked and missing) and explain one run; its explain.json, or None if it is not trained
+    (read from its record in `records` where the run's folder is absent: harness.trained_and_analysed)."""
     config, pattern, _ = RUNS[model]
     workdir = os.path.join(runs_dir, pattern.format(seed=seed))
     results = harness.trained_and_analysed([f"--config={config}", f"--config.seed={seed}", *extra], workdir,
-                                          "explain", train=train)
+                                          "explain", train=train, records=records)
     if results is not None:
-        with open(os.path.join(workdir, "results.json")) as f:
-            trained = json.load(f)
+        trained = harness.training_results(workdir, records)
         # Summed over every process that trained it (None: resumed from a checkpoint older than that record,
         # whose last process's time is not the training's cost); runs from before the record: their one time.
         results["train_wall_time_s"] = trained.get("training_wall_time_s", trained.get("wall_time_s"))
@@ -117,7 +118,8 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     per_model = {}
     for model in RUNS:
-        results = [run_one(model, seed, args.runs, args.train, args.extra) for seed in seeds]
+        results = [run_one(model, seed, args.runs, args.train, args.extra, harness.records_in(args.out))
+                   for seed in seeds]
         per_model[model] = [r for r in results if r is not None]
         if not per_model[model]:
             del per_model[model]

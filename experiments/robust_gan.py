@@ -56,27 +56,31 @@ def _num_steps(args: list[str]) -> int:
     return int(found.group(1))
 
 
-def fruit_robustness(seeds: list[int], runs_dir: str, train: bool, extra: list[str]) -> tuple[dict, dict]:
+def fruit_robustness(seeds: list[int], runs_dir: str, train: bool, extra: list[str],
+                     records: str | None) -> tuple[dict, dict]:
     """(a) {label: [robustness results, one per seed]} of FRUIT_MODELS, and the attack settings."""
-    per_model, settings = robustness_table.attack_runs(seeds, runs_dir, train, extra)
+    per_model, settings = robustness_table.attack_runs(seeds, runs_dir, train, extra, records)
     return {label: per_model[name] for name, label in FRUIT_MODELS.items() if name in per_model}, settings
 
 
-def crack_masks(seeds: list[int], runs_dir: str, train: bool, extra: list[str]) -> tuple[dict, str]:
+def crack_masks(seeds: list[int], runs_dir: str, train: bool, extra: list[str],
+                records: str | None) -> tuple[dict, str]:
     """(b) crack_iou_table's rows and markdown table for its plain GAN, robust GAN and U-Net runs."""
     per_model = {}
     for run in CRACK_RUNS:
-        results = [crack_iou_table.run_one(run, seed, runs_dir, train, extra) for seed in seeds]
+        results = [crack_iou_table.run_one(run, seed, runs_dir, train, extra, records) for seed in seeds]
         if any(r is not None for r in results):
             per_model[run] = [r for r in results if r is not None]
     return crack_iou_table.tabulate(per_model) if per_model else ({}, "")
 
 
-def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list[str]) -> tuple[dict, dict, dict]:
+def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list[str],
+             records: str | None) -> tuple[dict, dict, dict]:
     """(c) {setting: [D's robustness results]} for the plain fruit GAN of seed 0 (the default setting is
     robustness_table's own run of seed 0, attacked as that script attacks it; the others attack D only),
     the flags of each setting, and the attack settings."""
-    per_model, settings = robustness_table.attack_runs([0], runs_dir, train, extra)
+    per_model, settings = robustness_table.attack_runs([0], runs_dir, train, extra, records,
+                                                       only=("classifier", "gan"))
     grid = {"default (plain GAN)": per_model["D"]} if "D" in per_model else {}
     base = [f"--config={robustness_table.RUNS['gan'][0]}", "--config.seed=0"]
     flags_used = {"default (plain GAN)": []}
@@ -87,7 +91,8 @@ def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list
         results = harness.trained_and_analysed([*base, *extra, *flags],  # the setting wins over `extra`
                                               os.path.join(runs_dir, f"fruits_ablation_{name}_s0"), "attack",
                                               train=train, mode_args=("--config.attack.models=('D',)",
-                                                                      *robustness_table.ATTACK_ARGS))
+                                                                      *robustness_table.ATTACK_ARGS),
+                                              records=records)
         if results is not None:
             grid[name] = [results["models"]["D"]]
             settings = settings or results["settings"]
@@ -160,13 +165,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run (after --)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    fruit, settings = fruit_robustness(seeds, args.runs, args.train, args.extra)
-    crack_rows, crack_table = crack_masks(seeds, args.runs, args.train, args.extra)
+    records = harness.records_in(args.out)
+    fruit, settings = fruit_robustness(seeds, args.runs, args.train, args.extra, records)
+    crack_rows, crack_table = crack_masks(seeds, args.runs, args.train, args.extra, records)
     wanted = [name for name in args.ablation.split(",") if name]
     unknown = [name for name in wanted if name not in ABLATION]
     if unknown:
         parser.error(f"--ablation: unknown setting {unknown[0]!r}; choose from {tuple(ABLATION)}")
-    grid, grid_flags, grid_settings = ablation(wanted, args.runs, args.train, args.extra) if wanted else ({}, {}, {})
+    grid, grid_flags, grid_settings = (ablation(wanted, args.runs, args.train, args.extra, records) if wanted
+                                       else ({}, {}, {}))
     if not fruit and not crack_rows and not grid:
         raise SystemExit("no finished runs to tabulate; pass --train")
     sections = [f"# The robust counterfactual GAN (seeds {args.seeds}, mean ± std over seeds)", "",

@@ -39,18 +39,22 @@ ATTACK_ARGS = ("--config.attack.ensemble_epsilons_255=" + repr(EPSILONS_255).rep
 ATTACKED = {"robust_gan": "robust_D", "detector_gan": "detector_D"}
 
 
-def attack_runs(seeds: list[int], runs_dir: str, train: bool, extra: list[str]) -> tuple[dict, dict]:
-    """{model name: [robustness results of that model, one per seed]}, and the attack settings used."""
+def attack_runs(seeds: list[int], runs_dir: str, train: bool, extra: list[str], records: str | None = None,
+                only: tuple[str, ...] = tuple(RUNS)) -> tuple[dict, dict]:
+    """{model name: [robustness results of that model, one per seed]}, and the attack settings used, for the
+    runs named in `only` (read from their records in `records` where a run's folder is absent)."""
     per_model, settings = {}, {}
     for seed in seeds:
-        for run, (config, pattern) in RUNS.items():
+        for run in only:
+            config, pattern = RUNS[run]
             source = os.path.join(runs_dir, RUNS["classifier"][1].format(seed=seed))
-            finished = os.path.exists(os.path.join(source, "results.json"))  # (trained just before, with --train)
+            finished = harness.training_results(source, records) is not None  # (trained just before, with --train)
             transfer = (f"--transfer_from={source}",) if run == "gan" and finished else ()
             models = (f"--config.attack.models=('{ATTACKED[run]}',)",) if run in ATTACKED else ()
             results = harness.trained_and_analysed([f"--config={config}", f"--config.seed={seed}", *extra],
                                                   os.path.join(runs_dir, pattern.format(seed=seed)), "attack",
-                                                  train=train, mode_args=(*transfer, *ATTACK_ARGS, *models))
+                                                  train=train, mode_args=(*transfer, *ATTACK_ARGS, *models),
+                                                  records=records)
             for name, model in (results or {}).get("models", {}).items():
                 per_model.setdefault(name, []).append(model)
                 settings = settings or results["settings"]
@@ -139,11 +143,17 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--runs", default=os.path.join(harness.REPO, "runs"), help="where the run folders are (or go)")
     parser.add_argument("--train", action="store_true", help="train runs that are missing")
+    parser.add_argument("--only", default=",".join(RUNS), help=f"some of the runs {tuple(RUNS)}, comma-separated "
+                        "(the table then has only their models)")
     parser.add_argument("--out", default=os.path.join(harness.REPO, "experiments", "results"))
     parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    per_model, settings = attack_runs(seeds, args.runs, args.train, args.extra)
+    only = tuple(args.only.split(","))
+    unknown = [run for run in only if run not in RUNS]
+    if unknown:
+        parser.error(f"--only: unknown run {unknown[0]!r}; choose from {tuple(RUNS)}")
+    per_model, settings = attack_runs(seeds, args.runs, args.train, args.extra, harness.records_in(args.out), only)
     if not per_model:
         raise SystemExit("no finished runs to tabulate; pass --train")
     table = tables(per_model, settings)

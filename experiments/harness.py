@@ -1,12 +1,13 @@
 """What the experiment scripts share: running the plain cfjax command line, and mean ± std over seeds."""
 
-import glob
 import json
 import os
 import subprocess
 import sys
 
 import numpy as np
+import run_records
+import yaml
 
 from cfjax.config.upgrade import recorded_value
 
@@ -31,16 +32,19 @@ def trained_and_analysed(args: list[str], workdir: str, mode: str, *, train: boo
     or None when the run is not trained and `train` is off. Each step is exactly the command a user types,
     so a table row is what that command gives.
 
-    With `records` (a folder in the repository), every finished analysis is also kept there with the run's
-    results.json and the command that made it, and a run whose folder is absent (another machine) is read
-    from its record when that was made by the same command and is not stale: long runs then add up over
-    machines that never held them all (docs/reproducing.md, "Run records")."""
+    With `records` (a folder in the repository), every finished analysis is also kept there (`run_records`),
+    and a run whose folder is absent (another machine) is read from its record while today's command would
+    make the same run and analysis."""
     args = [*args, f"--workdir={workdir}"]
     name = output or mode
     command = [*args, f"--mode={mode}", *mode_args]
+    # The analysis's config overrides resolve with the training flags; its other flags are compared as given.
+    overrides = [flag for flag in mode_args if flag.startswith("--config.")]
+    other_flags = [flag for flag in mode_args if not flag.startswith("--config.")]
     if not os.path.exists(os.path.join(workdir, "results.json")):
-        recorded = _usable_record(records, workdir, name, command, args)
-        if recorded is not None:
+        recorded = records and run_records.usable(records, workdir, name, resolved_config([*args, *overrides]),
+                                                   other_flags)
+        if recorded:
             return recorded["analysis"]
         if not train:
             print(f"skipping {workdir}: not trained (pass --train)")
@@ -56,8 +60,10 @@ def trained_and_analysed(args: list[str], workdir: str, mode: str, *, train: boo
         print(f"{mode} {' '.join(mode_args)} {workdir} ...", flush=True)
         cfjax(command, os.path.join(workdir, f"{mode}.log"))
     analysis = _read(output_path)
-    if records is not None:
-        _write_record(records, workdir, name, command, analysis)
+    if records:
+        config = run_records.analysis_config(_read(os.path.join(workdir, "config.json")),
+                                             resolved_config([*args, *overrides]))
+        run_records.write(records, workdir, name, config, other_flags, analysis)
     return analysis
 
 
@@ -71,47 +77,21 @@ def training_results(workdir: str, records: str | None = None) -> dict | None:
     path = os.path.join(workdir, "results.json")
     if os.path.exists(path):
         return _read(path)
-    found = sorted(glob.glob(os.path.join(_record_folder(records, workdir), "*.json"))) if records else []
-    return _read(found[0])["results"] if found else None
+    return run_records.training_results(records, workdir) if records else None
 
 
-def _record_folder(records: str, workdir: str) -> str:
-    return os.path.join(records, os.path.basename(os.path.normpath(workdir)))
+def resolved_config(args: list[str]) -> dict:
+    """The config these training flags resolve to (`--print_config`, which starts no JAX), as plain dicts."""
+    return yaml.unsafe_load(printed_config(args))  # ConfigDict prints YAML with !!python/tuple tags
 
 
-def _portable(command: list[str], workdir: str) -> list[str]:
-    """The command with the runs folder written as {runs}, so records compare across machines and folders
-    (`--transfer_from=` names another run in the same folder)."""
-    runs = os.path.dirname(os.path.abspath(workdir))
-    return [arg.replace(runs, "{runs}") for arg in command]
-
-
-def _write_record(records: str, workdir: str, name: str, command: list[str], analysis: dict) -> None:
-    record = {"command": _portable(command, workdir), "results": _read(os.path.join(workdir, "results.json")),
-              "analysis": analysis}
-    folder = _record_folder(records, workdir)
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{name}.json"), "w") as f:
-        json.dump(record, f, indent=1)
-
-
-def _usable_record(records: str | None, workdir: str, name: str, command: list[str],
-                   training: list[str]) -> dict | None:
-    """The record of this analysis when it was made by `command` and its settings are those `training` (the
-    run's training command) resolves today, else None (saying why a record that exists is not used)."""
-    path = os.path.join(_record_folder(records, workdir), f"{name}.json") if records else None
-    if path is None or not os.path.exists(path):
-        return None
-    record = _read(path)
-    if record["command"] != _portable(command, workdir):
-        print(f"{workdir}: its record {path} was made by another command: {' '.join(record['command'])}")
-        return None
-    stale = _stale_settings(record["analysis"], training)  # (`command` would need the run's checkpoint)
-    if stale:
-        print(f"{workdir}: its record {path} is stale: {stale}")
-        return None
-    print(f"{workdir} {name}: from its record {path}", flush=True)
-    return record
+def printed_config(command: list[str]) -> str:
+    """What `python -m cfjax.main COMMAND --print_config` prints: the config the command runs with."""
+    printed = subprocess.run([sys.executable, "-m", "cfjax.main", *command, "--print_config"], cwd=REPO,
+                             capture_output=True, text=True, check=False)
+    if printed.returncode:
+        raise SystemExit(f"cannot resolve the config of {' '.join(command)}: {printed.stderr.strip()[-500:]}")
+    return printed.stdout
 
 
 def _read(path: str) -> dict:
@@ -125,11 +105,7 @@ def _stale_settings(analysis: dict, command: list[str]) -> str | None:
     used = analysis.get("settings", {}).get("saliency")
     if not used:  # not an explanation, one older than its settings record, or maps no setting changes
         return None
-    printed = subprocess.run([sys.executable, "-m", "cfjax.main", *command, "--print_config"], cwd=REPO,
-                             capture_output=True, text=True, check=False)
-    if printed.returncode:
-        raise SystemExit(f"cannot resolve the config of {' '.join(command)}: {printed.stderr.strip()[-500:]}")
-    wanted = config_section(printed.stdout, "saliency")
+    wanted = config_section(printed_config(command), "saliency")
     changed = sorted(k for k in wanted if str(recorded_value(used, "saliency", k)) != wanted[k])
     return f"its saliency settings differ from today's in {', '.join(changed)}" if changed else None
 

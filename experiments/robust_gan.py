@@ -19,9 +19,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import subprocess
-import sys
 
 import crack_iou_table
 import harness
@@ -44,16 +41,6 @@ ABLATION = {
     "num_cycles_1": ["--config.loss.num_cycles=1"],
     "steps_x3": None,
 }
-
-
-def _num_steps(args: list[str]) -> int:
-    """num_steps of the config these cfjax flags resolve to (`--print_config` loads no JAX)."""
-    proc = subprocess.run([sys.executable, "-m", "cfjax.main", *args, "--print_config"], cwd=harness.REPO,
-                          capture_output=True, text=True, check=False)
-    found = re.search(r"^num_steps: (\d+)$", proc.stdout, re.MULTILINE)
-    if proc.returncode or not found:
-        raise SystemExit(f"cannot read num_steps of {' '.join(args)}: {proc.stderr.strip()[-500:]}")
-    return int(found.group(1))
 
 
 def fruit_robustness(seeds: list[int], runs_dir: str, train: bool, extra: list[str],
@@ -86,7 +73,7 @@ def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list
     flags_used = {"default (plain GAN)": []}
     for name in settings_wanted:
         flags = ABLATION[name] if ABLATION[name] is not None else [
-            f"--config.num_steps={3 * _num_steps([*base, *extra])}"]
+            f"--config.num_steps={3 * harness.resolved_config([*base, *extra])['num_steps']}"]
         flags_used[name] = flags
         results = harness.trained_and_analysed([*base, *extra, *flags],  # the setting wins over `extra`
                                               os.path.join(runs_dir, f"fruits_ablation_{name}_s0"), "attack",

@@ -41,64 +41,76 @@ def test_an_explanation_whose_maps_use_no_saliency_setting_is_never_stale():
         assert harness._stale_settings({"settings": {"saliency": {}}}, ["--config=does/not/exist.py"]) is None
 
 
-def _finished_run(workdir, analysis: dict, results: dict) -> None:
-    """A run folder as training and `--mode=explain` leave it (only the files the harness reads)."""
+def _finished_run(workdir, config_flags: list[str], analysis: dict, results: dict) -> None:
+    """A run folder as training and `--mode=explain` leave it (only the files the harness reads), its saved
+    config the one `config_flags` resolve to."""
     (workdir / "explain").mkdir(parents=True)
     (workdir / "results.json").write_text(json.dumps(results))
     (workdir / "explain" / "explain.json").write_text(json.dumps(analysis))
-
-
-def test_a_recorded_analysis_is_read_on_a_machine_without_the_run(tmp_path):
-    """The record keeps the analysis, results.json and the command with the runs folder made portable, so
-    another machine (another runs folder) tabulates the run without training it."""
-    analysis, results = {"methods": {"counterfactual": {"auroc": 0.9}}}, {"training_wall_time_s": 12.5}
-    _finished_run(tmp_path / "here" / "sut_s0", analysis, results)
-    records = str(tmp_path / "results" / "runs")
-    args = ["--config=configs/cracks.py:sut", "--config.seed=0"]
     with experiment_script("harness") as harness:
-        here = harness.trained_and_analysed(args, str(tmp_path / "here" / "sut_s0"), "explain", train=False,
+        (workdir / "config.json").write_text(json.dumps(harness.resolved_config(config_flags)))
+
+
+TINY = ["--config=configs/cracks.py:tiny", "--config.seed=0"]
+
+
+@pytest.mark.subprocess
+def test_a_recorded_analysis_is_read_on_a_machine_without_the_run(tmp_path):
+    """The record keeps the analysis, results.json and the config the analysis ran with, so another machine
+    (another runs folder) tabulates the run without training it, also from a command that resolves to the
+    same config by other flags."""
+    analysis, results = {"methods": {"counterfactual": {"auroc": 0.9}}}, {"training_wall_time_s": 12.5}
+    _finished_run(tmp_path / "here" / "tiny_s0", TINY, analysis, results)
+    records = str(tmp_path / "results" / "runs")
+    with experiment_script("harness") as harness:
+        here = harness.trained_and_analysed(TINY, str(tmp_path / "here" / "tiny_s0"), "explain", train=False,
                                             records=records)
         assert here == analysis
-        with open(os.path.join(records, "sut_s0", "explain.json")) as f:
+        with open(os.path.join(records, "tiny_s0", "explain.json")) as f:
             record = json.load(f)
-        assert record["command"] == [*args, "--workdir={runs}/sut_s0", "--mode=explain"]
-        elsewhere = str(tmp_path / "elsewhere" / "sut_s0")
-        assert harness.trained_and_analysed(args, elsewhere, "explain", train=False, records=records) == analysis
+        assert record["config"]["seed"] == 0 and record["results"] == results and record["flags"] == []
+        elsewhere = str(tmp_path / "elsewhere" / "tiny_s0")
+        same_run = [*TINY, "--config.log_every=7"]  # a field a resumed run may change too
+        assert harness.trained_and_analysed(same_run, elsewhere, "explain", train=False, records=records) == analysis
         assert harness.training_results(elsewhere, records) == results
         assert not os.path.exists(elsewhere)  # read, not trained
-        assert harness.trained_and_analysed(args, elsewhere, "explain", train=False) is None  # no records: not there
+        assert harness.trained_and_analysed(TINY, elsewhere, "explain", train=False) is None  # no records given
         assert harness.training_results(elsewhere) is None
 
 
-def test_a_record_made_by_another_command_is_not_used(tmp_path, capsys):
-    analysis = {"methods": {}}
-    _finished_run(tmp_path / "here" / "sut_s0", analysis, {})
-    records = str(tmp_path / "runs_records")
+@pytest.mark.subprocess
+def test_a_record_of_another_run_or_analysis_is_not_used(tmp_path, capsys):
+    _finished_run(tmp_path / "here" / "tiny_s0", TINY, {"methods": {}}, {})
+    records = str(tmp_path / "records")
+    elsewhere = str(tmp_path / "elsewhere" / "tiny_s0")
     with experiment_script("harness") as harness:
-        harness.trained_and_analysed(["--config.seed=0"], str(tmp_path / "here" / "sut_s0"), "explain",
-                                     train=False, records=records)
-        elsewhere = str(tmp_path / "elsewhere" / "sut_s0")
-        assert harness.trained_and_analysed(["--config.seed=1"], elsewhere, "explain", train=False,
-                                            records=records) is None
-        assert "was made by another command: --config.seed=0" in capsys.readouterr().out
-        # Another analysis of the same run (another output folder) has no record either.
-        assert harness.trained_and_analysed(["--config.seed=0"], elsewhere, "explain", train=False, records=records,
+        harness.trained_and_analysed(TINY, str(tmp_path / "here" / "tiny_s0"), "explain", train=False,
+                                     records=records)
+        capsys.readouterr()
+        another_seed = ["--config=configs/cracks.py:tiny", "--config.seed=1"]
+        assert harness.trained_and_analysed(another_seed, elsewhere, "explain", train=False, records=records) is None
+        assert "seed: checkpoint has 0, config has 1" in capsys.readouterr().out
+        other_views = [*TINY, "--config.saliency.views=identity"]  # the same run, another analysis
+        assert harness.trained_and_analysed(other_views, elsewhere, "explain", train=False, records=records) is None
+        assert "saliency.views: record has 'dihedral', command has 'identity'" in capsys.readouterr().out
+        transfer = ("--transfer_from=" + str(tmp_path / "elsewhere" / "classifier"),)
+        assert harness.trained_and_analysed(TINY, elsewhere, "explain", train=False, records=records,
+                                            mode_args=transfer) is None
+        assert "flags: record has ''" in capsys.readouterr().out
+        # Another analysis of the same run (another output folder) has no record.
+        assert harness.trained_and_analysed(TINY, elsewhere, "explain", train=False, records=records,
                                             output="explain_crack_segmentation_uav75") is None
 
 
 @pytest.mark.subprocess
-def test_a_record_made_with_other_saliency_settings_is_stale(tmp_path, capsys):
-    """The record's settings are compared with what the command resolves today, as a local analysis's are."""
-    args = ["--config=configs/cracks.py:tiny", "--config.seed=0"]
-    analysis = {"settings": {"saliency": {"views": "identity"}}, "methods": {}}
-    _finished_run(tmp_path / "here" / "tiny_s0", analysis, {})
+def test_flags_naming_runs_compare_across_runs_folders(tmp_path):
+    """`--transfer_from=` names a run beside this one: recorded as {runs}/..., it matches in any runs folder."""
+    _finished_run(tmp_path / "here" / "tiny_s0", TINY, {"methods": {}}, {})
     records = str(tmp_path / "records")
     with experiment_script("harness") as harness:
-        folder = os.path.join(records, "tiny_s0")
-        os.makedirs(folder)
-        with open(os.path.join(folder, "explain.json"), "w") as f:
-            json.dump({"command": [*args, "--workdir={runs}/tiny_s0", "--mode=explain"], "results": {},
-                       "analysis": analysis}, f)
-        elsewhere = str(tmp_path / "elsewhere" / "tiny_s0")
-        assert harness.trained_and_analysed(args, elsewhere, "explain", train=False, records=records) is None
-        assert "is stale: its saliency settings differ from today's in views" in capsys.readouterr().out
+        here = ("--transfer_from=" + str(tmp_path / "here" / "tiny_classifier_s0"),)
+        harness.trained_and_analysed(TINY, str(tmp_path / "here" / "tiny_s0"), "explain", train=False,
+                                     records=records, mode_args=here)
+        there = ("--transfer_from=" + str(tmp_path / "there" / "tiny_classifier_s0"),)
+        assert harness.trained_and_analysed(TINY, str(tmp_path / "there" / "tiny_s0"), "explain", train=False,
+                                            records=records, mode_args=there) == {"methods": {}}

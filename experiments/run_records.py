@@ -1,0 +1,87 @@
+"""Run records: each finished analysis of a table's run kept in the repository, with the run's results.json and
+the config the analysis ran with, so that a table over runs too long for one machine's session adds up over
+machines that never held them all (docs/reproducing.md, "Run records").
+
+A record is used in place of a run folder that is absent only while today's command would make the same run
+and the same analysis: no training field differs (after `upgrade_dict`, the resumable ones aside, as a resumed
+run is checked), no field of the evaluation sections differs, and the analysis's other flags are the same.
+"""
+
+import glob
+import json
+import os
+
+from cfjax.config.compare import EVALUATION_SECTIONS, config_differences, flatten_dict
+from cfjax.config.upgrade import upgrade_dict
+
+RUNS_FOLDER = "{runs}"  # how a record writes the folder its run was in, so flags naming runs compare anywhere
+
+
+def folder(records: str, workdir: str) -> str:
+    """A run's records: one file per analysis (OUTPUT.json) in records/RUN."""
+    return os.path.join(records, os.path.basename(os.path.normpath(workdir)))
+
+
+def portable(flags: list[str], workdir: str) -> list[str]:
+    """The flags with the run's folder written {runs} (`--transfer_from=` names a run beside it)."""
+    runs = os.path.dirname(os.path.abspath(workdir))
+    return [flag.replace(runs, RUNS_FOLDER) for flag in flags]
+
+
+def analysis_config(saved: dict, command_config: dict) -> dict:
+    """What an analysis runs with: the run's saved config with the command's evaluation sections (as
+    `--mode=explain|attack` merges them: `config.compare.with_evaluation_settings`)."""
+    merged = upgrade_dict(saved)
+    today = upgrade_dict(command_config)
+    merged.update({section: today[section] for section in EVALUATION_SECTIONS})
+    return merged
+
+
+def differences(recorded: dict, today: dict) -> list[str]:
+    """Why a record is not what `today` (a command's resolved config) makes: training fields as a resume
+    checks them, then every differing field of the evaluation sections."""
+    found = config_differences(recorded, today)
+    old, new = (flatten_dict({s: upgrade_dict(c)[s] for s in EVALUATION_SECTIONS}) for c in (recorded, today))
+    listed = lambda v: [listed(x) for x in v] if isinstance(v, (list, tuple)) else v  # JSON made tuples lists
+    for field in sorted(set(old) | set(new)):
+        before, after = listed(old.get(field, "<absent>")), listed(new.get(field, "<absent>"))
+        if before != after:
+            found.append(f"{field}: record has {before!r}, command has {after!r}")
+    return found
+
+
+def write(records: str, workdir: str, name: str, config: dict, flags: list[str], analysis: dict) -> None:
+    """Keep one analysis of the run in `workdir` (its output folder's name `name`) with its results.json."""
+    with open(os.path.join(workdir, "results.json")) as f:
+        results = json.load(f)
+    record = {"config": config, "flags": portable(flags, workdir), "results": results, "analysis": analysis}
+    os.makedirs(folder(records, workdir), exist_ok=True)
+    with open(os.path.join(folder(records, workdir), f"{name}.json"), "w") as f:
+        json.dump(record, f, indent=1)
+
+
+def usable(records: str, workdir: str, name: str, config: dict, flags: list[str]) -> dict | None:
+    """The record of this analysis when today's command (its resolved `config` and other `flags`) makes the
+    same run and analysis, else None, saying why a record that exists is not used."""
+    path = os.path.join(folder(records, workdir), f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    why = differences(record["config"], config)
+    if record["flags"] != portable(flags, workdir):
+        why.insert(0, f"flags: record has {' '.join(record['flags'])!r}")
+    if why:
+        print(f"{workdir}: its record {path} is not today's command's: {'; '.join(why[:5])}")
+        return None
+    print(f"{workdir} {name}: from its record {path}", flush=True)
+    return record
+
+
+def training_results(records: str, workdir: str) -> dict | None:
+    """The results.json kept in any record of the run, or None."""
+    found = sorted(glob.glob(os.path.join(folder(records, workdir), "*.json")))
+    if not found:
+        return None
+    with open(found[0]) as f:
+        return json.load(f)["results"]

@@ -69,16 +69,19 @@ def explained(model: str, train_set: str, target: str, seed: int, args) -> dict 
              f"--config.seed={seed}", *args.extra]
     # The run's own test split is what crack_iou_table.py's explain wrote; another source is --eval_data's.
     mode_args, output = ((), "explain") if target == train_set else ((f"--eval_data={target}",), out_dir_name(target))
-    results = harness.trained_and_analysed(flags, workdir, "explain", train=args.train, mode_args=mode_args,
-                                          output=output, records=harness.records_in(args.out))
+    def analysed():
+        return harness.trained_and_analysed(flags, workdir, "explain", train=args.train, mode_args=mode_args,
+                                            output=output, records=harness.records_in(args.out))
+
+    results = analysed()
     local = os.path.exists(os.path.join(workdir, "results.json"))  # else read from its record
     if results is not None and local and any("tolerant" not in entry for entry in results["methods"].values()):
-        # An explanation written before cfjax counted the tolerant scores: the same command again adds them.
+        # An explanation written before cfjax counted the tolerant scores: the same command again adds them,
+        # and the harness then records the new one.
         print(f"explain {workdir} again: its {output}/explain.json predates the tolerant scores", flush=True)
         harness.cfjax([*flags, f"--workdir={workdir}", "--mode=explain", *mode_args],
                      os.path.join(workdir, "explain.log"))
-        with open(os.path.join(workdir, output, "explain.json")) as f:
-            results = json.load(f)
+        results = analysed()
     return results
 
 

@@ -1,6 +1,7 @@
 """experiments/cross_source.py end to end on tiny generated crack sources: a single-source run explained on
 its own test split, a pooled run explained on a source it never saw (--eval_data), the table and ratios,
-and finished runs reused; and the run folders it shares with crack_iou_table.py."""
+finished runs reused, and the same table from the run records alone; and the run folders it shares with
+crack_iou_table.py."""
 
 import json
 import os
@@ -97,4 +98,13 @@ def test_cross_source_script_trains_explains_and_tabulates(tmp_path):
     assert refreshed.returncode == 0, refreshed.stderr[-3000:]
     assert "explain.json predates the tolerant scores" in refreshed.stdout
     assert "tolerant" in json.loads(old.read_text())["methods"]["segmenter"]
+    assert json.loads((tmp_path / "results" / "cross_source.json").read_text())["rows"] == summary["rows"]
+
+    # On a machine without the run folders, the table comes from the records the runs left beside it.
+    records = tmp_path / "results" / "runs"
+    assert sorted(p.name for p in records.iterdir()) == sorted(p.name for p in runs.iterdir())
+    elsewhere = [arg.replace(f"--runs={runs}", f"--runs={tmp_path / 'elsewhere'}") for arg in command]
+    recorded = subprocess.run(elsewhere, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert recorded.returncode == 0, recorded.stderr[-3000:]
+    assert recorded.stdout.count(": from its record") == 6 and not (tmp_path / "elsewhere").exists()
     assert json.loads((tmp_path / "results" / "cross_source.json").read_text())["rows"] == summary["rows"]

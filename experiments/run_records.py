@@ -40,7 +40,7 @@ def analysis_config(saved: dict, command_config: dict) -> dict:
 def differences(recorded: dict, today: dict) -> list[str]:
     """Why a record is not what `today` (a command's resolved config) makes: training fields as a resume
     checks them, then every differing field of the evaluation sections."""
-    found = config_differences(recorded, today)
+    found = config_differences(recorded, today, saved_as="record", current_as="command")
     old, new = (flatten_dict({s: upgrade_dict(c)[s] for s in EVALUATION_SECTIONS}) for c in (recorded, today))
     listed = lambda v: [listed(x) for x in v] if isinstance(v, (list, tuple)) else v  # JSON made tuples lists
     for field in sorted(set(old) | set(new)):

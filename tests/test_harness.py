@@ -89,7 +89,7 @@ def test_a_record_of_another_run_or_analysis_is_not_used(tmp_path, capsys):
         capsys.readouterr()
         another_seed = ["--config=configs/cracks.py:tiny", "--config.seed=1"]
         assert harness.trained_and_analysed(another_seed, elsewhere, "explain", train=False, records=records) is None
-        assert "seed: checkpoint has 0, config has 1" in capsys.readouterr().out
+        assert "seed: record has 0, command has 1" in capsys.readouterr().out
         other_views = [*TINY, "--config.saliency.views=identity"]  # the same run, another analysis
         assert harness.trained_and_analysed(other_views, elsewhere, "explain", train=False, records=records) is None
         assert "saliency.views: record has 'dihedral', command has 'identity'" in capsys.readouterr().out

@@ -45,9 +45,10 @@ def _resumable(field: str, current: dict) -> bool:
     return field.split(".")[0] in RESUMABLE_FIELDS or field in RESUMABLE_FIELDS
 
 
-def config_differences(saved: dict, current: dict) -> list[str]:
+def config_differences(saved: dict, current: dict, *, saved_as: str = "checkpoint",
+                       current_as: str = "config") -> list[str]:
     """Fields (other than the resumable ones) whose values differ between a saved config and this one,
-    both upgraded to today's fields."""
+    both upgraded to today's fields; each line names the two sides as `saved_as` and `current_as`."""
     saved, current = upgrade_dict(saved), upgrade_dict(current)
     old = {k: _normalise(v) for k, v in flatten_dict(saved).items()}
     new = {k: _normalise(v) for k, v in flatten_dict(current).items()}
@@ -55,7 +56,7 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     for field in sorted(set(old) | set(new)):
         before, after = old.get(field, "<absent>"), new.get(field, "<absent>")
         if before != after and not _resumable(field, current):
-            diffs.append(f"{field}: checkpoint has {before!r}, config has {after!r}")
+            diffs.append(f"{field}: {saved_as} has {before!r}, {current_as} has {after!r}")
     return diffs
 
 

@@ -112,12 +112,13 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--runs", default=os.path.join(REPO, "runs"), help="where the run folders are (or go)")
     parser.add_argument("--train", action="store_true", help="train runs that are missing")
+    harness.add_only_flag(parser, RUNS)
     parser.add_argument("--out", default=os.path.join(REPO, "experiments", "results"))
     parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     per_model = {}
-    for model in RUNS:
+    for model in harness.only_runs(parser, args.only, RUNS):
         results = [run_one(model, seed, args.runs, args.train, args.extra, harness.records_in(args.out))
                    for seed in seeds]
         per_model[model] = [r for r in results if r is not None]

@@ -1,5 +1,6 @@
 """What the experiment scripts share: running the plain cfjax command line, and mean ± std over seeds."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -120,6 +121,21 @@ def config_section(printed: str, section: str) -> dict[str, str]:
             name, _, value = line.strip().partition(": ")  # a nested section's own line has no ": "
             fields[name] = value
     return fields
+
+
+def add_only_flag(parser: argparse.ArgumentParser, runs: dict) -> None:
+    """`--only=A,B`: a table script trains and tabulates some of its runs (a long table a piece at a time)."""
+    parser.add_argument("--only", default=",".join(runs),
+                        help=f"some of the runs {tuple(runs)}, comma-separated (the table then has only theirs)")
+
+
+def only_runs(parser: argparse.ArgumentParser, only: str, runs: dict) -> tuple[str, ...]:
+    """The runs `--only` names, in the order given; an unknown name is a usage error."""
+    chosen = tuple(only.split(","))
+    unknown = [run for run in chosen if run not in runs]
+    if unknown:
+        parser.error(f"--only: unknown run {unknown[0]!r}; choose from {tuple(runs)}")
+    return chosen
 
 
 def mean_std(values: list) -> tuple[float, float] | None:

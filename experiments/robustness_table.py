@@ -143,16 +143,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--runs", default=os.path.join(harness.REPO, "runs"), help="where the run folders are (or go)")
     parser.add_argument("--train", action="store_true", help="train runs that are missing")
-    parser.add_argument("--only", default=",".join(RUNS), help=f"some of the runs {tuple(RUNS)}, comma-separated "
-                        "(the table then has only their models)")
+    harness.add_only_flag(parser, RUNS)
     parser.add_argument("--out", default=os.path.join(harness.REPO, "experiments", "results"))
     parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
-    only = tuple(args.only.split(","))
-    unknown = [run for run in only if run not in RUNS]
-    if unknown:
-        parser.error(f"--only: unknown run {unknown[0]!r}; choose from {tuple(RUNS)}")
+    only = harness.only_runs(parser, args.only, RUNS)
     per_model, settings = attack_runs(seeds, args.runs, args.train, args.extra, harness.records_in(args.out), only)
     if not per_model:
         raise SystemExit("no finished runs to tabulate; pass --train")

@@ -114,3 +114,16 @@ def test_flags_naming_runs_compare_across_runs_folders(tmp_path):
         there = ("--transfer_from=" + str(tmp_path / "there" / "tiny_classifier_s0"),)
         assert harness.trained_and_analysed(TINY, str(tmp_path / "there" / "tiny_s0"), "explain", train=False,
                                             records=records, mode_args=there) == {"methods": {}}
+
+
+def test_only_names_some_runs_of_a_table_and_refuses_an_unknown_one(capsys):
+    import argparse
+    runs = {"gan": None, "unet": None, "classifier": None}
+    with experiment_script("harness") as harness:
+        parser = argparse.ArgumentParser(prog="table")
+        harness.add_only_flag(parser, runs)
+        assert harness.only_runs(parser, parser.parse_args([]).only, runs) == ("gan", "unet", "classifier")
+        assert harness.only_runs(parser, "unet,gan", runs) == ("unet", "gan")
+        with pytest.raises(SystemExit):
+            harness.only_runs(parser, "gan,robust", runs)
+        assert "--only: unknown run 'robust'; choose from ('gan', 'unet', 'classifier')" in capsys.readouterr().err

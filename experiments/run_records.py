@@ -11,6 +11,7 @@ import glob
 import json
 import os
 
+from cfjax import storage
 from cfjax.config.compare import EVALUATION_SECTIONS, config_differences, flatten_dict
 from cfjax.config.upgrade import upgrade_dict
 
@@ -56,8 +57,7 @@ def write(records: str, workdir: str, name: str, config: dict, flags: list[str],
         results = json.load(f)
     record = {"config": config, "flags": portable(flags, workdir), "results": results, "analysis": analysis}
     os.makedirs(folder(records, workdir), exist_ok=True)
-    with open(os.path.join(folder(records, workdir), f"{name}.json"), "w") as f:
-        json.dump(record, f, indent=1)
+    storage.write_json_atomic(os.path.join(folder(records, workdir), f"{name}.json"), record)  # never half a record
 
 
 def usable(records: str, workdir: str, name: str, config: dict, flags: list[str]) -> dict | None:

@@ -11,9 +11,10 @@ import glob
 import json
 import os
 
+import ml_collections
+
 from cfjax import storage
-from cfjax.config.compare import EVALUATION_SECTIONS, config_differences, flatten_dict
-from cfjax.config.upgrade import upgrade_dict
+from cfjax.config.compare import analysis_differences, with_evaluation_settings
 
 RUNS_FOLDER = "{runs}"  # how a record writes the folder its run was in, so flags naming runs compare anywhere
 
@@ -30,25 +31,10 @@ def portable(flags: list[str], workdir: str) -> list[str]:
 
 
 def analysis_config(saved: dict, command_config: dict) -> dict:
-    """What an analysis runs with: the run's saved config with the command's evaluation sections (as
-    `--mode=explain|attack` merges them: `config.compare.with_evaluation_settings`)."""
-    merged = upgrade_dict(saved)
-    today = upgrade_dict(command_config)
-    merged.update({section: today[section] for section in EVALUATION_SECTIONS})
-    return merged
-
-
-def differences(recorded: dict, today: dict) -> list[str]:
-    """Why a record is not what `today` (a command's resolved config) makes: training fields as a resume
-    checks them, then every differing field of the evaluation sections."""
-    found = config_differences(recorded, today, saved_as="record", current_as="command")
-    old, new = (flatten_dict({s: upgrade_dict(c)[s] for s in EVALUATION_SECTIONS}) for c in (recorded, today))
-    listed = lambda v: [listed(x) for x in v] if isinstance(v, (list, tuple)) else v  # JSON made tuples lists
-    for field in sorted(set(old) | set(new)):
-        before, after = listed(old.get(field, "<absent>")), listed(new.get(field, "<absent>"))
-        if before != after:
-            found.append(f"{field}: record has {before!r}, command has {after!r}")
-    return found
+    """What an analysis runs with: the run's saved config with the command's evaluation sections, merged as
+    `--mode=explain|attack` merges them."""
+    return with_evaluation_settings(ml_collections.ConfigDict(saved), ml_collections.ConfigDict(command_config)
+                                    ).to_dict()
 
 
 def write(records: str, workdir: str, name: str, config: dict, flags: list[str], analysis: dict) -> None:
@@ -68,7 +54,7 @@ def usable(records: str, workdir: str, name: str, config: dict, flags: list[str]
         return None
     with open(path) as f:
         record = json.load(f)
-    why = differences(record["config"], config)
+    why = analysis_differences(record["config"], config)
     if record["flags"] != portable(flags, workdir):
         why.insert(0, f"flags: record has {' '.join(record['flags'])!r}")
     if why:

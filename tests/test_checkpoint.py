@@ -77,6 +77,21 @@ def test_config_differences_ignore_tuple_vs_list_and_resumable_fields(tiny_confi
     ]
 
 
+def test_an_analysis_differs_in_its_evaluation_sections_too(tiny_config):
+    """A run record's check: what a resume may change still may (the same run), but not what the explanation
+    or attack ran with; JSON's lists still equal tuples."""
+    saved = tiny_config.to_dict()
+    current = tiny_config.copy_and_resolve_references()
+    current.discriminator.widths = list(current.discriminator.widths)
+    current.log_every = 7
+    assert compare.analysis_differences(saved, current.to_dict()) == []
+    current.eval.batch_size, current.seed = 4, tiny_config.seed + 1
+    assert compare.analysis_differences(saved, current.to_dict()) == [
+        f"eval.batch_size: record has {tiny_config.eval.batch_size}, command has 4",
+        f"seed: record has {tiny_config.seed}, command has {tiny_config.seed + 1}",
+    ]
+
+
 def test_num_steps_is_structural_under_a_decaying_schedule(tiny_config):
     saved = tiny_config.to_dict()
     current = tiny_config.copy_and_resolve_references()

@@ -49,13 +49,27 @@ def config_differences(saved: dict, current: dict, *, saved_as: str = "checkpoin
                        current_as: str = "config") -> list[str]:
     """Fields (other than the resumable ones) whose values differ between a saved config and this one,
     both upgraded to today's fields; each line names the two sides as `saved_as` and `current_as`."""
+    return _differences(saved, current, lambda field, upgraded: _resumable(field, upgraded), saved_as, current_as)
+
+
+def analysis_differences(saved: dict, current: dict, *, saved_as: str = "record",
+                         current_as: str = "command") -> list[str]:
+    """Fields whose values differ between the config an explanation or attack ran with and this one: the
+    training fields as `config_differences` compares them, and every field of the evaluation sections."""
+    def may_differ(field: str, upgraded: dict) -> bool:
+        return field.split(".")[0] not in EVALUATION_SECTIONS and _resumable(field, upgraded)
+
+    return _differences(saved, current, may_differ, saved_as, current_as)
+
+
+def _differences(saved: dict, current: dict, may_differ, saved_as: str, current_as: str) -> list[str]:
     saved, current = upgrade_dict(saved), upgrade_dict(current)
     old = {k: _normalise(v) for k, v in flatten_dict(saved).items()}
     new = {k: _normalise(v) for k, v in flatten_dict(current).items()}
     diffs = []
     for field in sorted(set(old) | set(new)):
         before, after = old.get(field, "<absent>"), new.get(field, "<absent>")
-        if before != after and not _resumable(field, current):
+        if before != after and not may_differ(field, current):
             diffs.append(f"{field}: {saved_as} has {before!r}, {current_as} has {after!r}")
     return diffs
 

@@ -103,7 +103,13 @@ np.savez(sys.argv[3] + "/one_device.npz", **outputs(cfjax.restore(sys.argv[3] + 
 
 
 @pytest.mark.subprocess
-def test_runs_move_between_one_and_two_devices_bit_identically(trained, tmp_path, repo_root):
+def _assert_same_up_to_rounding(actual, expected, name: str) -> None:
+    """Equal within float32 rounding (1e-6 on values in [0, 1]): bit-identical on the Intel machines this was
+    first measured on, while on an AMD EPYC XLA:CPU rounded 32 of 36864 counterfactual values 1 ulp apart."""
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6, err_msg=name)
+
+
+def test_runs_move_between_one_and_two_devices(trained, tmp_path, repo_root):
     """Trained on 2 devices, restored on 1 in a fresh process: the live model's bits. And back: trained
     on 1 device there, restored on 2 here: the bits the 1-device process computed."""
     config, workdir, state = trained
@@ -116,13 +122,13 @@ def test_runs_move_between_one_and_two_devices_bit_identically(trained, tmp_path
     restored = np.load(tmp_path / "restored.npz")
     assert int(restored["step"]) == config.num_steps
     for name, expected in live.items():
-        np.testing.assert_array_equal(restored[name], expected, err_msg=name)
+        _assert_same_up_to_rounding(restored[name], expected, name)
 
     one_device = np.load(tmp_path / "one_device.npz")
     back = cfjax.restore(str(tmp_path / "one_device_run"))
     assert back.step == 2 and "2 cpu device(s)" in repr(back)
     for name, expected in _analysis_outputs(back, images).items():
-        np.testing.assert_array_equal(expected, one_device[name], err_msg=name)
+        _assert_same_up_to_rounding(expected, one_device[name], name)
 
 
 def test_restore_here_matches_the_live_model_for_any_batch_size(trained):
@@ -134,10 +140,10 @@ def test_restore_here_matches_the_live_model_for_any_batch_size(trained):
     live = _live_outputs(config, state, images)
     whole = _analysis_outputs(run, images)
     for name in live:
-        np.testing.assert_array_equal(whole[name], live[name], err_msg=name)
-    # One image, an odd batch: the same chunk shape, the padding dropped, the same bits.
-    assert run.p_fake(images[3]) == live["p_fake"][3]
-    np.testing.assert_array_equal(run.saliency(images[:5]), live["saliency"][:5])
+        _assert_same_up_to_rounding(whole[name], live[name], name)
+    # One image, an odd batch: the same chunk shape, the padding dropped, the same values.
+    _assert_same_up_to_rounding(run.p_fake(images[3]), live["p_fake"][3], "p_fake")
+    _assert_same_up_to_rounding(run.saliency(images[:5]), live["saliency"][:5], "saliency")
     assert run._compiled("p_fake")._cache_size() == 1  # any batch size, one compile
     # G's EMA weights and D, restored alone: the optimizer states are not among the fields read.
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(run.params), (state.g_ema_params, state.d_params))

@@ -42,9 +42,9 @@ def trained_and_analysed(args: list[str], workdir: str, mode: str, *, train: boo
     # The analysis's config overrides resolve with the training flags; its other flags are compared as given.
     overrides = [flag for flag in mode_args if flag.startswith("--config.")]
     other_flags = [flag for flag in mode_args if not flag.startswith("--config.")]
+    command_config = resolved_config([*args, *overrides]) if records else None  # one --print_config per call
     if not os.path.exists(os.path.join(workdir, "results.json")):
-        recorded = records and run_records.usable(records, workdir, name, resolved_config([*args, *overrides]),
-                                                   other_flags)
+        recorded = records and run_records.usable(records, workdir, name, command_config, other_flags)
         if recorded:
             return recorded["analysis"]
         if not train:
@@ -62,8 +62,7 @@ def trained_and_analysed(args: list[str], workdir: str, mode: str, *, train: boo
         cfjax(command, os.path.join(workdir, f"{mode}.log"))
     analysis = _read(output_path)
     if records:
-        config = run_records.analysis_config(_read(os.path.join(workdir, "config.json")),
-                                             resolved_config([*args, *overrides]))
+        config = run_records.analysis_config(_read(os.path.join(workdir, "config.json")), command_config)
         run_records.write(records, workdir, name, config, other_flags, analysis)
     return analysis
 

@@ -13,7 +13,7 @@ import pytest
 
 from cfjax import attacks, evaluate, kinds, parallel, train
 from cfjax.errors import CheckpointError, ConfigError
-from cfjax.robustness import metrics, protocols
+from cfjax.robustness import metrics, protocols, sweep
 from cfjax.robustness.ensemble_sweep import EnsembleSweep
 from cfjax.robustness.progress import STAGE, SweepProgress
 from cfjax.robustness.run import attack
@@ -43,6 +43,28 @@ def test_risk_coverage_abstains_on_the_most_uncertain_first():
     assert curve["aurc"] == pytest.approx(np.mean([0.0, 0.5, 1 / 3, 0.5]))
     assert metrics.max_softmax_uncertainty(np.array([[0.0, 0.0], [10.0, -10.0]])) == pytest.approx([0.5, 0.0],
                                                                                                       abs=1e-6)
+
+
+def test_detection_scores_every_attacked_input_and_the_successful_attacks_alone():
+    """Four examples with K = 2 and a fake logit. Clean: 0, 1 right, 2 wrong, 3 right. The attack flips 0 (right to
+    wrong), leaves 1 right, leaves 3 exactly clean (as the ensemble returns an example it could not break), and 2
+    stays wrong. Only example 0 is a successful attack; the negatives are the clean inputs classified right."""
+    labels = np.array([1, 1, 1, 0])
+    clean = np.array([[0.0, 2.0, -3.0], [0.0, 2.0, -1.0], [2.0, 0.0, -2.0], [2.0, 0.0, 3.0]])
+    adversarial = np.array([[2.0, 0.0, 1.0], [0.0, 1.0, -4.0], [2.0, 0.0, -2.0], [2.0, 0.0, 3.0]])
+    row = sweep.scores(clean, adversarial, labels, num_classes=2, has_detector=True)
+    assert row["accuracy"] == 0.5 and row["num_successful"] == 1
+    p_fake = lambda z: 1 / (1 + np.exp(-(z[:, 2] - np.logaddexp(z[:, 0], z[:, 1]))))
+    fake_clean, fake_adversarial = p_fake(clean), p_fake(adversarial)
+    # the flipped example's p_fake (0.24) against the clean examples classified right: above 0 and 1, below 3
+    expected = np.mean([fake_adversarial[0] > fake_clean[i] for i in (0, 1, 3)])
+    assert row["auroc_p_fake_clean_vs_successful"] == pytest.approx(expected) == pytest.approx(2 / 3)
+    assert row["auroc_p_fake_clean_vs_adversarial"] == pytest.approx(metrics.auroc(fake_adversarial, fake_clean))
+    assert row["auroc_max_softmax_clean_vs_successful"] is not None
+    # an attack that broke nothing has no successful examples to score
+    unbroken = sweep.scores(clean, clean, labels, num_classes=2, has_detector=True)
+    assert unbroken["num_successful"] == 0 and unbroken["auroc_p_fake_clean_vs_successful"] is None
+    assert unbroken["auroc_p_fake_clean_vs_adversarial"] == 0.5  # identical inputs: every pair a tie
 
 
 def test_the_papers_protocol_and_the_checks():
@@ -104,6 +126,7 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path, capsys):
     assert ensemble[0]["accuracy"] >= ensemble[1]["accuracy"]  # monotone in the budget
     for row in ensemble:
         assert sum(row["broken_by"].values()) == round((1 - row["accuracy"]) * results["data"]["num_images"])
+        assert row["num_successful"] == sum(row["broken_by"].values()) - row["broken_by"]["clean"]
         assert set(row["broken_by"]) == {"clean", "apgd-ce", "fab-t", "square"}  # K = 2: no DLR, as the reference
         left = list(row["attempted"].values())  # each member attacked only what the earlier ones left
         assert left[0] == results["data"]["num_images"]

@@ -47,15 +47,19 @@ def markdown(results: dict) -> str:
                      f"{_fmt(aurc.get('p_fake_clean'))} | {_fmt(aurc.get('max_softmax_clean'))} |")
     for name, model in results["models"].items():
         lines += ["", f"## {name}", "", ("| attack | budget | effort | accuracy | F1 | mean p_fake | "
-                                          "AUROC clean vs adv: p_fake | … 1 − max softmax |"),
-                  "|---|---|---|---|---|---|---|---|"]
+                                          "AUROC clean vs adv: p_fake | … 1 − max softmax | successful attacks | "
+                                          "AUROC clean vs successful: p_fake | … 1 − max softmax |"),
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in model["sweeps"] + model["checks"]:
             attack = row["group"] + (f" from {row['source']}" if "source" in row else "")
             attack += " (CW margin)" if row["loss"] == "margin" else ""
             lines.append(f"| {attack} | {_budget(row)} | {_effort(row)} | "
                          f"{_fmt(row['accuracy'])} | {_fmt(row['f1'])} | {_fmt(row.get('mean_p_fake'))} | "
                          f"{_fmt(row.get('auroc_p_fake_clean_vs_adversarial'))} | "
-                         f"{_fmt(row['auroc_max_softmax_clean_vs_adversarial'])} |")
+                         f"{_fmt(row['auroc_max_softmax_clean_vs_adversarial'])} | "
+                         f"{row.get('num_successful', '—')} | "  # absent from results written before it existed
+                         f"{_fmt(row.get('auroc_p_fake_clean_vs_successful'))} | "
+                         f"{_fmt(row.get('auroc_max_softmax_clean_vs_successful'))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -123,16 +123,24 @@ def _p_fake(logits: np.ndarray) -> np.ndarray:
 
 def scores(clean_logits: np.ndarray, adversarial_logits: np.ndarray, labels: np.ndarray, num_classes: int,
            has_detector: bool) -> dict:
-    """Robust accuracy and F1, and how well uncertainty separates adversarial from clean inputs."""
+    """Robust accuracy and F1, and how well uncertainty separates adversarial from clean inputs: over every
+    attacked input ("clean_vs_adversarial"), and over the attacks that succeeded ("clean_vs_successful": the
+    adversarial inputs the attack turned from right to wrong against the clean inputs classified right). The
+    second is the detection question that matters (a failed attack needs no flag), and the only meaningful one
+    for the ensemble, which returns the clean image where every member failed (docs/robustness.md)."""
     predicted = np.asarray(predict_class(adversarial_logits, num_classes))
+    right = np.asarray(predict_class(clean_logits, num_classes)) == labels
+    successful = right & (predicted != labels)
     row = {"accuracy": metrics.accuracy(predicted, labels), "f1": metrics.f1(predicted, labels, num_classes),
-           "auroc_max_softmax_clean_vs_adversarial": metrics.auroc(
-               metrics.max_softmax_uncertainty(adversarial_logits[:, :num_classes]),
-               metrics.max_softmax_uncertainty(clean_logits[:, :num_classes]))}
+           "num_successful": int(successful.sum())}
+    uncertainties = {"max_softmax": lambda logits: metrics.max_softmax_uncertainty(logits[:, :num_classes])}
     if has_detector:
-        fake_adv, fake_clean = _p_fake(adversarial_logits), _p_fake(clean_logits)
-        row["mean_p_fake"] = float(fake_adv.mean())
-        row["auroc_p_fake_clean_vs_adversarial"] = metrics.auroc(fake_adv, fake_clean)
+        uncertainties["p_fake"] = _p_fake
+        row["mean_p_fake"] = float(_p_fake(adversarial_logits).mean())
+    for name, uncertainty in uncertainties.items():
+        on_adversarial, on_clean = uncertainty(adversarial_logits), uncertainty(clean_logits)
+        row[f"auroc_{name}_clean_vs_adversarial"] = metrics.auroc(on_adversarial, on_clean)
+        row[f"auroc_{name}_clean_vs_successful"] = metrics.auroc(on_adversarial[successful], on_clean[right])
     return row
 
 

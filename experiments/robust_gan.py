@@ -138,8 +138,9 @@ def aims(fruit: dict, crack_rows: dict) -> list[str]:
                          f"{'met' if gap >= slack else f'missed by {slack - gap:.3f}'}")
         successful = value(candidate, "reference", "auroc_p_fake_clean_vs_successful")
         if successful is not None:  # what the aim's figure hides: does p_fake flag the attacks that worked?
+            softmax = value(candidate, "reference", "auroc_max_softmax_clean_vs_successful")
             lines.append(f"  * (not an aim) p_fake AUROC clean vs the successful attacks alone: {successful:.3f}; "
-                         f"1 − max softmax: {value(candidate, 'reference', 'auroc_max_softmax_clean_vs_successful'):.3f}")
+                         f"1 − max softmax: {softmax:.3f}")
         winners += [candidate] if met else []
     lines.append(f"* One model meeting every aim: {', '.join(winners) if winners else 'none (yet)'}")
     return lines

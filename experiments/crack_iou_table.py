@@ -93,7 +93,8 @@ def tabulate(per_model: dict) -> tuple[dict, str]:
     def fmt(value, seeds):
         if value is None:
             return "–"
-        return f"{value[0]:.3f}" if seeds == 1 else f"{value[0]:.3f} ± {value[1]:.3f}"
+        shown = f"{value[0]:.3f}" if seeds == 1 else f"{value[0]:.3f} ± {value[1]:.3f}"
+        return shown + harness.seeds_note(value)
 
     columns = [("IoU, τ tuned on val", "iou_tuned"), ("IoU, Otsu", "iou_otsu"), ("IoU, ½·max", "iou_fixed"),
                ("IoU, top-k", "iou_top_k"), ("Dice (tuned)", "dice_tuned"), ("pixel AUROC", "auroc"),

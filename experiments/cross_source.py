@@ -144,7 +144,8 @@ def _fmt(value, digits: int = 3) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     mean, std = value
-    return f"{mean:.{digits}f}" if std == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    shown = f"{mean:.{digits}f}" if std == 0 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return shown + harness.seeds_note(value)
 
 
 def markdown(rows: list[dict]) -> str:

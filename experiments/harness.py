@@ -137,9 +137,34 @@ def only_runs(parser: argparse.ArgumentParser, only: str, runs: dict) -> tuple[s
     return chosen
 
 
-def mean_std(values: list) -> tuple[float, float] | None:
-    """Mean and sample standard deviation of the values present (None and NaN dropped)."""
-    values = [v for v in values if v is not None and not np.isnan(v)]
-    if not values:
+class SeedMean(tuple):
+    """(mean, std) over the seeds that have a value, knowing how many did: `present` of `asked`. A seed lacks a
+    value when its record predates the field or its run has not finished; a table must say so rather than
+    pass a mean of fewer seeds off as the mean of all (`seeds_note`)."""
+
+    present: int
+    asked: int
+
+    def __new__(cls, mean: float, std: float, present: int, asked: int) -> "SeedMean":
+        obj = super().__new__(cls, (mean, std))
+        obj.present, obj.asked = present, asked
+        return obj
+
+    @property
+    def partial(self) -> bool:
+        return self.present < self.asked
+
+
+def mean_std(values: list) -> SeedMean | None:
+    """Mean and sample standard deviation of the values present (None and NaN dropped; `SeedMean` counts
+    them), or None when none is."""
+    present = [v for v in values if v is not None and not np.isnan(v)]
+    if not present:
         return None
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    std = float(np.std(present, ddof=1)) if len(present) > 1 else 0.0
+    return SeedMean(float(np.mean(present)), std, len(present), len(values))
+
+
+def seeds_note(value) -> str:
+    """' (n of m seeds)' for a mean that leaves seeds out, else ''."""
+    return f" ({value.present} of {value.asked} seeds)" if isinstance(value, SeedMean) and value.partial else ""

@@ -72,7 +72,7 @@ def _row(models: list, group: str, epsilon: float, field: str) -> tuple | None:
 
 
 def _fmt(value) -> str:
-    return "—" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}"
+    return "—" if value is None else f"{value[0]:.3f} ± {value[1]:.3f}{harness.seeds_note(value)}"
 
 
 def tables(per_model: dict, settings: dict) -> str:

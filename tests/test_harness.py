@@ -14,6 +14,35 @@ def test_one_section_of_the_printed_config_is_read_at_one_level():
         assert harness.config_section(printed, "attack") == {}
 
 
+def test_a_mean_over_seeds_says_when_it_leaves_seeds_out():
+    with experiment_script("harness") as harness:
+        whole = harness.mean_std([0.8, 0.9, 1.0])
+        assert whole == pytest.approx((0.9, 0.1)) and harness.seeds_note(whole) == ""
+        partial = harness.mean_std([0.8, None, float("nan")])  # a record older than the field, a NaN
+        assert partial == (0.8, 0.0) and harness.seeds_note(partial) == " (1 of 3 seeds)"
+        assert harness.mean_std([None, None]) is None
+        assert json.loads(json.dumps({"v": whole})) == {"v": list(whole)}  # results files keep (mean, std)
+
+
+def test_the_robust_gan_aims_are_met_only_at_the_mean_of_every_seed():
+    def model(accuracy, auroc):
+        rows = [{"group": "ensemble", "epsilon": 4 / 255, "accuracy": accuracy},
+                {"group": "reference", "epsilon": 4 / 255, "accuracy": accuracy,
+                 "auroc_p_fake_clean_vs_adversarial": auroc}]
+        return {"clean": {"accuracy": accuracy}, "sweeps": rows, "checks": []}
+
+    with experiment_script("harness") as harness, experiment_script("robust_gan") as robust_gan:
+        fruit = {"robust GAN: D": [model(0.90, 0.95)], "PGD-trained classifier (L∞ 4/255)": [model(0.90, 0.5)],
+                 "plain classifier": [model(0.91, 0.5)]}
+        masks = {"counterfactual": {"iou_tuned": harness.mean_std([0.52])},
+                 "robust_gan/counterfactual": {"iou_tuned": harness.mean_std([0.53])}}
+        one_seed = "\n".join(robust_gan.aims(fruit, masks, num_seeds=1))
+        assert "One model meeting every aim: robust GAN: D" in one_seed and "seeds)" not in one_seed
+        three_seeds = "\n".join(robust_gan.aims(fruit, masks, num_seeds=3))  # seeds 1 and 2 not finished
+        assert "0.900 (1 of 3 seeds) vs 0.900 (1 of 3 seeds): met so far (not every seed has it)" in three_seeds
+        assert "One model meeting every aim: none (yet)" in three_seeds
+
+
 @pytest.mark.slow
 @pytest.mark.subprocess
 def test_an_explanation_made_with_other_saliency_settings_is_made_again(tmp_path):

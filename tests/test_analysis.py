@@ -13,6 +13,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import experiment_script
 
 import cfjax
 from cfjax import checkpoint, kinds, parallel, saved_runs, steps, train
@@ -274,3 +275,13 @@ def test_a_run_saved_before_the_saliency_section_and_balance_classes(trained, tm
     unbalanced = config.copy_and_resolve_references()
     unbalanced.data.balance_classes = False
     assert train.train_and_evaluate(unbalanced, str(old))["step"] == config.num_steps  # finished: resumes as is
+
+
+def test_the_share_of_red_images_per_class_reads_the_foreground_only():
+    white = np.ones((4, 4, 3), np.float32)
+    red, green = white.copy(), white.copy()
+    red[1:3, 1:3] = (0.8, 0.2, 0.2)  # a red fruit on a white background: the background does not dilute it
+    green[1:3, 1:3] = (0.3, 0.7, 0.2)
+    images, labels = np.stack([red, red, green, green]), np.array([0, 1, 1, 1])
+    with experiment_script("clean_errors") as clean_errors:
+        assert clean_errors.red_share_by_class(images, labels, 3) == [1.0, pytest.approx(1 / 3), None]

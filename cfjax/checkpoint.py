@@ -170,6 +170,17 @@ class Checkpointer:
             return None
         return float(value) if isinstance(value, int | float) else None
 
+    def saved_class_names(self, step: int) -> tuple[str, ...] | None:
+        """The class names of the dataset checkpoint `step` was trained on (label i is name i), as its input
+        position records them, so a run names its classes on a machine without the dataset; None when the
+        checkpoint holds no position (an older cfjax) or it cannot be read."""
+        try:
+            restored = self._manager.restore(step, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
+            names = restored["data"]["dataset"]["classes"]
+        except Exception:  # noqa: BLE001 (no or unreadable position: the names are unknown, the state is fine)
+            return None
+        return tuple(str(name) for name in names) if isinstance(names, list) else None
+
     def saved_config(self, step: int | None = None) -> dict:
         """The config stored beside a checkpoint (the newest by default)."""
         return self.saved_metadata(step)["config"]

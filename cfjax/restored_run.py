@@ -46,8 +46,9 @@ TILE_BATCH = 64
 
 class RestoredRun:
     """A restored run. `config`, `step`, `kind` (`config.model`: "gan", "robust_gan", "classifier", "segmenter") and
-    `params` describe it; `offers` lists the methods it supports; `mask_rule` says how `mask()` binarises
-    when given no threshold; `saliency_settings` holds the `config.saliency` values its maps depend on."""
+    `params` describe it; `offers` lists the methods it supports; `class_names[i]` names label i (the
+    training dataset's names, recorded in the checkpoint); `mask_rule` says how `mask()` binarises when given
+    no threshold; `saliency_settings` holds the `config.saliency` values its maps depend on."""
 
     def __init__(self, run: LoadedRun, workdir: str, per_device_batch: int = PER_DEVICE_BATCH):
         if per_device_batch < 1:
@@ -56,6 +57,7 @@ class RestoredRun:
         self.tile_batch = TILE_BATCH
         self.config, self.step, self.kind, self.params = run.config, run.step, run.kind.name, run.params
         self.offers = run.kind.offers
+        self.class_names = list(run.class_names or _unnamed_classes(run.config.num_classes))
         self.saliency_settings = run.kind.saliency_methods().saliency_settings(run.config)
         self.workdir = workdir
         self._run = run
@@ -287,6 +289,11 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
     if not same_map:
         return None, f"per-image Otsu ({path} was tuned on a different saliency map)"
     return float(tuned), f"{tuned:.3g}, tuned on the validation split by --mode=explain ({path})"
+
+
+def _unnamed_classes(num_classes: int) -> list[str]:
+    """Names for a run whose checkpoint records none (saved by an older cfjax): "0 (normal)", "1", ..."""
+    return [f"{i} (normal)" if i == NORMAL_CLASS else str(i) for i in range(num_classes)]
 
 
 def restore(workdir: str, step: int | None = None, config: ml_collections.ConfigDict | None = None, *,

@@ -27,6 +27,7 @@ class LoadedRun:
     params: Any
     step: int
     mesh: Any
+    class_names: tuple[str, ...] | None = None  # the training dataset's, where the checkpoint records them
 
 
 def require_checkpoints(workdir: str) -> None:
@@ -67,7 +68,9 @@ def load_run(config: ml_collections.ConfigDict, workdir: str, step: int | None =
     kind = kinds.make_kind(config, mesh)
     checkpointer = checkpoint.Checkpointer(workdir, read_only=True)  # never disturbs a run training there
     try:
-        _, fields = checkpointer.read_compatible_fields(config, inference_target(kind), step)
+        read_step, fields = checkpointer.read_compatible_fields(config, inference_target(kind), step)
+        names = checkpointer.saved_class_names(read_step)
     finally:
         checkpointer.close()
-    return LoadedRun(config, kind, kind.inference_params(fields), int(fields["step"]), mesh)
+    names = names if names is not None and len(names) == config.num_classes else None
+    return LoadedRun(config, kind, kind.inference_params(fields), int(fields["step"]), mesh, names)

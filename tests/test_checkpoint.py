@@ -103,7 +103,7 @@ def test_num_steps_is_structural_under_a_decaying_schedule(tiny_config):
 
 
 def test_input_position_is_saved_and_checked_against_the_step(tmp_path, tiny_config):
-    from cfjax.data import pipeline
+    from cfjax.data import pipeline, synthetic
 
     state = _state(tiny_config)
     mesh = parallel.make_mesh()
@@ -122,6 +122,12 @@ def test_input_position_is_saved_and_checked_against_the_step(tmp_path, tiny_con
         ckpt.restore_position(4, fresh)
     with pytest.raises(checkpoint.CheckpointError, match="checkpoint 5 .* has no input pipeline position"):
         ckpt.restore_position(5, fresh)
+    # The position names the dataset's classes: a restored run names them without the dataset at hand.
+    assert ckpt.saved_class_names(3) == synthetic.class_names(tiny_config.num_classes)
+    assert ckpt.saved_class_names(5) is None  # an older cfjax's checkpoint: the names are unknown
+    ckpt.save(6, state, tiny_config, data_state={**batches.get_state(), "dataset": {"classes": ["healthy", "rot"]}})
+    ckpt.wait()
+    assert ckpt.saved_class_names(6) == ("healthy", "rot")
     ckpt.close()
 
 

@@ -22,7 +22,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from cfjax import interrupts, storage
-from cfjax.data import pipeline, synthetic, transforms
+from cfjax.data import pipeline, transforms
 from cfjax.data.builders import files
 from cfjax.errors import DataError
 from cfjax.masks import NORMAL_CLASS, thresholds
@@ -64,6 +64,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
             done = storage.read_json(record_path)
             made_from = {**settings, **_file_fingerprint(os.path.join(folder, relative))}
             if isinstance(done, dict) and done.get("path") == relative and done.get("made_from") == made_from:
+                if "class" in done:  # named as the run names its classes today (older cfjax: "0 (normal)")
+                    done["class_name"] = run.class_names[done["class"]]
                 records.append(done)
                 resumed += 1
                 bar.update()
@@ -100,14 +102,6 @@ def _file_fingerprint(path: str) -> dict:
     size or modification time) is predicted again rather than served from the old record."""
     status = os.stat(path)
     return {"bytes": status.st_size, "mtime_ns": status.st_mtime_ns}
-
-
-def class_names(config: ml_collections.ConfigDict) -> list[str]:
-    """The embedded set's class names; elsewhere "0 (normal)", "1", ... (class 0 is the normal class)."""
-    k = config.num_classes
-    if config.data.name == "synthetic":
-        return list(synthetic.class_names(k))
-    return [f"{i} (normal)" if i == NORMAL_CLASS else str(i) for i in range(k)]
 
 
 def choose_abstain_threshold(p_fake: np.ndarray, wrong: np.ndarray) -> tuple[float | None, str, dict]:
@@ -160,7 +154,7 @@ def predict_photo(run: RestoredRun, photo: np.ndarray, relative: str, key: str, 
     weights = out["tile_weight"]
     on_photo = weights >= 0.5 * weights.max()
     record = {"path": relative, "key": key, "width": int(width), "height": int(height), "tiles": int(len(weights))}
-    names = class_names(run.config)
+    names = run.class_names
     if "probabilities" in out:
         probabilities = _most_damaged(out["probabilities"], on_photo)
         record.update({"class": int(np.argmax(probabilities)), "class_name": names[int(np.argmax(probabilities))],
@@ -231,7 +225,7 @@ def _save(out_dir: str, relative: str, image: np.ndarray, fmt: str) -> str:
 
 
 def _summary(run, config, workdir, folder, paths, records, skipped, abstain, mask, methods) -> dict:
-    names = class_names(config)
+    names = run.class_names
     classes = {}
     for record in records:
         if "class_name" in record:

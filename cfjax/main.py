@@ -42,8 +42,11 @@ _FOLDER = flags.DEFINE_string("folder", None, "--mode=explain: a folder with ima
 _EVAL_DATA = flags.DEFINE_string("eval_data", None, "--mode=explain: score the run on this other prepared dataset's "
                                  "test split (e.g. crack_segmentation/uav75), every threshold still from the run's own "
                                  "validation split; writes WORKDIR/explain_<dataset> (docs/explaining.md).")
-_ABSTAIN_THRESHOLD = flags.DEFINE_float("abstain_threshold", None, "--mode=predict: abstain when p_fake is above "
-                                        "this (default: chosen on the run's validation split).")
+_ABSTAIN_THRESHOLD = flags.DEFINE_float("abstain_threshold", None, "--mode=predict: abstain when the abstain score "
+                                        "is above this (default: chosen on the run's validation split).")
+_ABSTAIN_SCORE = flags.DEFINE_enum("abstain_score", "auto", ["auto", "p_fake", "uncertainty"],
+                                   "--mode=predict: abstain on p_fake, on 1 - the class's probability, or (auto) on "
+                                   "whichever keeps more validation images (docs/predicting.md).")
 _MASK_THRESHOLD = flags.DEFINE_integer("mask_threshold", 127, "--folder masks: damage where the mask is above this.",
                                        lower_bound=0, upper_bound=254)
 _CRACK_VALUE = flags.DEFINE_integer("crack_value", None, "--folder masks: damage where the mask equals this value "
@@ -158,7 +161,8 @@ def _run() -> None:
     elif _MODE.value == "attack":
         modes.attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value)
     elif _MODE.value == "predict":
-        modes.predict(config, workdir, _FOLDER.value, out_dir=_OUT.value, abstain_threshold=_ABSTAIN_THRESHOLD.value)
+        modes.predict(config, workdir, _FOLDER.value, out_dir=_OUT.value, abstain_threshold=_ABSTAIN_THRESHOLD.value,
+                      abstain_score=_ABSTAIN_SCORE.value)
     else:
         train.train_and_evaluate(config, workdir)
 

@@ -17,10 +17,12 @@ import pytest
 from PIL import Image
 
 from cfjax import train
+from cfjax.data import pipeline
 from cfjax.data.builders import files
 from cfjax.errors import DataError
 from cfjax.predict import photos
-from cfjax.predict.run import choose_abstain_threshold, predict
+from cfjax.predict.abstain import abstain_rule, choose_threshold
+from cfjax.predict.run import predict
 
 READABLE = ("a.jpg", "grey.png", "exif_rotated.jpg", "sub/rgba.png", "sub/palette.bmp", "sub/cmyk.tiff",
             "sub/ünïcode dir/sixteen bit.tif", "sub/ünïcode dir/фото.webp")
@@ -77,12 +79,42 @@ def test_photos_are_listed_recursively_without_hidden_or_system_files(tmp_path):
 def test_the_abstain_threshold_keeps_the_largest_coverage_that_halves_the_error():
     p_fake = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
     wrong = np.array([0, 0, 0, 1, 0, 1, 1, 1], bool)  # error 0.5; kept error <= 0.25 up to 0.5 (1 of 5 = 0.2)
-    threshold, rule, stats = choose_abstain_threshold(p_fake, wrong)
+    threshold, rule, stats = choose_threshold(p_fake, wrong)
     assert threshold == 0.5 and stats["coverage"] == 5 / 8 and "half" in rule
-    assert choose_abstain_threshold(p_fake, np.zeros(8, bool))[0] == 0.8  # no error: only stranger inputs abstain
-    assert choose_abstain_threshold(p_fake, np.ones(8, bool))[0] is None  # nothing halves it
-    ties = choose_abstain_threshold(np.array([0.1, 0.1, 0.9]), np.array([0, 1, 1], bool))
+    assert choose_threshold(p_fake, np.zeros(8, bool))[0] == 0.8  # no error: only stranger inputs abstain
+    assert choose_threshold(p_fake, np.ones(8, bool))[0] is None  # nothing halves it
+    ties = choose_threshold(np.array([0.1, 0.1, 0.9]), np.array([0, 1, 1], bool))
     assert ties[0] is None  # the tied 0.1s cannot be split: keeping one keeps both (error 0.5 > 1/3)
+
+
+class _StubRun:
+    """What `abstain_rule` reads of a run: its offers and two scores over the validation split."""
+
+    kind, offers = "gan", ("probabilities", "p_fake")
+
+    def __init__(self, probabilities, p_fake):
+        self.probabilities, self.p_fake = (lambda images: probabilities), (lambda images: p_fake)
+
+
+def test_auto_abstains_on_the_score_that_keeps_more_validation_images():
+    config = cracks.get_config("tiny")
+    labels = np.asarray(pipeline.evaluation_arrays(config, "validation")["label"])
+    n = len(labels)
+    wrong = np.arange(n) < n // 5  # a fifth wrong, each answered with little confidence
+    predicted = np.where(wrong, 1 - labels, labels)
+    confidence = np.where(wrong, 0.55, 0.95)
+    probabilities = np.stack([np.where(predicted == 0, confidence, 1 - confidence),
+                              np.where(predicted == 1, confidence, 1 - confidence)], -1)
+    p_fake = np.where(wrong, 0.1, np.linspace(0.2, 0.9, n))  # ranks the errors lowest: the fruit detector's case
+    rule = abstain_rule(_StubRun(probabilities, p_fake), config)
+    assert rule["score"] == "uncertainty" and rule["threshold"] == pytest.approx(0.05)  # keeps every right answer
+    assert rule["coverage"] == pytest.approx(1 - wrong.mean()) and rule["kept_error"] == 0.0
+    assert rule["scores"]["p_fake"]["threshold"] is None and "chosen over p_fake" in rule["rule"]
+    assert abstain_rule(_StubRun(probabilities, 1 - p_fake), config)["score"] == "p_fake"  # now p_fake ranks them
+    forced = abstain_rule(_StubRun(probabilities, p_fake), config, score="p_fake")
+    assert forced["score"] == "p_fake" and forced["threshold"] is None and set(forced["scores"]) == {"p_fake"}
+    given = abstain_rule(_StubRun(probabilities, p_fake), config, threshold=0.3)
+    assert given == {"score": "p_fake", "threshold": 0.3, "rule": "given by --abstain_threshold"}
 
 
 class _Page(html.parser.HTMLParser):
@@ -215,8 +247,10 @@ def test_each_kind_predicts_what_it_offers_through_the_cli_without_config(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = workdir / "predict_photos"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"]["predicted"] == 8 and summary["abstain"]["threshold"] is None
+    assert summary["counts"]["predicted"] == 8
+    assert summary["abstain"]["score"] == ("uncertainty" if has_classes else None)  # a classifier abstains too
     record = json.loads((out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert ("abstained" in record) == has_classes
     assert ("probabilities" in record) == has_classes and ("mask_area" in record) == has_masks
     assert "counterfactual" not in record["files"] and "p_fake" not in record
     check_report(out, 8)

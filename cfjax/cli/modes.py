@@ -43,8 +43,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, **opti
     counts, out = summary["counts"], summary["out_dir"]
     abstain = summary["abstain"]
     print(f"cfjax: {counts['predicted']} of {counts['photos_found']} photos predicted ({summary['resumed']} already "
-          f"done), {counts['skipped']} skipped, {counts['abstained']} abstained; abstain threshold "
-          f"{abstain['threshold']} ({abstain['rule']})", flush=True)
+          f"done), {counts['skipped']} skipped, {counts['abstained']} abstained; abstain when "
+          f"{abstain['score']} > {abstain['threshold']} ({abstain['rule']})", flush=True)
     for skipped in summary["skipped"]:
         print(f"cfjax: skipped {skipped['path']}: {skipped['reason']}", flush=True)
     print(f"cfjax: wrote predictions.csv, predictions.jsonl, summary.json and report.html in {out}", flush=True)

@@ -84,13 +84,16 @@ def html(summary: dict, records: list) -> str:
     """The page for summary.json's content and the per-photo records."""
     offers = set(summary["offers"])
     has_class, has_p_fake, has_mask = "probabilities" in offers, "p_fake" in offers, "saliency" in offers
+    abstain = summary["abstain"]
+    can_abstain = abstain.get("score") is not None
     has_counterfactual = "counterfactual" in offers
     columns = [("#", "index", "num"), ("photo", None, None)]
     columns += [("overlay", None, None)] if has_mask else []
     columns += [("counterfactual", None, None)] if has_counterfactual else []
     columns += [("file", "path", "text")]
     columns += [("class", "cls", "text"), ("confidence", "confidence", "num")] if has_class else []
-    columns += [("p_fake", "pfake", "num"), ("abstained", "abstained", "text")] if has_p_fake else []
+    columns += [("p_fake", "pfake", "num")] if has_p_fake else []
+    columns += [("abstained", "abstained", "text")] if can_abstain else []
     columns += [("mask area", "area", "num")] if has_mask else []
     head = "".join(f'<th data-key="{key}" data-type="{kind}">{_e(label)}</th>' if key else f"<th>{_e(label)}</th>"
                    for label, key, kind in columns)
@@ -106,8 +109,8 @@ def html(summary: dict, records: list) -> str:
         cells.append(f'<td>{_e(record["path"])}<br><span class="muted">{size}</span></td>')
         if has_class:
             cells += [f"<td>{_e(data['cls'])}</td>", f'<td class="num">{data["confidence"]}</td>']
-        if has_p_fake:
-            cells += [f'<td class="num">{data["pfake"]}</td>', f"<td>{data['abstained']}</td>"]
+        cells += [f'<td class="num">{data["pfake"]}</td>'] if has_p_fake else []
+        cells += [f"<td>{data['abstained']}</td>"] if can_abstain else []
         if has_mask:
             cells.append(f'<td class="num">{data["area"]}</td>')
         attributes = " ".join(f'data-{name}="{_e(value)}"' for name, value in data.items())
@@ -119,7 +122,7 @@ def html(summary: dict, records: list) -> str:
     filters.append(f'<label>class <select id="f-class"><option value="">any</option>{class_options}</select></label>'
                    if has_class else '<select id="f-class" hidden><option value=""></option></select>')
     filters.append('<label>abstained <select id="f-abstained"><option value="">any</option><option>yes</option>'
-                   '<option>no</option></select></label>' if has_p_fake else
+                   '<option>no</option></select></label>' if can_abstain else
                    '<select id="f-abstained" hidden><option value=""></option></select>')
     hidden = "" if has_p_fake else " hidden"
     filters.append(f'<span{hidden}>p_fake <input id="f-pmin" type="number" step="0.01" placeholder="min" size="5"> '
@@ -128,14 +131,15 @@ def html(summary: dict, records: list) -> str:
     filters.append(f'<span{hidden}>mask area <input id="f-amin" type="number" step="0.01" placeholder="min" '
                    f'size="5"> – <input id="f-amax" type="number" step="0.01" placeholder="max" size="5"></span>')
     counts = summary["counts"]
-    abstain, mask = summary["abstain"], summary.get("mask")
+    mask = summary.get("mask")
     facts = [f"run <code>{_e(summary['workdir'])}</code> ({_e(summary['model'])}, step {summary['step']}), "
              f"folder <code>{_e(summary['folder'])}</code>",
              f"{counts['photos_found']} photos found, {counts['predicted']} predicted, {counts['skipped']} skipped, "
              f"{counts['abstained']} abstained",
              f"outputs: {_e(', '.join(summary['offers']))}"]
-    if has_p_fake:
-        threshold = "none" if abstain["threshold"] is None else f"p_fake &gt; {abstain['threshold']:.4g}"
+    if has_class or has_p_fake:
+        threshold = ("none" if abstain["threshold"] is None or not can_abstain
+                     else f"{abstain['score']} &gt; {abstain['threshold']:.4g}")
         facts.append(f"abstain: {threshold} ({_e(abstain['rule'])})")
     if mask:
         facts.append(f"mask: {_e(mask['rule'])}")

@@ -26,6 +26,7 @@ from cfjax.data import pipeline, transforms
 from cfjax.data.builders import files
 from cfjax.errors import DataError
 from cfjax.masks import NORMAL_CLASS, thresholds
+from cfjax.predict import abstain as abstaining
 from cfjax.predict import photos, report
 from cfjax.restored_run import RestoredRun, restore
 from cfjax.version import __version__
@@ -41,21 +42,22 @@ PHOTO_READOUT = (
 
 
 def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out_dir: str | None = None,
-            abstain_threshold: float | None = None, progress: bool = True) -> dict:
-    """Predict on every photo under `folder` (recursively); returns summary.json's content with "out_dir"."""
+            abstain_threshold: float | None = None, abstain_score: str = "auto", progress: bool = True) -> dict:
+    """Predict on every photo under `folder` (recursively); returns summary.json's content with "out_dir".
+    A photo abstains when `abstain_score` (`abstain.CHOICES`) is above the threshold (`abstain.abstain_rule`)."""
     start = time.time()
     paths, _ = photos.list_photos(folder)  # a missing or empty folder fails before the run is restored
     out_dir = out_dir or os.path.join(workdir, f"predict_{os.path.basename(os.path.normpath(folder))}")
     storage.check_writable(out_dir)
     run = restore(workdir, config=config)
     offers = set(run.offers)
-    abstain = abstain_rule(run, config, abstain_threshold)
+    abstain = abstaining.abstain_rule(run, config, abstain_threshold, abstain_score)
     mask = {"threshold": run.mask_threshold, "rule": run.mask_rule} if "mask" in offers else None
     methods = tuple(method for method in METHODS if method in offers)
     for sub in ("records", "maps", "thumbs"):
         storage.make_dirs(os.path.join(out_dir, sub))
     records, skipped, resumed, computed_s, computed = [], [], 0, 0.0, 0
-    settings = {"step": run.step, "abstain_threshold": abstain["threshold"],
+    settings = {"step": run.step, "abstain_score": abstain["score"], "abstain_threshold": abstain["threshold"],
                 "mask_threshold": mask and mask["threshold"], "saliency": run.saliency_settings}
     with tqdm(total=len(paths), desc="predict", unit="photo", disable=not progress) as bar:
         for relative in paths:
@@ -104,48 +106,6 @@ def _file_fingerprint(path: str) -> dict:
     return {"bytes": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
-def choose_abstain_threshold(p_fake: np.ndarray, wrong: np.ndarray) -> tuple[float | None, str, dict]:
-    """The rule: keep the images whose p_fake is at most τ, with τ giving the largest coverage on validation
-    whose error on the kept images is at most half the error on all of them. With no error on validation, τ
-    is the largest validation p_fake (only inputs stranger than every validation image abstain); when no τ
-    halves the error, there is none. Returns (τ or None, the rule in words, validation figures)."""
-    p_fake, wrong = np.asarray(p_fake, np.float64), np.asarray(wrong, bool)
-    n, error = len(p_fake), float(wrong.mean()) if len(wrong) else 0.0
-    stats = {"validation_images": int(n), "validation_error": error}
-    if not n:
-        return None, "none: the validation split is empty", stats
-    order = np.argsort(p_fake, kind="stable")
-    ordered, kept_wrong = p_fake[order], np.cumsum(wrong[order])
-    if error == 0:
-        return float(ordered[-1]), "validation error is 0: abstain above the largest validation p_fake", stats
-    kept_error = kept_wrong / np.arange(1, n + 1)
-    separable = np.append(ordered[:-1] < ordered[1:], True)  # a threshold can keep exactly the first k
-    fine = np.flatnonzero((kept_error <= error / 2) & separable)
-    if not len(fine):
-        return None, (f"none: no p_fake threshold halves the validation error ({error:.3f}) on the images it "
-                      "keeps"), stats
-    k = int(fine[-1]) + 1
-    stats.update({"coverage": k / n, "kept_error": float(kept_error[k - 1])})
-    return float(ordered[k - 1]), ("the largest validation coverage whose error on kept images is at most half "
-                                  "the validation error of all images"), stats
-
-
-def abstain_rule(run: RestoredRun, config: ml_collections.ConfigDict, override: float | None) -> dict:
-    """{"threshold": τ or None (abstain when p_fake > τ), "rule": how it was chosen, ...}."""
-    if "p_fake" not in run.offers:
-        return {"threshold": None, "rule": f"none: a {run.kind} run has no p_fake"}
-    if override is not None:
-        return {"threshold": float(override), "rule": "given by --abstain_threshold"}
-    try:
-        validation = pipeline.evaluation_arrays(config, "validation")
-    except DataError as error:
-        return {"threshold": None, "rule": f"none: the run's validation split is unavailable here ({error})"}
-    images = validation["image"]
-    wrong = run.classify(images) != np.asarray(validation["label"])
-    threshold, rule, stats = choose_abstain_threshold(run.p_fake(images), wrong)
-    return {"threshold": threshold, "rule": rule, **stats}
-
-
 def predict_photo(run: RestoredRun, photo: np.ndarray, relative: str, key: str, out_dir: str, methods: tuple,
                   abstain: dict, mask_rule: dict | None) -> dict:
     """One photo's record; its maps, mask, overlay, counterfactual and thumbnails written under `out_dir`."""
@@ -164,7 +124,9 @@ def predict_photo(run: RestoredRun, photo: np.ndarray, relative: str, key: str, 
         record.update({"g_class": int(np.argmax(g_probabilities)), "g_probabilities": g_probabilities.tolist()})
     if "p_fake" in out:
         record["p_fake"] = float((out["p_fake"] * weights).sum() / weights.sum())
-        record["abstained"] = bool(abstain["threshold"] is not None and record["p_fake"] > abstain["threshold"])
+    if abstain["score"] is not None:
+        record["abstained"] = bool(abstain["threshold"] is not None
+                                   and abstaining.photo_score(record, abstain["score"]) > abstain["threshold"])
     files_written = {}
     thumbs = {"photo": _thumbnail(photo)}
     if "saliency" in out:

@@ -36,7 +36,8 @@ def _report(table: str, written: str) -> None:
 
 
 def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, **options) -> None:
-    """`cfjax.predict.run.predict` with the CLI's options; prints the counts, each skipped file and why."""
+    """`cfjax.predict.run.predict` with the CLI's options; prints the counts (each skipped file and why is
+    printed as it is met, and listed in summary.json)."""
     from cfjax.predict.run import predict as run_predict
 
     summary = run_predict(config, workdir, folder, **options)
@@ -45,8 +46,6 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, **opti
     print(f"cfjax: {counts['predicted']} of {counts['photos_found']} photos predicted ({summary['resumed']} already "
           f"done), {counts['skipped']} skipped, {counts['abstained']} abstained; abstain when "
           f"{abstain['score']} > {abstain['threshold']} ({abstain['rule']})", flush=True)
-    for skipped in summary["skipped"]:
-        print(f"cfjax: skipped {skipped['path']}: {skipped['reason']}", flush=True)
     print(f"cfjax: wrote predictions.csv, predictions.jsonl, summary.json and report.html in {out}", flush=True)
 
 

@@ -32,7 +32,8 @@ def measure(workdir: str) -> dict:
         rule = abstain.abstain_rule(run, run.config, score=score)
         kept = values[score]() <= rule["threshold"] if rule["threshold"] is not None else np.ones(len(wrong), bool)
         rows[score] = {"threshold": rule["threshold"], "validation_coverage": rule.get("coverage"),
-                       "validation_kept_error": rule.get("kept_error"), "validation_error": rule["validation_error"],
+                       "validation_kept_error": rule.get("kept_error"),
+                       "validation_error": rule.get("validation_error"),
                        "test_coverage": float(kept.mean()), "test_error": float(wrong.mean()),
                        "test_kept_error": float(wrong[kept].mean()) if kept.any() else None}
     return {"scores": rows, "auto": abstain.abstain_rule(run, run.config)["score"], "step": run.step}

@@ -138,9 +138,10 @@ def only_runs(parser: argparse.ArgumentParser, only: str, runs: dict) -> tuple[s
 
 
 class SeedMean(tuple):
-    """(mean, std) over the seeds that have a value, knowing how many did: `present` of `asked`. A seed lacks a
-    value when its record predates the field or its run has not finished; a table must say so rather than
-    pass a mean of fewer seeds off as the mean of all (`seeds_note`)."""
+    """(mean, std) over the seeds that have a value, knowing how many did: `present` of `asked`. A seed's run
+    lacks a value when its record predates the field; a table must say so rather than pass a mean of fewer
+    seeds off as the mean of all (`seeds_note`). (Seeds whose runs have not finished are left out before;
+    the tables' "seeds" column counts them, and `robust_gan.aims` asks for every seed.)"""
 
     present: int
     asked: int
@@ -149,6 +150,9 @@ class SeedMean(tuple):
         obj = super().__new__(cls, (mean, std))
         obj.present, obj.asked = present, asked
         return obj
+
+    def __getnewargs__(self) -> tuple:  # copy and pickle rebuild it whole
+        return (*self, self.present, self.asked)
 
     @property
     def partial(self) -> bool:

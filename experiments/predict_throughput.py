@@ -39,7 +39,7 @@ def main():
 def time_photos(run, args) -> None:
     """Print the seconds per photo of each size for one restored run."""
     methods = tuple(m for m in predict_run.METHODS if m in run.offers)
-    abstain, mask = {"threshold": None}, {"threshold": run.mask_threshold, "rule": run.mask_rule}
+    abstain, mask = {"score": None, "threshold": None}, {"threshold": run.mask_threshold, "rule": run.mask_rule}
     rng = np.random.default_rng(0)
     print(f"{run!r}; saliency.views={run.config.saliency.views}; {jax.device_count()} {jax.default_backend()} "
           f"device(s); tile batch {run.tile_batch}/device")

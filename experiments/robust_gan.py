@@ -116,6 +116,8 @@ def aims(fruit: dict, crack_rows: dict, num_seeds: int) -> list[str]:
         return of_all_seeds((crack_rows.get(row) or {}).get("iou_tuned"))
 
     def shown(figure):
+        if figure is None:
+            return "—"
         return f"{figure[0]:.3f}{harness.seeds_note(figure)}" if isinstance(figure, tuple) else f"{figure:.3f}"
 
     pgd, plain = "PGD-trained classifier (L∞ 4/255)", "plain classifier"

@@ -110,7 +110,12 @@ def test_auto_abstains_on_the_score_that_keeps_more_validation_images():
     assert rule["score"] == "uncertainty" and rule["threshold"] == pytest.approx(0.05)  # keeps every right answer
     assert rule["coverage"] == pytest.approx(1 - wrong.mean()) and rule["kept_error"] == 0.0
     assert rule["scores"]["p_fake"]["threshold"] is None and "chosen over p_fake" in rule["rule"]
-    assert abstain_rule(_StubRun(probabilities, 1 - p_fake), config)["score"] == "p_fake"  # now p_fake ranks them
+    confident_errors = np.where(wrong, 0.99, np.linspace(0.6, 0.95, n))  # now the errors look surest...
+    probabilities = np.stack([np.where(predicted == 0, confident_errors, 1 - confident_errors),
+                              np.where(predicted == 1, confident_errors, 1 - confident_errors)], -1)
+    p_fake_ranks_them = np.where(wrong, 0.9, 0.1)  # ... and p_fake ranks them strangest
+    chosen = abstain_rule(_StubRun(probabilities, p_fake_ranks_them), config)
+    assert chosen["score"] == "p_fake" and chosen["scores"]["uncertainty"]["coverage"] < chosen["coverage"]
     forced = abstain_rule(_StubRun(probabilities, p_fake), config, score="p_fake")
     assert forced["score"] == "p_fake" and forced["threshold"] is None and set(forced["scores"]) == {"p_fake"}
     given = abstain_rule(_StubRun(probabilities, p_fake), config, threshold=0.3)
@@ -173,6 +178,9 @@ def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path)
         assert sum(record["probabilities"]) == pytest.approx(1.0, abs=1e-5)
         assert 0 <= record["p_fake"] <= 1 and isinstance(record["abstained"], bool)
         assert record["g_class"] in (0, 1) and 0 <= record["mask_area"] <= 1
+        score, threshold = summary["abstain"]["score"], summary["abstain"]["threshold"]
+        assert 0 <= record["uncertainty"] <= 1 - 1 / 2  # a tile mean of 1 − the largest of 2 probabilities
+        assert record["abstained"] == (threshold is not None and record[score] > threshold)
     exif = next(r for r in records if r["path"] == "exif_rotated.jpg")
     assert (exif["width"], exif["height"]) == (40, 60)
     with open(out / "predictions.csv", encoding="utf-8", newline="") as f:
@@ -186,9 +194,13 @@ def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path)
     removed = sorted((out / "records").iterdir())[:3]
     for path in removed:
         path.unlink()
+    kept_record = sorted((out / "records").iterdir())[3]  # as an older cfjax named the classes
+    (out / "records" / kept_record.name).write_text(json.dumps({**json.loads(kept_record.read_text()),
+                                                                "class_name": "1"}))
     again = predict(config, workdir, str(folder), out_dir=str(out), progress=False)
     assert again["resumed"] == 5 and again["counts"]["predicted"] == 8
-    assert len((out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()) == 8
+    lines = (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 8 and {json.loads(line)["class_name"] for line in lines} <= {"no_crack", "crack"}
     assert json.loads((out / "summary.json").read_text())["counts"]["predicted"] == 8
     # A photo replaced under the same name, or another abstain threshold, is predicted again, not served stale.
     replaced = next(name for name in READABLE if name.endswith(".png"))

@@ -35,6 +35,12 @@ def _report(table: str, written: str) -> None:
     print(f"cfjax: wrote {written}", flush=True)
 
 
+def _abstain_rule(abstain: dict) -> str:
+    if abstain["score"] is None or abstain["threshold"] is None:
+        return abstain["rule"]
+    return f"when {abstain['score']} > {abstain['threshold']:.4g} ({abstain['rule']})"
+
+
 def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, **options) -> None:
     """`cfjax.predict.run.predict` with the CLI's options; prints the counts (each skipped file and why is
     printed as it is met, and listed in summary.json)."""
@@ -44,8 +50,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, **opti
     counts, out = summary["counts"], summary["out_dir"]
     abstain = summary["abstain"]
     print(f"cfjax: {counts['predicted']} of {counts['photos_found']} photos predicted ({summary['resumed']} already "
-          f"done), {counts['skipped']} skipped, {counts['abstained']} abstained; abstain when "
-          f"{abstain['score']} > {abstain['threshold']} ({abstain['rule']})", flush=True)
+          f"done), {counts['skipped']} skipped, {counts['abstained']} abstained; abstain: {_abstain_rule(abstain)}",
+          flush=True)
     print(f"cfjax: wrote predictions.csv, predictions.jsonl, summary.json and report.html in {out}", flush=True)
 
 

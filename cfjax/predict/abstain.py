@@ -52,8 +52,10 @@ def scores_offered(offers: set) -> tuple[str, ...]:
 
 
 def photo_score(record: dict, score: str) -> float:
-    """A predicted photo's value of `score`, from its record."""
-    return record["p_fake"] if score == "p_fake" else 1.0 - record["confidence"]
+    """A predicted photo's value of `score`, from its record: like the images τ is calibrated on, one tile of
+    the training size, so on a photo seen as several tiles each score is the tiles' mean (a most-damaged-tile
+    readout would grow with the tile count: the least sure of many tiles)."""
+    return record[score]
 
 
 def abstain_rule(run, config: ml_collections.ConfigDict, threshold: float | None = None,

@@ -122,8 +122,13 @@ def predict_photo(run: RestoredRun, photo: np.ndarray, relative: str, key: str, 
     if "generator_probabilities" in out:
         g_probabilities = _most_damaged(out["generator_probabilities"], on_photo)
         record.update({"g_class": int(np.argmax(g_probabilities)), "g_probabilities": g_probabilities.tolist()})
+    def tile_mean(values):  # weighted by how much of each tile lies on the photo
+        return float((values * weights).sum() / weights.sum())
+
+    if "probabilities" in out:  # the abstain score as calibrated on training-size images: a tile mean
+        record["uncertainty"] = tile_mean(1.0 - out["probabilities"].max(-1))
     if "p_fake" in out:
-        record["p_fake"] = float((out["p_fake"] * weights).sum() / weights.sum())
+        record["p_fake"] = tile_mean(out["p_fake"])
     if abstain["score"] is not None:
         record["abstained"] = bool(abstain["threshold"] is not None
                                    and abstaining.photo_score(record, abstain["score"]) > abstain["threshold"])
@@ -208,8 +213,8 @@ def _summary(run, config, workdir, folder, paths, records, skipped, abstain, mas
     }
 
 
-CSV_FIELDS = ("path", "width", "height", "tiles", "class", "class_name", "confidence", "g_class", "p_fake",
-              "abstained", "mask_area", "mask_threshold", "saliency", "mask", "overlay", "counterfactual")
+CSV_FIELDS = ("path", "width", "height", "tiles", "class", "class_name", "confidence", "uncertainty", "g_class",
+              "p_fake", "abstained", "mask_area", "mask_threshold", "saliency", "mask", "overlay", "counterfactual")
 
 
 def _write_tables(out_dir: str, records: list, run: RestoredRun, summary: dict) -> None:

@@ -1,6 +1,7 @@
 """`--mode=predict` on tiny runs trained here: a folder of generated photos of several formats, sizes and
 names (a corrupt one, hidden and system files), resuming, each kind, the CLI without --config, the report."""
 
+import argparse
 import csv
 import html.parser
 import json
@@ -14,8 +15,10 @@ import baselines
 import cracks
 import numpy as np
 import pytest
+from conftest import experiment_script
 from PIL import Image
 
+import cfjax
 from cfjax import train
 from cfjax.data import pipeline
 from cfjax.data.builders import files
@@ -279,3 +282,13 @@ def test_cli_predict_errors_are_one_line(gan_run, tmp_path, repo_root):
     assert empty.returncode == 2 and "no image files under" in empty.stderr
     no_folder = _cli(["--mode=predict", f"--workdir={workdir}"], repo_root)
     assert no_folder.returncode == 2 and "needs --folder" in no_folder.stderr
+
+
+@pytest.mark.slow
+def test_the_throughput_benchmark_times_photos_of_each_size(gan_run, capsys):
+    """experiments/predict_throughput.py drives `predict_photo` as predict does (a benchmark, not timed here)."""
+    _, workdir = gan_run
+    with experiment_script("predict_throughput") as throughput:
+        throughput.time_photos(cfjax.restore(workdir), argparse.Namespace(sizes="40x24,100x70", count=1))
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[1:]] == ["40x24", "100x70"] and "photos/s" in lines[-1]

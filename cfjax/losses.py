@@ -2,7 +2,8 @@
 
 D: CE(D(x), y) + w_fake * [CE(D(sg(x_hat)), FAKE) + sum_k CE(D(sg(x_cycle_k)), FAKE)]
    (robust GAN: x replaced by its PGD example x_adv; with the detector option, x stays and
-   CE_K(D(x_adv), y) + w_fake * CE(D(x_adv), FAKE) is added, CE_K over the K class logits only)
+   CE_K(D(x_adv), y) + s * w_fake * CE(D(x_adv), FAKE) is added, CE_K over the K class logits only,
+   s = adversarial_training.fake_weight_scale)
 G: w_adv * CE(D(x_hat), t) + w_cls * CE(y_hat(x), y) + w_cyc * sum_k |x_2k - x|_1 + w_prox * |x_hat - x|_1
 """
 

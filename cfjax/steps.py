@@ -168,8 +168,8 @@ def gan_step(state: TrainState, batch: dict, *, models: GanModels, config: ml_co
         )
         if also_fake:
             detector_logits = apply(adversarial, jax.random.fold_in(d_key, len(fakes) + 1))
-            detector_loss, detector_terms = losses.detector_loss(detector_logits, labels,
-                                                                 fake_weight=loss_cfg.fake_weight)
+            detector_weight = loss_cfg.fake_weight * config.adversarial_training.fake_weight_scale
+            detector_loss, detector_terms = losses.detector_loss(detector_logits, labels, fake_weight=detector_weight)
             loss, terms = loss + detector_loss, {**terms, **detector_terms}
         return loss, (terms, real_logits)
 

@@ -152,8 +152,10 @@ def adversarial_training_config() -> ml_collections.ConfigDict:
     adversarial.num_steps = 7
     adversarial.norm = "linf"
     adversarial.warmup_steps = 0
-    # The robust GAN (`model="robust_gan"`) only: D also learns its PGD examples as "fake" (a detector).
+    # The robust GAN (`model="robust_gan"`) only: D also learns its PGD examples as "fake" (a detector),
+    # their fake term weighted fake_weight_scale x loss.fake_weight (generated images: loss.fake_weight).
     adversarial.also_fake = False
+    adversarial.fake_weight_scale = 1.0
     return adversarial
 
 

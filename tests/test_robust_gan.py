@@ -155,6 +155,25 @@ def test_the_pgd_examples_stay_in_the_budget_and_beat_random_noise():
     assert d_class_ce(result.adversarial) > d_class_ce(noise) + 0.05 > d_class_ce(images) - 0.5
 
 
+def test_the_detector_weighs_its_pgd_examples_fake_term_by_its_own_scale():
+    """D's loss grows by exactly scale x loss.fake_weight x the PGD examples' fake CE (same key, same
+    examples); the scale is refused without the detector option."""
+    losses_by_scale = {}
+    for scale in (0.0, 3.0):
+        config = _robust_config("tiny,detector")
+        config.adversarial_training.fake_weight_scale = scale
+        validate_config(config)
+        mesh, models, state, batch = _models_state_batch(config)
+        metrics = jax.device_get(steps.make_gan_step(models, config, mesh)(state, batch)[1])
+        losses_by_scale[scale] = (float(metrics["d_loss"]), float(metrics["d_detector_fake_ce"]))
+    (without, fake_ce), (with_scale, _) = losses_by_scale[0.0], losses_by_scale[3.0]
+    assert fake_ce > 0 and with_scale - without == pytest.approx(3.0 * config.loss.fake_weight * fake_ce, rel=1e-4)
+    robust = _robust_config()
+    robust.adversarial_training.fake_weight_scale = 2.0
+    with pytest.raises(ConfigError, match="fake_weight_scale=2.0: weighs the PGD examples' fake term"):
+        validate_config(robust)
+
+
 @pytest.mark.slow
 def test_with_the_detector_option_d_learns_its_pgd_examples_as_fake():
     """On one fixed batch at 16/255, the detector's D comes to give its PGD examples a higher p_fake than

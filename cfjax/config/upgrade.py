@@ -48,6 +48,7 @@ ADDED_FIELDS: dict[str, Any] = {
     "adversarial_training.norm": "linf",
     "adversarial_training.warmup_steps": 0,
     "adversarial_training.also_fake": False,  # runs before the robust GAN: no PGD example was "fake"
+    "adversarial_training.fake_weight_scale": 1.0,  # the detector's PGD examples weighed as generated images
     "explain.fixed_fraction": 0.5,
     "explain.top_k_percent": 0.0,
     "explain.ig_steps": 16,

@@ -45,7 +45,8 @@ FIELDS = {
     "saliency": ("reduce", "blur_radius", "contrast_radius", "views"),
     "explain": ("fixed_fraction", "top_k_percent", "ig_steps", "histogram_bins", "max_figures", "contact_rows",
                 "tolerance", "centerline_tolerance", "thin_nms", "thin_reduce"),
-    "adversarial_training": ("epsilon", "step_size", "num_steps", "norm", "warmup_steps", "also_fake"),
+    "adversarial_training": ("epsilon", "step_size", "num_steps", "norm", "warmup_steps", "also_fake",
+                             "fake_weight_scale"),
     "attack": ("paper_step_sizes_255", "paper_iterations", "linf_epsilons_255", "l2_epsilons", "iterations",
                "restarts", "check_epsilon_255", "strong_iterations", "strong_restarts", "adaptive_weight",
                "max_examples", "models", "ensemble", "strong", "ensemble_iterations", "ensemble_targets",
@@ -245,6 +246,9 @@ def _validate_adversarial_training(config: ml_collections.ConfigDict) -> None:
     _bool(config, "adversarial_training.also_fake")
     _require(not adversarial.also_fake or config.model == "robust_gan", "adversarial_training.also_fake",
              "labels PGD examples with D's fake class: config.model='robust_gan' only", config)
+    _number(config, "adversarial_training.fake_weight_scale", 0.0)
+    _require(adversarial.fake_weight_scale == 1.0 or adversarial.also_fake, "adversarial_training.fake_weight_scale",
+             "weighs the PGD examples' fake term: needs adversarial_training.also_fake=True", config)
     _number(config, "adversarial_training.step_size", 0.0, low_open=True)
     _require(_is_int(adversarial.num_steps) and adversarial.num_steps >= 1, "adversarial_training.num_steps",
              "must be an integer >= 1", config)

@@ -55,6 +55,8 @@ _OUT = flags.DEFINE_string("out", None, "--mode=explain|attack|predict: output f
                            "WORKDIR/explain[_FOLDER], WORKDIR/attack or WORKDIR/predict_FOLDER).")
 _TRANSFER_FROM = flags.DEFINE_string("transfer_from", None, "--mode=attack: another run's workdir whose models craft "
                                      "transfer attacks on this run's (a gradient-masking check).")
+_SPLIT = flags.DEFINE_enum("split", "test", ["test", "validation"], "--mode=attack: the split attacked; validation "
+                           "to choose between runs or settings without reading the test split.")
 _PRINT_CONFIG = flags.DEFINE_bool("print_config", False, "Print the resolved config (after overrides and, for "
                                    "--mode=explain|attack, merged into the run's saved one) and exit.")
 
@@ -72,6 +74,8 @@ def parse_flags(argv: list[str]) -> list[str]:
             _ = _CONFIG.value.name  # reads the config now: a missing file is a usage error too
         if _EVAL_DATA.value is not None and _MODE.value != "explain":
             _fail("--eval_data is for --mode=explain: the dataset a trained run is scored on")
+        if _SPLIT.value != "test" and _MODE.value != "attack":
+            _fail("--split is for --mode=attack: the split a trained run is attacked on")
         if _MODE.value == "predict" and _FOLDER.value is None:
             _fail("--mode=predict needs --folder: the photos to predict on")
         return argv
@@ -159,7 +163,7 @@ def _run() -> None:
         modes.explain(config, workdir, folder=_FOLDER.value, mask_threshold=_MASK_THRESHOLD.value,
                       crack_value=_CRACK_VALUE.value, out_dir=_OUT.value, eval_data=_EVAL_DATA.value)
     elif _MODE.value == "attack":
-        modes.attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value)
+        modes.attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value, split=_SPLIT.value)
     elif _MODE.value == "predict":
         modes.predict(config, workdir, _FOLDER.value, out_dir=_OUT.value, abstain_threshold=_ABSTAIN_THRESHOLD.value,
                       abstain_score=_ABSTAIN_SCORE.value)

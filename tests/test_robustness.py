@@ -265,6 +265,9 @@ def test_attack_reads_the_runs_saved_config(runs, tmp_path):
     config.attack.max_examples = 8
     results = attack(config, classifier_dir, out_dir=str(tmp_path))
     assert set(results["models"]) == {"classifier"} and results["data"]["num_images"] == 8
+    validation = attack(config, classifier_dir, split="validation")  # choosing without reading test
+    assert validation["out_dir"] == os.path.join(classifier_dir, "attack_validation")
+    assert validation["data"]["source"].startswith("the validation split")
     mine = classifier.copy_and_resolve_references()
     mine.attack.iterations, mine.num_steps = 2, 100
     merged = for_saved_run(classifier_dir, mine)

@@ -1,5 +1,6 @@
-"""`attack(config, workdir)`: restore a run, attack every classifier it holds on its test split, and write
-robustness.json, robustness.md and plots. Called by `python -m cfjax.main --mode=attack` and notebooks."""
+"""`attack(config, workdir)`: restore a run, attack every classifier it holds on its test split (or the
+validation split, to choose between runs without reading test), and write robustness.json, robustness.md
+and plots. Called by `python -m cfjax.main --mode=attack` and notebooks."""
 
 import dataclasses
 import os
@@ -26,7 +27,7 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     run's workdir), also PGD examples made on that run's models and scored on this run's. Returns
     robustness.json's content."""
     start = time.time()
-    out_dir = out_dir or os.path.join(workdir, "attack")
+    out_dir = out_dir or os.path.join(workdir, "attack" if split == "test" else f"attack_{split}")
     saved_source = _transfer_config(transfer_from, config) if transfer_from else None
     run = load_run(config, workdir)
     if jax.process_index() == 0:

@@ -173,11 +173,15 @@ def pgd_training(config: ml_collections.ConfigDict) -> None:
 
 def robust_gan(config: ml_collections.ConfigDict, detector: bool = False) -> None:
     """Make a GAN config the robust GAN's: D trains on PGD examples of the real images (`pgd_training`).
-    `detector`: D also learns those examples as "fake", so that p_fake flags attacks (`:detector`)."""
+    `detector`: D also learns those examples as "fake", so that p_fake flags attacks (`:detector`), their fake
+    term weighed 3x a generated image's. Chosen on the fruit validation split (seed 0, PGD-10 at 4/255,
+    `--mode=attack --split=validation`): p_fake AUROC clean vs attacked 0.945 at scale 3 against 0.783 at 1,
+    robust accuracy 0.775 against 0.790 (docs/robustness.md)."""
     config.model = "robust_gan"
     config.name = f"{config.name}_{'detector' if detector else 'robust'}"
     pgd_training(config)
     config.adversarial_training.also_fake = detector
+    config.adversarial_training.fake_weight_scale = 3.0 if detector else 1.0
 
 
 def attack_config() -> ml_collections.ConfigDict:

@@ -72,7 +72,8 @@ def test_the_detector_configs_are_the_robust_ones_that_also_learn_pgd_examples_a
         assert detector.adversarial_training.also_fake and detector.name.endswith("_detector")
         changed = {field for field, value in flatten_dict(robust.to_dict()).items()
                    if flatten_dict(detector.to_dict())[field] != value}
-        assert changed == {"name", "adversarial_training.also_fake"}, changed
+        assert changed == {"name", "adversarial_training.also_fake", "adversarial_training.fake_weight_scale"}, changed
+        assert detector.adversarial_training.fake_weight_scale == 3.0  # chosen on the fruit validation split
     mesh = parallel.make_mesh()
     names = {variant: [r.name for r in kinds.make_kind(cracks.get_config(f"tiny,{variant}"), mesh).readouts({
         "g_ema_params": {}, "d_params": {}})] for variant in ("robust", "detector")}

@@ -28,15 +28,15 @@ def measure(workdir: str) -> dict:
     values = {"p_fake": lambda: np.asarray(run.p_fake(test["image"])),
               "uncertainty": lambda: 1.0 - probabilities.max(-1)}
     rows = {}
-    for score in abstain.scores_offered(set(run.offers)):
-        rule = abstain.abstain_rule(run, run.config, score=score)
+    auto = abstain.abstain_rule(run, run.config)  # one validation pass: it tries every score the run offers
+    for score, rule in auto.get("scores", {}).items():
         kept = values[score]() <= rule["threshold"] if rule["threshold"] is not None else np.ones(len(wrong), bool)
         rows[score] = {"threshold": rule["threshold"], "validation_coverage": rule.get("coverage"),
                        "validation_kept_error": rule.get("kept_error"),
                        "validation_error": rule.get("validation_error"),
                        "test_coverage": float(kept.mean()), "test_error": float(wrong.mean()),
                        "test_kept_error": float(wrong[kept].mean()) if kept.any() else None}
-    return {"scores": rows, "auto": abstain.abstain_rule(run, run.config)["score"], "step": run.step}
+    return {"scores": rows, "auto": auto["score"], "step": run.step}
 
 
 def _cell(value) -> str:

@@ -51,13 +51,6 @@ def scores_offered(offers: set) -> tuple[str, ...]:
     return tuple(name for name, needs in (("p_fake", "p_fake"), ("uncertainty", "probabilities")) if needs in offers)
 
 
-def photo_score(record: dict, score: str) -> float:
-    """A predicted photo's value of `score`, from its record: like the images τ is calibrated on, one tile of
-    the training size, so on a photo seen as several tiles each score is the tiles' mean (a most-damaged-tile
-    readout would grow with the tile count: the least sure of many tiles)."""
-    return record[score]
-
-
 def abstain_rule(run, config: ml_collections.ConfigDict, threshold: float | None = None,
                  score: str = "auto") -> dict:
     """{"score": the score abstained on, "threshold": τ or None (abstain when the score is above τ), "rule":

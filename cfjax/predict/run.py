@@ -125,13 +125,15 @@ def predict_photo(run: RestoredRun, photo: np.ndarray, relative: str, key: str, 
     def tile_mean(values):  # weighted by how much of each tile lies on the photo
         return float((values * weights).sum() / weights.sum())
 
-    if "probabilities" in out:  # the abstain score as calibrated on training-size images: a tile mean
+    # The abstain scores as tau was calibrated on them, one training-size tile: on a photo of several tiles their
+    # mean (a most-damaged-tile uncertainty would grow with the tile count: the least sure of many tiles).
+    if "probabilities" in out:
         record["uncertainty"] = tile_mean(1.0 - out["probabilities"].max(-1))
     if "p_fake" in out:
         record["p_fake"] = tile_mean(out["p_fake"])
     if abstain["score"] is not None:
         record["abstained"] = bool(abstain["threshold"] is not None
-                                   and abstaining.photo_score(record, abstain["score"]) > abstain["threshold"])
+                                   and record[abstain["score"]] > abstain["threshold"])
     files_written = {}
     thumbs = {"photo": _thumbnail(photo)}
     if "saliency" in out:

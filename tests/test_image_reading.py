@@ -72,6 +72,21 @@ def test_every_mode_becomes_the_rgb_a_viewer_shows(tmp_path):
     np.testing.assert_array_equal(bilevel[..., 0], [[0, 255]])
 
 
+def test_a_gif_reads_as_shown_and_files_of_several_frames_or_too_many_pixels_are_refused(tmp_path, monkeypatch):
+    rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [40, 80, 120]]], np.uint8)
+    still = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    np.testing.assert_array_equal(files.read_image(_save(tmp_path / "still.gif", still)), rgb)
+    frames = [Image.fromarray(rgb), Image.fromarray(255 - rgb)]  # which one is "the" image: not ours to guess
+    frames[0].save(tmp_path / "animated.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(tmp_path / "pages.tif", save_all=True, append_images=frames[1:])
+    for name in ("animated.gif", "pages.tif"):
+        with pytest.raises(DataError, match=rf"{name}: it holds 2 frames"):
+            files.read_image(str(tmp_path / name))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1)  # refused at 2x this, before any pixel is decoded
+    with pytest.raises(DataError, match=r"still.gif: .*decompression bomb.*Cut it into smaller images"):
+        files.read_image(str(tmp_path / "still.gif"))
+
+
 def test_transparency_of_an_image_is_composited_on_white(tmp_path):
     rgba = np.array([[[0, 0, 0, 0], [0, 0, 0, 255], [200, 0, 0, 255], [0, 0, 0, 128]]], np.uint8)
     read = files.read_image(_save(tmp_path / "a.png", Image.fromarray(rgba)))

@@ -28,12 +28,13 @@ from cfjax.predict.abstain import abstain_rule, choose_threshold
 from cfjax.predict.run import predict
 
 READABLE = ("a.jpg", "grey.png", "exif_rotated.jpg", "sub/rgba.png", "sub/palette.bmp", "sub/cmyk.tiff",
-            "sub/ünïcode dir/sixteen bit.tif", "sub/ünïcode dir/фото.webp")
+            "sub/ünïcode dir/sixteen bit.tif", "sub/ünïcode dir/фото.webp", "sub/still.gif")
+UNREADABLE = ("animated.gif", "corrupt.jpg", "loop.jpg")  # two frames; not an image; a link to itself
 
 
 def make_photos(folder) -> None:
-    """The readable photos above (grey, RGBA, palette, CMYK, 16-bit, EXIF-rotated, non-ASCII names), a
-    corrupt JPEG, hidden and system files, and a text file."""
+    """The readable photos above (grey, RGBA, palette, CMYK, 16-bit, EXIF-rotated, GIF, non-ASCII names), the
+    unreadable files above, hidden and system files, and a text file."""
     os.makedirs(os.path.join(folder, "sub", "ünïcode dir"), exist_ok=True)
     os.makedirs(os.path.join(folder, ".hidden_dir"), exist_ok=True)
     rng = np.random.default_rng(0)
@@ -56,8 +57,12 @@ def make_photos(folder) -> None:
     exif = rotated.getexif()
     exif[0x0112] = 6  # shown rotated by 90 degrees: 40 wide, 60 tall
     rotated.save(path("exif_rotated.jpg"), exif=exif)
+    Image.fromarray(image(30, 40)).convert("P").save(path("sub/still.gif"))
+    frames = [Image.fromarray(image(30, 40)).convert("P") for _ in range(2)]
+    frames[0].save(path("animated.gif"), save_all=True, append_images=frames[1:])
     with open(path("corrupt.jpg"), "wb") as f:
         f.write(b"\xff\xd8\xff\xe0 not a JPEG at all")
+    os.symlink("loop.jpg", path("loop.jpg"))
     for name, data in ((".DS_Store", b"\0\0\0\1Bud1"), ("._a.jpg", b"\0\5\26\7"), ("Thumbs.db", b"\xd0\xcf"),
                        (".hidden_dir/b.jpg", b"hidden"), ("notes.txt", b"not a photo")):
         with open(path(name), "wb") as f:
@@ -67,8 +72,8 @@ def make_photos(folder) -> None:
 def test_photos_are_listed_recursively_without_hidden_or_system_files(tmp_path):
     make_photos(tmp_path)
     found, others = photos.list_photos(str(tmp_path))
-    assert set(found) == set(READABLE) | {"corrupt.jpg"}
-    assert others == 1  # notes.txt
+    assert set(found) == set(READABLE) | set(UNREADABLE)
+    assert others == ["notes.txt"]
     keys = [photos.key(p) for p in found]
     assert len(set(keys)) == len(keys) and all(k.isascii() for k in keys)
     with pytest.raises(DataError, match="does not exist"):
@@ -165,9 +170,12 @@ def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path)
     folder, out = tmp_path / "photos", tmp_path / "out"
     make_photos(folder)
     summary = predict(config, workdir, str(folder), out_dir=str(out), progress=False)
-    assert summary["counts"] == {"photos_found": 9, "predicted": 8, "skipped": 1,
+    assert summary["counts"] == {"photos_found": 12, "predicted": 9, "skipped": 3,
                                  "abstained": summary["counts"]["abstained"]}
-    assert summary["skipped"][0]["path"] == "corrupt.jpg" and "cannot read image" in summary["skipped"][0]["reason"]
+    reasons = {s["path"]: s["reason"] for s in summary["skipped"]}  # each named, with why: none stops the rest
+    assert list(reasons) == list(UNREADABLE) and all(f"cannot read image {folder}" in r for r in reasons.values())
+    assert "2 frames" in reasons["animated.gif"] and "symbolic links" in reasons["loop.jpg"]
+    assert summary["not_images"]["count"] == 1 and summary["not_images"]["examples"] == ["notes.txt"]
     assert summary["abstain"]["rule"] and "validation_error" in summary["abstain"]
     assert "Otsu" in summary["mask"]["rule"]
     records = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -189,7 +197,9 @@ def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path)
     with open(out / "predictions.csv", encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["path"] for r in rows] == [r["path"] for r in records] and "p_crack" in rows[0]
-    check_report(out, 8)
+    check_report(out, 9)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert 'id="not-images"' in page and "notes.txt" in page
     # Resuming: a run stopped after some photos (their records written, the tables not) completes the rest
     # and the tables, and computes nothing twice.
     for name in ("predictions.csv", "predictions.jsonl", "summary.json", "report.html"):
@@ -201,24 +211,24 @@ def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path)
     (out / "records" / kept_record.name).write_text(json.dumps({**json.loads(kept_record.read_text()),
                                                                 "class_name": "1"}))
     again = predict(config, workdir, str(folder), out_dir=str(out), progress=False)
-    assert again["resumed"] == 5 and again["counts"]["predicted"] == 8
+    assert again["resumed"] == 6 and again["counts"]["predicted"] == 9
     lines = (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
-    assert len(lines) == 8 and {json.loads(line)["class_name"] for line in lines} <= {"no_crack", "crack"}
-    assert json.loads((out / "summary.json").read_text())["counts"]["predicted"] == 8
+    assert len(lines) == 9 and {json.loads(line)["class_name"] for line in lines} <= {"no_crack", "crack"}
+    assert json.loads((out / "summary.json").read_text())["counts"]["predicted"] == 9
     # A photo replaced under the same name, or another abstain threshold, is predicted again, not served stale.
     replaced = next(name for name in READABLE if name.endswith(".png"))
     Image.fromarray(np.full((48, 72, 3), 200, np.uint8)).save(folder / replaced)
     changed = predict(config, workdir, str(folder), out_dir=str(out), progress=False)
-    assert changed["resumed"] == 7
+    assert changed["resumed"] == 8
     record = next(r for r in map(json.loads, (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines())
                   if r["path"] == replaced)
     assert (record["width"], record["height"]) == (72, 48)
     rethresholded = predict(config, workdir, str(folder), out_dir=str(out), abstain_threshold=0.0, progress=False)
-    assert rethresholded["resumed"] == 0 and rethresholded["counts"]["abstained"] == 8
+    assert rethresholded["resumed"] == 0 and rethresholded["counts"]["abstained"] == 9
     # a given threshold overrides the validation rule
     forced = predict(config, workdir, str(folder), out_dir=str(tmp_path / "forced"), abstain_threshold=0.0,
                      progress=False)
-    assert forced["abstain"]["rule"] == "given by --abstain_threshold" and forced["counts"]["abstained"] == 8
+    assert forced["abstain"]["rule"] == "given by --abstain_threshold" and forced["counts"]["abstained"] == 9
 
 
 @pytest.mark.slow
@@ -240,7 +250,7 @@ def test_the_report_renders_in_headless_chromium(gan_run, tmp_path):
     assert pixels.std() > 10  # not a blank page
     dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
                           f"file://{out / 'report.html'}"], capture_output=True, text=True, timeout=120)
-    assert '<b id="shown">8</b>' in dom.stdout  # the inline script ran and counted the shown rows
+    assert '<b id="shown">9</b>' in dom.stdout  # the inline script ran and counted the shown rows
 
 
 def _cli(args, repo_root):
@@ -262,13 +272,14 @@ def test_each_kind_predicts_what_it_offers_through_the_cli_without_config(tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = workdir / "predict_photos"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["counts"]["predicted"] == 8
+    assert summary["counts"]["predicted"] == 9
+    assert "1 other file(s) not read" in proc.stdout and "notes.txt" in proc.stdout  # said, not silently dropped
     assert summary["abstain"]["score"] == ("uncertainty" if has_classes else None)  # a classifier abstains too
     record = json.loads((out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert ("abstained" in record) == has_classes
     assert ("probabilities" in record) == has_classes and ("mask_area" in record) == has_masks
     assert "counterfactual" not in record["files"] and "p_fake" not in record
-    check_report(out, 8)
+    check_report(out, 9)
 
 
 @pytest.mark.slow

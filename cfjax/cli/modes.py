@@ -52,6 +52,11 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, **opti
     print(f"cfjax: {counts['predicted']} of {counts['photos_found']} photos predicted ({summary['resumed']} already "
           f"done), {counts['skipped']} skipped, {counts['abstained']} abstained; abstain: {_abstain_rule(abstain)}",
           flush=True)
+    others = summary["not_images"]
+    if others["count"]:
+        more = ", ..." if others["count"] > len(others["examples"]) else ""
+        print(f"cfjax: {others['count']} other file(s) not read, not of a type read here "
+              f"({' '.join(others['read_types'])}): {', '.join(others['examples'])}{more}", flush=True)
     print(f"cfjax: wrote predictions.csv, predictions.jsonl, summary.json and report.html in {out}", flush=True)
 
 

@@ -17,26 +17,24 @@ def is_ignored(name: str) -> bool:
     return name.startswith(".") or name.lower() in SYSTEM_NAMES
 
 
-def list_photos(folder: str) -> tuple[list[str], int]:
-    """(paths relative to `folder` of every image file under it, sorted; how many other files were seen).
+def list_photos(folder: str) -> tuple[list[str], list[str]]:
+    """(paths relative to `folder` of every image file under it; those of the other files seen), each sorted.
     Hidden and system files and folders are ignored. DataError when the folder is missing or has no image."""
     if not os.path.isdir(folder):
         raise DataError(f"the folder to predict on, {folder!r}, does not exist" if not os.path.exists(folder) else
                         f"--folder={folder} is a file, not a folder of photos")
-    found, others = [], 0
+    found, others = [], []
     for root, dirs, names in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not is_ignored(d))
         for name in names:
             if is_ignored(name):
                 continue
-            if name.lower().endswith(files.IMAGE_EXTENSIONS):
-                found.append(os.path.relpath(os.path.join(root, name), folder))
-            else:
-                others += 1
+            relative = os.path.relpath(os.path.join(root, name), folder)
+            (found if name.lower().endswith(files.IMAGE_EXTENSIONS) else others).append(relative)
     if not found:
         raise DataError(f"no image files under {folder!r} (looked recursively for "
-                        f"{', '.join(files.IMAGE_EXTENSIONS)}; {others} other file(s) seen)")
-    return sorted(found), others
+                        f"{', '.join(files.IMAGE_EXTENSIONS)}; {len(others)} other file(s) seen)")
+    return sorted(found), sorted(others)
 
 
 def key(relative_path: str) -> str:

@@ -147,6 +147,13 @@ def html(summary: dict, records: list) -> str:
         facts.append("classes: " + ", ".join(f"{_e(k)}: {v}" for k, v in summary["classes"].items()))
     skipped = "".join(f"<li><code>{_e(s['path'])}</code>: {_e(s['reason'])}</li>" for s in summary["skipped"])
     skipped_html = f"<h2>Skipped files</h2><ul id=\"skipped\">{skipped}</ul>" if skipped else ""
+    others = summary.get("not_images") or {"count": 0}
+    if others["count"]:
+        left = others["count"] - len(others["examples"])
+        more = f", and {left} more" if left else ""
+        skipped_html += (f"<h2>Other files, not read</h2><p id=\"not-images\">{others['count']} file(s) not of a type "
+                         f"read here ({_e(' '.join(others['read_types']))}): "
+                         f"{', '.join(f'<code>{_e(name)}</code>' for name in others['examples'])}{more}</p>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>cfjax predictions: {_e(summary['config_name'])}</title>
 <style>{_STYLE}</style></head><body>

@@ -46,7 +46,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
     """Predict on every photo under `folder` (recursively); returns summary.json's content with "out_dir".
     A photo abstains when `abstain_score` (`abstain.CHOICES`) is above the threshold (`abstain.abstain_rule`)."""
     start = time.time()
-    paths, _ = photos.list_photos(folder)  # a missing or empty folder fails before the run is restored
+    paths, not_images = photos.list_photos(folder)  # a missing or empty folder fails before the run is restored
     out_dir = out_dir or os.path.join(workdir, f"predict_{os.path.basename(os.path.normpath(folder))}")
     storage.check_writable(out_dir)
     run = restore(workdir, config=config)
@@ -64,15 +64,15 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
             key = photos.key(relative)
             record_path = os.path.join(out_dir, "records", f"{key}.json")
             done = storage.read_json(record_path)
-            made_from = {**settings, **_file_fingerprint(os.path.join(folder, relative))}
-            if isinstance(done, dict) and done.get("path") == relative and done.get("made_from") == made_from:
-                if "class" in done:  # named as the run names its classes today (older cfjax: "0 (normal)")
-                    done["class_name"] = run.class_names[done["class"]]
-                records.append(done)
-                resumed += 1
-                bar.update()
-                continue
             try:
+                made_from = {**settings, **_file_fingerprint(os.path.join(folder, relative))}
+                if isinstance(done, dict) and done.get("path") == relative and done.get("made_from") == made_from:
+                    if "class" in done:  # named as the run names its classes today (older cfjax: "0 (normal)")
+                        done["class_name"] = run.class_names[done["class"]]
+                    records.append(done)
+                    resumed += 1
+                    bar.update()
+                    continue
                 image = files.read_image(os.path.join(folder, relative))
             except DataError as error:  # reported, listed in the summary, never fatal for the others
                 tqdm.write(f"cfjax: skipped {relative}: {error}")
@@ -90,6 +90,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
             bar.update()
     interrupts.check()
     summary = _summary(run, config, workdir, folder, paths, records, skipped, abstain, mask, methods)
+    summary["not_images"] = not_images_seen(not_images)
     summary.update({"resumed": resumed, "wall_time_s": time.time() - start,
                     "photos_per_s": computed / computed_s if computed_s else None})
     _write_tables(out_dir, records, run, summary)
@@ -101,8 +102,12 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
 
 def _file_fingerprint(path: str) -> dict:
     """What a record's reuse depends on in the photo file: a photo replaced under the same name (another
-    size or modification time) is predicted again rather than served from the old record."""
-    status = os.stat(path)
+    size or modification time) is predicted again rather than served from the old record. DataError where
+    the file cannot even be looked at (a broken or looping link, a file gone since the folder was listed)."""
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        raise DataError(f"cannot read image {path}: {error.strerror}") from error
     return {"bytes": status.st_size, "mtime_ns": status.st_mtime_ns}
 
 
@@ -213,6 +218,12 @@ def _summary(run, config, workdir, folder, paths, records, skipped, abstain, mas
         "tiles_photos": pipeline.tiles_photos(config), "tile_size": config.data.image_size,
         "versions": {"cfjax": __version__, "jax": jax.__version__},
     }
+
+
+def not_images_seen(others: list[str], examples: int = 10) -> dict:
+    """The files under the folder that were not read, for they are not of an image type cfjax reads (a HEIC
+    photo, a RAW file, a note): said, so a photo missing from the table is not a mystery."""
+    return {"count": len(others), "examples": others[:examples], "read_types": list(files.IMAGE_EXTENSIONS)}
 
 
 CSV_FIELDS = ("path", "width", "height", "tiles", "class", "class_name", "confidence", "uncertainty", "g_class",

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cfjax.errors import DataError, ManualDirError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 SPLITS = ("train", "validation", "test")
 
 
@@ -52,7 +52,8 @@ def stem(path: str) -> str:
 
 # How a file's pixels are read, the same for `prepare` and `--mode=explain --folder`: as a viewer shows
 # them. EXIF orientation is applied; any mode becomes RGB; 16-bit values are scaled by their range
-# (0..65535 -> 0..255), never clipped; float images must hold [0, 1]. Transparency: an image is
+# (0..65535 -> 0..255), never clipped; float images must hold [0, 1]; a file of several frames (an animated
+# GIF or WebP, a multi-page TIFF) is refused. Transparency: an image is
 # composited on white (a page behind it), a mask on black (its background).
 _HIGH_BIT_DEPTH = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
@@ -61,11 +62,17 @@ def _open(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(colour (H, W, 3) float32 in [0, 255], alpha (H, W) float32 in [0, 1] or None), upright."""
     try:
         with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:  # a viewer plays or pages through it: which frame is "the" image is not ours to guess
+                raise DataError(f"cannot read {what} {path}: it holds {frames} frames (an animation or a multi-page "
+                                f"file); save the one frame to use as an image of its own")
             image.load()
             image = ImageOps.exif_transpose(image)
             return _as_colour_and_alpha(image, path, what)
     except DataError:
         raise
+    except Image.DecompressionBombError as error:  # refused at open, before any pixel is decoded
+        raise DataError(f"cannot read {what} {path}: {error} Cut it into smaller images.") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read {what} {path}: {error}") from error
 

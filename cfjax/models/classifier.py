@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cfjax.models.layers import COMPUTE_DTYPES, Downsample, ResBlocks, make_norm, pixel_unshuffle, to_signed
+from cfjax.models.layers import COMPUTE_DTYPES, Conv, Downsample, ResBlocks, make_norm, pixel_unshuffle, to_signed
 
 
 class ResNetClassifier(nn.Module):
@@ -30,7 +30,7 @@ class ResNetClassifier(nn.Module):
         h = to_signed(images).astype(dtype)
         if self.stem == "unshuffle":
             h = pixel_unshuffle(h, 2)
-        h = nn.Conv(self.widths[0], (3, 3), dtype=dtype)(h)
+        h = Conv(self.widths[0], (3, 3), dtype=dtype)(h)
         for stage, features in enumerate(self.widths):
             if stage > 0:
                 h = Downsample(features, dtype)(h)

@@ -4,7 +4,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cfjax.models.layers import COMPUTE_DTYPES, Downsample, ResBlocks, Upsample, make_norm, pixel_unshuffle, to_signed
+from cfjax.models.layers import (
+    COMPUTE_DTYPES,
+    Conv,
+    Downsample,
+    ResBlocks,
+    Upsample,
+    make_norm,
+    pixel_unshuffle,
+    to_signed,
+)
 
 OUTPUT_MODES = ("residual", "image", "logits")
 STEMS = ("unshuffle", "conv")
@@ -48,7 +57,7 @@ class Generator(nn.Module):
         res_block = ResBlocks(self.norm, dtype, self.remat)
         signed = to_signed(images).astype(dtype)
         h = pixel_unshuffle(signed, 2) if self.stem == "unshuffle" else signed
-        h = nn.Conv(self.width, (3, 3), dtype=dtype)(h)
+        h = Conv(self.width, (3, 3), dtype=dtype)(h)
 
         skips = []
         for level in range(self.depth):
@@ -75,9 +84,9 @@ class Generator(nn.Module):
             # Back to full resolution, beside the input itself: edits can follow single pixels.
             h = Upsample(max(self.width // 2, 4), dtype)(h)
             h = jnp.concatenate([h, signed], axis=-1)
-            h = nn.swish(nn.Conv(max(self.width // 2, 4), (3, 3), dtype=dtype)(h))
+            h = nn.swish(Conv(max(self.width // 2, 4), (3, 3), dtype=dtype)(h))
         head_init = nn.initializers.zeros if self.output == "residual" else nn.initializers.lecun_normal()
-        out = nn.Conv(self.out_channels or images.shape[-1], (3, 3), kernel_init=head_init, dtype=dtype,
+        out = Conv(self.out_channels or images.shape[-1], (3, 3), kernel_init=head_init, dtype=dtype,
                       name="image_head")(h).astype(jnp.float32)
         if self.output == "logits":
             return out, class_logits

@@ -2,9 +2,11 @@
 
 Down- and up-sampling are written as space-to-depth / depth-to-space plus a plain convolution:
 the same receptive field as strided or transposed convolutions, but lowered to ordinary
-convolutions, whose gradients are much faster on XLA:CPU (docs/design.md, section 6).
+convolutions, whose gradients are much faster on XLA:CPU (docs/design.md, section 6). Every
+convolution is `Conv`: flax's, with an input gradient that stays fast inside loops (`cfjax.models.conv`).
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -13,8 +15,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cfjax.models.conv import conv
+
 NORMS = ("group", "layer", "instance", "none")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv)  # the same parameters and names as nn.Conv
 
 
 def pixel_unshuffle(x: jnp.ndarray, factor: int) -> jnp.ndarray:
@@ -105,10 +110,10 @@ class ResBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(nn.swish(make_norm(self.norm, dtype=self.dtype)(x)))
-        h = nn.Conv(self.features, (3, 3), dtype=self.dtype)(nn.swish(make_norm(self.norm, dtype=self.dtype)(h)))
+        h = Conv(self.features, (3, 3), dtype=self.dtype)(nn.swish(make_norm(self.norm, dtype=self.dtype)(x)))
+        h = Conv(self.features, (3, 3), dtype=self.dtype)(nn.swish(make_norm(self.norm, dtype=self.dtype)(h)))
         if x.shape[-1] != self.features:
-            x = nn.Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype)(x)
+            x = Conv(self.features, (1, 1), use_bias=False, dtype=self.dtype)(x)
         return x + h
 
 
@@ -134,7 +139,7 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return nn.Conv(self.features, (3, 3), dtype=self.dtype)(pixel_unshuffle(x, 2))
+        return Conv(self.features, (3, 3), dtype=self.dtype)(pixel_unshuffle(x, 2))
 
 
 class Upsample(nn.Module):
@@ -146,7 +151,7 @@ class Upsample(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
-        return nn.Conv(self.features, (3, 3), dtype=self.dtype)(x)
+        return Conv(self.features, (3, 3), dtype=self.dtype)(x)
 
 
 def to_signed(images: jnp.ndarray) -> jnp.ndarray:

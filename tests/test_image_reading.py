@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from cfjax.data import prepare as prepare_lib
 from cfjax.data import sources
@@ -72,7 +72,7 @@ def test_every_mode_becomes_the_rgb_a_viewer_shows(tmp_path):
     np.testing.assert_array_equal(bilevel[..., 0], [[0, 255]])
 
 
-def test_a_gif_reads_as_shown_and_files_of_several_frames_or_too_many_pixels_are_refused(tmp_path, monkeypatch):
+def test_a_gif_reads_as_shown_and_files_of_several_pictures_or_too_many_pixels_are_refused(tmp_path, monkeypatch):
     rgb = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [40, 80, 120]]], np.uint8)
     still = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
     np.testing.assert_array_equal(files.read_image(_save(tmp_path / "still.gif", still)), rgb)
@@ -82,6 +82,20 @@ def test_a_gif_reads_as_shown_and_files_of_several_frames_or_too_many_pixels_are
     for name in ("animated.gif", "pages.tif"):
         with pytest.raises(DataError, match=rf"{name}: it holds 2 frames"):
             files.read_image(str(tmp_path / name))
+    # Not pages: a camera's multi-picture JPEG (its preview) and a TIFF's reduced-resolution thumbnail.
+    small = Image.fromarray(rgb).resize((2, 1))
+    frames[0].save(tmp_path / "camera.jpg", format="MPO", save_all=True, append_images=[small], quality=100)
+    with TiffImagePlugin.AppendingTiffWriter(str(tmp_path / "thumbnail.tif"), True) as tiff:
+        frames[0].save(tiff)
+        tiff.newFrame()
+        reduced = TiffImagePlugin.ImageFileDirectory_v2()
+        reduced[254] = 1  # NewSubfileType: a reduced-resolution copy of the image
+        small.save(tiff, tiffinfo=reduced)
+        tiff.newFrame()
+    assert Image.open(tmp_path / "camera.jpg").n_frames == 2 and Image.open(tmp_path / "thumbnail.tif").n_frames == 2
+    with Image.open(tmp_path / "camera.jpg") as shown:  # the first picture, as a viewer shows it
+        np.testing.assert_array_equal(files.read_image(str(tmp_path / "camera.jpg")), np.asarray(shown.convert("RGB")))
+    np.testing.assert_array_equal(files.read_image(str(tmp_path / "thumbnail.tif")), rgb)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1)  # refused at 2x this, before any pixel is decoded
     with pytest.raises(DataError, match=r"still.gif: .*decompression bomb.*Cut it into smaller images"):
         files.read_image(str(tmp_path / "still.gif"))

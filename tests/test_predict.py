@@ -29,7 +29,7 @@ from cfjax.predict.run import predict
 
 READABLE = ("a.jpg", "grey.png", "exif_rotated.jpg", "sub/rgba.png", "sub/palette.bmp", "sub/cmyk.tiff",
             "sub/ünïcode dir/sixteen bit.tif", "sub/ünïcode dir/фото.webp", "sub/still.gif")
-UNREADABLE = ("animated.gif", "corrupt.jpg", "loop.jpg")  # two frames; not an image; a link to itself
+UNREADABLE = ("animated.gif", "corrupt.jpg", "dangling.jpg", "loop.jpg")  # 2 frames; no image; links to nothing
 
 
 def make_photos(folder) -> None:
@@ -63,6 +63,7 @@ def make_photos(folder) -> None:
     with open(path("corrupt.jpg"), "wb") as f:
         f.write(b"\xff\xd8\xff\xe0 not a JPEG at all")
     os.symlink("loop.jpg", path("loop.jpg"))
+    os.symlink("gone.jpg", path("dangling.jpg"))
     for name, data in ((".DS_Store", b"\0\0\0\1Bud1"), ("._a.jpg", b"\0\5\26\7"), ("Thumbs.db", b"\xd0\xcf"),
                        (".hidden_dir/b.jpg", b"hidden"), ("notes.txt", b"not a photo")):
         with open(path(name), "wb") as f:
@@ -170,11 +171,12 @@ def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path)
     folder, out = tmp_path / "photos", tmp_path / "out"
     make_photos(folder)
     summary = predict(config, workdir, str(folder), out_dir=str(out), progress=False)
-    assert summary["counts"] == {"photos_found": 12, "predicted": 9, "skipped": 3,
+    assert summary["counts"] == {"photos_found": 13, "predicted": 9, "skipped": 4,
                                  "abstained": summary["counts"]["abstained"]}
     reasons = {s["path"]: s["reason"] for s in summary["skipped"]}  # each named, with why: none stops the rest
     assert list(reasons) == list(UNREADABLE) and all(f"cannot read image {folder}" in r for r in reasons.values())
     assert "2 frames" in reasons["animated.gif"] and "symbolic links" in reasons["loop.jpg"]
+    assert "No such file" in reasons["dangling.jpg"]
     assert summary["not_images"]["count"] == 1 and summary["not_images"]["examples"] == ["notes.txt"]
     assert summary["abstain"]["rule"] and "validation_error" in summary["abstain"]
     assert "Otsu" in summary["mask"]["rule"]
@@ -229,6 +231,25 @@ def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path)
     forced = predict(config, workdir, str(folder), out_dir=str(tmp_path / "forced"), abstain_threshold=0.0,
                      progress=False)
     assert forced["abstain"]["rule"] == "given by --abstain_threshold" and forced["counts"]["abstained"] == 9
+
+
+@pytest.mark.slow
+def test_file_names_that_are_not_utf8_are_predicted_and_shown_with_replacement_characters(gan_run, tmp_path):
+    """A name with bytes that are not UTF-8 (possible on Linux) is read by its exact bytes, and shown, in every
+    table and in the report, with U+FFFD where the bad bytes were: not a crash after the work is done."""
+    config, workdir = gan_run
+    folder = os.fsencode(str(tmp_path / "photos"))
+    os.makedirs(folder)
+    Image.fromarray(np.full((20, 30, 3), 120, np.uint8)).save(os.path.join(folder, b"bad\xffname.png"), format="PNG")
+    with open(os.path.join(folder, b"note\xfe.txt"), "wb") as f:
+        f.write(b"not a photo")
+    summary = predict(config, workdir, str(tmp_path / "photos"), out_dir=str(tmp_path / "out"), progress=False)
+    assert summary["counts"]["predicted"] == 1 and summary["not_images"]["examples"] == ["note\ufffd.txt"]
+    with open(tmp_path / "out" / "predictions.csv", encoding="utf-8", newline="") as f:
+        assert [row["path"] for row in csv.DictReader(f)] == ["bad\ufffdname.png"]
+    assert "bad\ufffdname.png" in (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    again = predict(config, workdir, str(tmp_path / "photos"), out_dir=str(tmp_path / "out"), progress=False)
+    assert again["resumed"] == 1  # its record is found again under the name it is shown by
 
 
 @pytest.mark.slow

@@ -37,6 +37,12 @@ def list_photos(folder: str) -> tuple[list[str], list[str]]:
     return sorted(found), sorted(others)
 
 
+def shown(text: str) -> str:
+    """`text` (a path, or a message naming one) as it can be printed and written as UTF-8: a file name that is not
+    valid UTF-8 (Python keeps its bytes as surrogates) shows U+FFFD where the bad bytes were."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def key(relative_path: str) -> str:
     """A unique, ASCII-safe file stem for one photo's outputs: its path with other characters as '_',
     and a short hash of the exact path (two names that differ only in unusual characters stay apart)."""

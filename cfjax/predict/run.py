@@ -66,7 +66,8 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
             done = storage.read_json(record_path)
             try:
                 made_from = {**settings, **_file_fingerprint(os.path.join(folder, relative))}
-                if isinstance(done, dict) and done.get("path") == relative and done.get("made_from") == made_from:
+                reusable = isinstance(done, dict) and done.get("made_from") == made_from
+                if reusable and done.get("path") == photos.shown(relative):
                     if "class" in done:  # named as the run names its classes today (older cfjax: "0 (normal)")
                         done["class_name"] = run.class_names[done["class"]]
                     records.append(done)
@@ -75,8 +76,9 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
                     continue
                 image = files.read_image(os.path.join(folder, relative))
             except DataError as error:  # reported, listed in the summary, never fatal for the others
-                tqdm.write(f"cfjax: skipped {relative}: {error}")
-                skipped.append({"path": relative, "reason": str(error)})
+                skip = {"path": photos.shown(relative), "reason": photos.shown(str(error))}
+                tqdm.write(f"cfjax: skipped {skip['path']}: {skip['reason']}")
+                skipped.append(skip)
                 bar.update()
                 continue
             interrupts.check()
@@ -118,7 +120,8 @@ def predict_photo(run: RestoredRun, photo: np.ndarray, relative: str, key: str, 
     out = run.full_resolution(photo, methods)
     weights = out["tile_weight"]
     on_photo = weights >= 0.5 * weights.max()
-    record = {"path": relative, "key": key, "width": int(width), "height": int(height), "tiles": int(len(weights))}
+    record = {"path": photos.shown(relative), "key": key, "width": int(width), "height": int(height),
+              "tiles": int(len(weights))}
     names = run.class_names
     if "probabilities" in out:
         probabilities = _most_damaged(out["probabilities"], on_photo)
@@ -205,8 +208,8 @@ def _summary(run, config, workdir, folder, paths, records, skipped, abstain, mas
         if "class_name" in record:
             classes[record["class_name"]] = classes.get(record["class_name"], 0) + 1
     return {
-        "workdir": workdir, "step": run.step, "model": run.kind, "config_name": config.name,
-        "folder": os.path.abspath(folder), "offers": list(methods),
+        "workdir": photos.shown(workdir), "step": run.step, "model": run.kind, "config_name": config.name,
+        "folder": photos.shown(os.path.abspath(folder)), "offers": list(methods),
         "class_names": names if "probabilities" in methods else None,
         "counts": {"photos_found": len(paths), "predicted": len(records), "skipped": len(skipped),
                    "abstained": sum(bool(r.get("abstained")) for r in records)},
@@ -223,7 +226,8 @@ def _summary(run, config, workdir, folder, paths, records, skipped, abstain, mas
 def not_images_seen(others: list[str], examples: int = 10) -> dict:
     """The files under the folder that were not read, for they are not of an image type cfjax reads (a HEIC
     photo, a RAW file, a note): said, so a photo missing from the table is not a mystery."""
-    return {"count": len(others), "examples": others[:examples], "read_types": list(files.IMAGE_EXTENSIONS)}
+    return {"count": len(others), "examples": [photos.shown(name) for name in others[:examples]],
+            "read_types": list(files.IMAGE_EXTENSIONS)}
 
 
 CSV_FIELDS = ("path", "width", "height", "tiles", "class", "class_name", "confidence", "uncertainty", "g_class",

@@ -62,10 +62,11 @@ def _open(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(colour (H, W, 3) float32 in [0, 255], alpha (H, W) float32 in [0, 1] or None), upright."""
     try:
         with Image.open(path) as image:
-            frames = getattr(image, "n_frames", 1)
-            if frames > 1:  # a viewer plays or pages through it: which frame is "the" image is not ours to guess
-                raise DataError(f"cannot read {what} {path}: it holds {frames} frames (an animation or a multi-page "
+            pages = _pages_shown(image, path, what)
+            if pages > 1:  # a viewer plays or pages through it: which frame is "the" image is not ours to guess
+                raise DataError(f"cannot read {what} {path}: it holds {pages} frames (an animation or a multi-page "
                                 f"file); save the one frame to use as an image of its own")
+            image.seek(0)
             image.load()
             image = ImageOps.exif_transpose(image)
             return _as_colour_and_alpha(image, path, what)
@@ -75,6 +76,26 @@ def _open(path: str, what: str) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"cannot read {what} {path}: {error} Cut it into smaller images.") from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataError(f"cannot read {what} {path}: {error}") from error
+
+
+def _pages_shown(image: Image.Image, path: str, what: str) -> int:
+    """How many pictures a viewer shows in turn. Not pages: the extra pictures of a multi-picture JPEG (MPO: a
+    camera's large preview, a phone's HDR gain map; viewers show the first) and a TIFF's reduced-resolution
+    copies (thumbnails: NewSubfileType bit 0)."""
+    try:
+        frames = getattr(image, "n_frames", 1)
+        if frames == 1 or image.format == "MPO":
+            return 1
+        if image.format != "TIFF":
+            return frames
+        full = 0
+        for frame in range(frames):
+            image.seek(frame)
+            full += not int(image.tag_v2.get(254, 0)) & 1
+        return full
+    except Exception as error:  # noqa: BLE001 (a damaged frame table fails in many ways; each is this file's fault)
+        raise DataError(f"cannot read {what} {path}: its frames cannot be read ({type(error).__name__}: "
+                        f"{error})") from error
 
 
 def _as_colour_and_alpha(image: Image.Image, path: str, what: str):

@@ -30,11 +30,17 @@ def test_free_port_is_a_port():
     assert 0 < launch.free_port() < 65536
 
 
+# Process 0 fails only once process 1 is dead and the launcher has had time to see it (a marker file, then a
+# pause), so which failure comes first does not depend on how fast a loaded machine starts the two.
 FAKE_PROCESS = """
 import os, signal, sys, time
+marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "process_1_dies")
 if os.environ["JAX_PROCESS_ID"] == "1":
     print("cfjax: config x", flush=True)
+    open(marker, "w").close()
     os.kill(os.getpid(), signal.SIGKILL)
+while not os.path.exists(marker):
+    time.sleep(0.05)
 time.sleep(1.0)
 print("cfjax: error: a barrier timed out", flush=True)
 print("F1130 15:54:19.572463   32727 client.h:80] Terminating process because the JAX distributed service", flush=True)

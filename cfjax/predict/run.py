@@ -64,19 +64,20 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
             key = photos.key(relative)
             record_path = os.path.join(out_dir, "records", f"{key}.json")
             done = storage.read_json(record_path)
+            path, shown = os.path.join(folder, relative), photos.shown(relative)
             try:
-                made_from = {**settings, **_file_fingerprint(os.path.join(folder, relative))}
+                made_from = {**settings, **_file_fingerprint(path)}
                 reusable = isinstance(done, dict) and done.get("made_from") == made_from
-                if reusable and done.get("path") == photos.shown(relative):
+                if reusable and done.get("path") == shown:
                     if "class" in done:  # named as the run names its classes today (older cfjax: "0 (normal)")
                         done["class_name"] = run.class_names[done["class"]]
                     records.append(done)
                     resumed += 1
                     bar.update()
                     continue
-                image = files.read_image(os.path.join(folder, relative))
+                image = files.read_image(path)
             except DataError as error:  # reported, listed in the summary, never fatal for the others
-                skip = {"path": photos.shown(relative), "reason": photos.shown(str(error))}
+                skip = {"path": shown, "reason": photos.shown(str(error))}
                 tqdm.write(f"cfjax: skipped {skip['path']}: {skip['reason']}")
                 skipped.append(skip)
                 bar.update()
@@ -91,8 +92,7 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
             records.append(record)
             bar.update()
     interrupts.check()
-    summary = _summary(run, config, workdir, folder, paths, records, skipped, abstain, mask, methods)
-    summary["not_images"] = not_images_seen(not_images)
+    summary = _summary(run, config, workdir, folder, paths, not_images, records, skipped, abstain, mask, methods)
     summary.update({"resumed": resumed, "wall_time_s": time.time() - start,
                     "photos_per_s": computed / computed_s if computed_s else None})
     _write_tables(out_dir, records, run, summary)
@@ -201,7 +201,7 @@ def _save(out_dir: str, relative: str, image: np.ndarray, fmt: str) -> str:
     return relative
 
 
-def _summary(run, config, workdir, folder, paths, records, skipped, abstain, mask, methods) -> dict:
+def _summary(run, config, workdir, folder, paths, not_images, records, skipped, abstain, mask, methods) -> dict:
     names = run.class_names
     classes = {}
     for record in records:
@@ -215,6 +215,7 @@ def _summary(run, config, workdir, folder, paths, records, skipped, abstain, mas
                    "abstained": sum(bool(r.get("abstained")) for r in records)},
         "classes": classes,
         "skipped": skipped,
+        "not_images": not_images_seen(not_images),
         "abstain": abstain,
         "mask": mask,
         "photo_readout": PHOTO_READOUT,

@@ -1,0 +1,109 @@
+"""Why is the plain GAN's D less robust than the plain classifier? The local geometry of each trained decision
+at its test images (`cfjax.robustness.local_geometry`), beside the robust accuracy its attack measured:
+
+    PYTHONPATH=. python experiments/local_geometry.py --runs=runs \\
+        --workdirs=fruits_classifier_s0,fruits_adversarial_s0,fruits_s0,fruits_detector_s0
+
+For each run and each decision `--mode=attack` attacks (G's head is left out), on the test split: the
+median boundary distance in L2 and in L-inf (margin over the gradient's norm), the gradient's density and
+high-frequency share, D's class/fake gradient cosine, the first-order robust accuracy at 2/4/8/255, and
+the accuracy PGD-10 and the ensemble measured at those budgets (from WORKDIR/attack/robustness.json, or
+its committed record). Writes experiments/results/local_geometry.{json,md} (or --out). Read-only on the runs.
+"""
+
+import argparse
+import json
+import os
+
+import run_records
+
+from cfjax.data import pipeline
+from cfjax.robustness import local_geometry
+from cfjax.saved_runs import load_run, saved_config
+
+EPSILONS_255 = (2.0, 4.0, 8.0)
+COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance (/255)", 255.0),
+           ("density", "density", 1.0), ("high_frequency_share", "high-freq. share", 1.0),
+           ("margin", "margin", 1.0), ("gradient_l2", "‖∇‖₂", 1.0), ("cosine_with_fake", "cos(∇class, ∇fake)", 1.0))
+
+
+def measured_accuracy(workdir: str, records: str, model: str) -> dict:
+    """{"pgd"|"ensemble": {epsilon_255: accuracy}} from the run's attack output, else its committed record."""
+    path = os.path.join(workdir, "attack", "robustness.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            analysis = json.load(f)
+    else:
+        record = os.path.join(run_records.folder(records, workdir), "attack.json")
+        analysis = {"models": {}}
+        if os.path.exists(record):
+            with open(record) as f:
+                analysis = json.load(f)["analysis"]
+    rows = analysis["models"].get(model, {}).get("sweeps", [])
+    found = {"pgd": {}, "ensemble": {}}
+    for row in rows:
+        group = {"linf": "pgd", "ensemble": "ensemble"}.get(row["group"])
+        if group and any(abs(row["epsilon"] * 255 - e) < 1e-6 for e in EPSILONS_255):
+            found[group][f"{row['epsilon'] * 255:g}"] = row["accuracy"]
+    return found
+
+
+def measure(workdir: str, records: str) -> dict:
+    """{model: summary with the measured accuracies} for every attacked decision of the run but G's head."""
+    config = saved_config(workdir)
+    run = load_run(config, workdir)
+    data = pipeline.evaluation_arrays(config, "test")
+    results = {}
+    for readout in run.kind.readouts(run.params):
+        if readout.name.endswith("G_head"):
+            continue
+        geometry = local_geometry.per_image(readout, data, batch_size=config.eval.batch_size, mesh=run.mesh)
+        summary = local_geometry.summarize(geometry, EPSILONS_255)
+        summary["measured_accuracy"] = measured_accuracy(workdir, records, readout.name)
+        results[readout.name] = {"step": run.step, **summary}
+    return results
+
+
+def table(results: dict) -> str:
+    """One row per (run, decision): medians over its correctly classified test images, then accuracies."""
+    head = ["run: decision", "clean acc", *(title for _, title, _ in COLUMNS),
+            *(f"acc {e:g}/255: first order / PGD-10 / ensemble" for e in EPSILONS_255)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run, models in results.items():
+        for model, summary in models.items():
+            medians = summary["median_of_correct"]
+            cells = [f"{run}: {model}", f"{summary['accuracy']:.3f}"]
+            cells += ["—" if medians.get(field) is None else f"{medians[field] * scale:.3g}"
+                      for field, _, scale in COLUMNS]
+            for epsilon in EPSILONS_255:
+                key = f"{epsilon:g}"
+                measured = summary["measured_accuracy"]
+                figures = [summary["first_order_accuracy"][key], measured["pgd"].get(key),
+                           measured["ensemble"].get(key)]
+                cells.append(" / ".join("—" if v is None else f"{v:.3f}" for v in figures))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", required=True, help="the folder holding the run folders")
+    parser.add_argument("--workdirs", required=True, help="comma-separated run folder names under --runs")
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser.add_argument("--out", default=os.path.join(here, "results"))
+    parser.add_argument("--records", default=os.path.join(here, "results", "runs"),
+                        help="committed analyses, read where a run folder has no attack output")
+    args = parser.parse_args()
+    results = {name: measure(os.path.join(args.runs, name), args.records) for name in args.workdirs.split(",")}
+    text = ("Local geometry of each decision on the test split (medians over correctly classified images; "
+            "`python experiments/local_geometry.py`, docs/robustness.md)\n\n" + table(results))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "local_geometry.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "local_geometry.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""The local-geometry probe, on linear models whose boundary distances and gradients are known exactly."""
+
+import json
+import os
+import subprocess
+import sys
+
+import cracks
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cfjax import attacks, parallel, train
+from cfjax.kinds import Readout
+from cfjax.robustness import local_geometry
+
+SHAPE = (8, 8, 3)
+N = int(np.prod(SHAPE))
+
+
+def linear_readout(weights: np.ndarray, bias: float = 0.0, fake_weights: np.ndarray | None = None) -> Readout:
+    """Two classes: z_0 = w . x + b, z_1 = 0; with `fake_weights` a third, "fake" logit v . x (D's shape)."""
+    def apply_fn(params, x):
+        flat = x.reshape(len(x), -1)
+        logits = [flat @ params["w"] + params["b"], jnp.zeros(len(x))]
+        if "v" in params:
+            logits.append(flat @ params["v"])
+        return jnp.stack(logits, -1)
+
+    params = {"w": jnp.asarray(weights.ravel()), "b": jnp.asarray(bias)}
+    if fake_weights is not None:
+        params["v"] = jnp.asarray(fake_weights.ravel())
+    return Readout("linear", apply_fn, params, num_classes=2, has_detector=fake_weights is not None)
+
+
+def probe(readout: Readout, images: np.ndarray, labels: np.ndarray) -> dict:
+    return local_geometry.per_image(readout, {"image": images, "label": labels}, batch_size=4,
+                                    mesh=parallel.make_mesh())
+
+
+@pytest.fixture
+def images() -> np.ndarray:
+    return np.random.default_rng(0).uniform(0.3, 0.7, (6,) + SHAPE).astype(np.float32)
+
+
+def test_the_linf_distance_of_a_linear_model_is_where_the_optimal_attack_flips_it(images):
+    weights = np.random.default_rng(1).normal(size=SHAPE).astype(np.float32)
+    readout = linear_readout(weights, bias=0.5)
+    labels = np.zeros(len(images), np.int32)
+    margin = images.reshape(len(images), -1) @ weights.ravel() + 0.5
+    labels[margin < 0] = 1  # every image right, at a known margin
+    geometry = probe(readout, images, labels)
+    np.testing.assert_allclose(geometry["margin"], np.abs(margin), rtol=1e-5)
+    np.testing.assert_allclose(geometry["gradient_l1"], np.abs(weights).sum(), rtol=1e-5)
+    distance = np.abs(margin) / np.abs(weights).sum()
+    np.testing.assert_allclose(geometry["linf_distance"], distance, rtol=1e-5)
+    np.testing.assert_allclose(geometry["l2_distance"], np.abs(margin) / np.linalg.norm(weights), rtol=1e-5)
+    # The optimal L-inf step, sign(w) against the true class, stays inside [0, 1] here and lands on the boundary.
+    direction = np.where(labels[:, None, None, None] == 0, -1.0, 1.0) * np.sign(weights)
+    for scale, flips in ((0.99, False), (1.01, True)):
+        attacked = images + scale * distance[:, None, None, None] * direction
+        assert attacked.min() >= 0 and attacked.max() <= 1
+        logits = readout.apply_fn(readout.params, jnp.asarray(attacked))
+        np.testing.assert_array_equal(np.argmax(logits, -1) != labels, flips)
+
+
+def test_first_order_accuracy_counts_right_images_beyond_each_budget(images):
+    weights = np.full(SHAPE, 1.0 / N, np.float32)  # z_0 = mean(x) + b: the distance is |mean(x) + b|
+    geometry = probe(linear_readout(weights, bias=-0.5), images, np.zeros(len(images), np.int32))
+    summary = local_geometry.summarize(geometry, (0.0, 2.55, 255.0))  # in 1/255: 0, 0.01 and 1
+    means = images.reshape(len(images), -1).mean(-1) - 0.5
+    assert summary["accuracy"] == pytest.approx(np.mean(means > 0))
+    assert summary["first_order_accuracy"]["2.55"] == pytest.approx(np.mean(means >= 0.01))
+    assert summary["first_order_accuracy"]["255"] == 0.0
+    assert summary["median_of_correct"]["margin"] == pytest.approx(np.median(means[means > 0]), rel=1e-4)
+
+
+def test_density_is_one_for_an_even_gradient_and_one_over_root_n_for_a_single_pixel(images):
+    labels = np.zeros(len(images), np.int32)
+    even = probe(linear_readout(np.ones(SHAPE, np.float32)), images, labels)
+    np.testing.assert_allclose(even["density"], 1.0, rtol=1e-5)
+    single = np.zeros(SHAPE, np.float32)
+    single[3, 4, 1] = 1.0
+    np.testing.assert_allclose(probe(linear_readout(single), images, labels)["density"], 1 / np.sqrt(N), rtol=1e-5)
+
+
+def test_high_frequency_share_separates_a_checkerboard_from_a_smooth_ramp(images):
+    rows, cols = np.indices(SHAPE[:2])
+    checkerboard = np.repeat(((rows + cols) % 2 * 2.0 - 1.0)[..., None], 3, -1).astype(np.float32)
+    ramp = np.repeat(np.cos(2 * np.pi * rows / SHAPE[0])[..., None], 3, -1).astype(np.float32)
+    labels = np.zeros(len(images), np.int32)
+    np.testing.assert_allclose(probe(linear_readout(checkerboard), images, labels)["high_frequency_share"], 1.0,
+                               atol=1e-5)
+    np.testing.assert_allclose(probe(linear_readout(ramp), images, labels)["high_frequency_share"], 0.0, atol=1e-5)
+
+
+def test_the_fake_cosine_reads_whether_class_and_fake_share_directions(images):
+    weights = np.random.default_rng(2).normal(size=SHAPE).astype(np.float32)
+    other = np.random.default_rng(3).normal(size=SHAPE).astype(np.float32)
+    other -= weights * np.sum(other * weights) / np.sum(weights * weights)  # orthogonal to w
+    labels = np.zeros(len(images), np.int32)
+    # Fake logit = -w . x: the fake log-odds rises exactly where the class-0 margin falls (up to the softmax
+    # over the real logits, whose gradient also lies along w).
+    aligned = probe(linear_readout(weights, fake_weights=-weights), images, labels)
+    assert np.all(aligned["cosine_with_fake"] < -0.99)
+    assert "cosine_with_fake" not in probe(linear_readout(weights), images, labels)
+    independent = probe(linear_readout(weights, fake_weights=other * 50.0), images, labels)
+    assert np.all(np.abs(independent["cosine_with_fake"]) < 0.5)
+
+
+def test_the_margin_is_the_attack_objectives_own(images):
+    """The probe's margin is the one the attacks drive below zero (`attacks` succeed iff it is negative)."""
+    weights = np.random.default_rng(4).normal(size=SHAPE).astype(np.float32)
+    readout = linear_readout(weights)
+    labels = np.arange(len(images), dtype=np.int32) % 2
+    geometry = probe(readout, images, labels)
+    logits = readout.apply_fn(readout.params, jnp.asarray(images))
+    won = attacks.succeeded(logits, jnp.asarray(labels), num_classes=2, targeted=False, joint=False)
+    np.testing.assert_array_equal(np.asarray(won), geometry["margin"] <= 0)
+
+
+@pytest.mark.slow
+def test_the_experiment_probes_every_attacked_decision_of_a_run_and_leaves_it_untouched(tmp_path, repo_root):
+    """experiments/local_geometry.py as a user runs it, on a tiny GAN run: D is probed (G's head is not),
+    the tables are written, and the run folder is exactly as it was."""
+    runs = tmp_path / "runs"
+    train.train_and_evaluate(cracks.get_config("tiny"), str(runs / "gan"))
+    before = sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*"))
+    command = [sys.executable, str(repo_root / "experiments" / "local_geometry.py"), f"--runs={runs}",
+               "--workdirs=gan", f"--out={tmp_path / 'out'}"]
+    subprocess.run(command, check=True, cwd=repo_root, capture_output=True, env={**os.environ, "PYTHONPATH": "."})
+    results = json.loads((tmp_path / "out" / "local_geometry.json").read_text())
+    d = results["gan"]["D"]
+    assert set(results["gan"]) == {"D"}
+    assert 0.0 <= d["accuracy"] <= 1.0 and set(d["first_order_accuracy"]) == {"2", "4", "8"}
+    assert d["measured_accuracy"] == {"pgd": {}, "ensemble": {}}  # never attacked: nothing made up
+    assert "gan: D" in (tmp_path / "out" / "local_geometry.md").read_text()
+    assert sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*")) == before

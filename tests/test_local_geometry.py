@@ -103,6 +103,8 @@ def test_the_fake_cosine_reads_whether_class_and_fake_share_directions(images):
     # over the real logits, whose gradient also lies along w).
     aligned = probe(linear_readout(weights, fake_weights=-weights), images, labels)
     assert np.all(aligned["cosine_with_fake"] < -0.99)
+    probabilities = 1 / (1 + np.exp(-(images.reshape(len(images), -1) @ weights.ravel())))  # softmax of (w.x, 0)
+    np.testing.assert_allclose(aligned["fake_gradient_l2"], (1 + probabilities) * np.linalg.norm(weights), rtol=1e-4)
     assert "cosine_with_fake" not in probe(linear_readout(weights), images, labels)
     independent = probe(linear_readout(weights, fake_weights=other * 50.0), images, labels)
     assert np.all(np.abs(independent["cosine_with_fake"]) < 0.5)

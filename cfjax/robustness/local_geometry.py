@@ -12,8 +12,9 @@ perturbation that flips the decision (docs/robustness.md, "Why the plain GAN's D
   every pixel instead of gathered on the object (the "perceptually aligned" gradients of robust models);
 * high-frequency share: the part of g's spectral power above half the Nyquist radius, i.e. how much of
   what the decision responds to is pixel-scale texture rather than shape;
-* for D, the cosine between g and the gradient of its fake log-odds (fake logit minus the logsumexp of
-  the real ones): near +-1 when the class decision and "is this generated?" read the same directions.
+* for D, the gradient of its fake log-odds (fake logit minus the logsumexp of the real ones): its L2
+  norm (how steeply "is this generated?" changes: G's counterfactuals are small edits of real images),
+  and its cosine with g: near +-1 when the class decision and "is this generated?" read the same directions.
 
 Everything is per image, computed under one jit over the mesh (`evaluate.SplitEvaluator`); `summarize`
 turns it into medians and the first-order robust accuracy at given budgets.
@@ -60,7 +61,9 @@ def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detect
     if has_detector:
         fake_log_odds = lambda x: -jnp.sum(objectives.real_log_odds(apply_fn(params, x), num_classes))
         fake = jax.grad(fake_log_odds)(images).reshape(len(images), -1)
-        out["cosine_with_fake"] = jnp.sum(flat * fake, -1) / jnp.maximum(l2 * jnp.sqrt(jnp.sum(fake ** 2, -1)), _TINY)
+        fake_l2 = jnp.sqrt(jnp.sum(fake ** 2, -1))
+        out["fake_gradient_l2"] = fake_l2
+        out["cosine_with_fake"] = jnp.sum(flat * fake, -1) / jnp.maximum(l2 * fake_l2, _TINY)
     return out
 
 

@@ -2,22 +2,29 @@
 at its test images (`cfjax.robustness.local_geometry`), beside the robust accuracy its attack measured:
 
     PYTHONPATH=. python experiments/local_geometry.py --runs=runs \\
-        --workdirs=fruits_classifier_s0,fruits_adversarial_s0,fruits_s0,fruits_detector_s0
+        --workdirs=fruits_classifier_s0,fruits_adversarial_s0,fruits_s0,fruits_detector_s0 \\
+        --counterfactuals_from=fruits_s0
 
 For each run and each decision `--mode=attack` attacks (G's head is left out), on the test split: the
 median boundary distance in L2 and in L-inf (margin over the gradient's norm), the gradient's density and
 high-frequency share, D's class/fake gradient cosine, the first-order robust accuracy at 2/4/8/255, and
 the accuracy PGD-10 and the ensemble measured at those budgets (from WORKDIR/attack/robustness.json, or
-its committed record). Writes experiments/results/local_geometry.{json,md} (or --out). Read-only on the runs.
+its committed record). With --counterfactuals_from (a GAN run), every decision also reads that GAN's
+counterfactuals of the test images (toward the class its evaluation aims at): the share it reads as that
+class, and how well its margin's gradient lines up with the edit. Writes
+experiments/results/local_geometry.{json,md} (or --out). Read-only on the runs.
 """
 
 import argparse
 import json
 import os
 
+import numpy as np
 import run_records
 
+import cfjax
 from cfjax.data import pipeline
+from cfjax.kinds.gan import evaluation_targets
 from cfjax.robustness import local_geometry
 from cfjax.saved_runs import load_run, saved_config
 
@@ -25,7 +32,7 @@ EPSILONS_255 = (2.0, 4.0, 8.0)
 COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance (/255)", 255.0),
            ("density", "density", 1.0), ("high_frequency_share", "high-freq. share", 1.0),
            ("margin", "margin", 1.0), ("gradient_l2", "‖∇‖₂", 1.0), ("fake_gradient_l2", "‖∇fake‖₂", 1.0),
-           ("cosine_with_fake", "cos(∇class, ∇fake)", 1.0))
+           ("cosine_with_fake", "cos(∇class, ∇fake)", 1.0), ("edit_alignment", "alignment with G's edit", 1.0))
 
 
 def measured_accuracy(workdir: str, records: str, model: str) -> dict:
@@ -49,11 +56,20 @@ def measured_accuracy(workdir: str, records: str, model: str) -> dict:
     return found
 
 
-def measure(workdir: str, records: str) -> dict:
+def with_counterfactuals(data: dict, gan_workdir: str) -> dict:
+    """`data` with the GAN run's counterfactual of each image toward its evaluation target."""
+    gan = cfjax.restore(gan_workdir)
+    targets = np.asarray(evaluation_targets(np.asarray(data["label"])))
+    return {**data, "counterfactual": gan.counterfactual(data["image"], targets).astype(np.float32), "target": targets}
+
+
+def measure(workdir: str, records: str, counterfactuals_from: str | None) -> dict:
     """{model: summary with the measured accuracies} for every attacked decision of the run but G's head."""
     config = saved_config(workdir)
     run = load_run(config, workdir)
     data = pipeline.evaluation_arrays(config, "test")
+    if counterfactuals_from:
+        data = with_counterfactuals(data, counterfactuals_from)
     results = {}
     for readout in run.kind.readouts(run.params):
         if readout.name.endswith("G_head"):
@@ -67,13 +83,14 @@ def measure(workdir: str, records: str) -> dict:
 
 def table(results: dict) -> str:
     """One row per (run, decision): medians over its correctly classified test images, then accuracies."""
-    head = ["run: decision", "clean acc", *(title for _, title, _ in COLUMNS),
+    head = ["run: decision", "clean acc", "flip rate on G's x̂", *(title for _, title, _ in COLUMNS),
             *(f"acc {e:g}/255: first order / PGD-10 / ensemble" for e in EPSILONS_255)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run, models in results.items():
         for model, summary in models.items():
             medians = summary["median_of_correct"]
-            cells = [f"{run}: {model}", f"{summary['accuracy']:.3f}"]
+            flips = summary.get("counterfactual_flip_rate")
+            cells = [f"{run}: {model}", f"{summary['accuracy']:.3f}", "—" if flips is None else f"{flips:.3f}"]
             cells += ["—" if medians.get(field) is None else f"{medians[field] * scale:.3g}"
                       for field, _, scale in COLUMNS]
             for epsilon in EPSILONS_255:
@@ -94,10 +111,14 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(here, "results"))
     parser.add_argument("--records", default=os.path.join(here, "results", "runs"),
                         help="committed analyses, read where a run folder has no attack output")
+    parser.add_argument("--counterfactuals_from", default=None,
+                        help="a GAN run folder name under --runs whose counterfactuals every decision reads")
     args = parser.parse_args()
-    results = {name: measure(os.path.join(args.runs, name), args.records) for name in args.workdirs.split(",")}
+    source = args.counterfactuals_from and os.path.join(args.runs, args.counterfactuals_from)
+    results = {name: measure(os.path.join(args.runs, name), args.records, source) for name in args.workdirs.split(",")}
+    edits = f"; G's x̂ from {args.counterfactuals_from}" if source else ""
     text = ("Local geometry of each decision on the test split (medians over correctly classified images; "
-            "`python experiments/local_geometry.py`, docs/robustness.md)\n\n" + table(results))
+            f"`python experiments/local_geometry.py`, docs/robustness.md{edits})\n\n" + table(results))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "local_geometry.md"), "w") as f:
         f.write(text)

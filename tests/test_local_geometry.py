@@ -110,6 +110,24 @@ def test_the_fake_cosine_reads_whether_class_and_fake_share_directions(images):
     assert np.all(np.abs(independent["cosine_with_fake"]) < 0.5)
 
 
+def test_a_counterfactual_edit_is_read_by_its_alignment_with_the_gradient_and_whether_it_flips(images):
+    weights = np.random.default_rng(5).normal(size=SHAPE).astype(np.float32)
+    readout = linear_readout(weights, bias=-float(images.reshape(len(images), -1).mean(0) @ weights.ravel()))
+    labels = np.asarray(readout.apply_fn(readout.params, jnp.asarray(images))).argmax(-1).astype(np.int32)
+    sign = np.where(labels == 0, 1.0, -1.0)[:, None, None, None]  # +w raises class 0's margin
+    margin = np.abs(np.asarray(readout.apply_fn(readout.params, jnp.asarray(images)))[:, 0])
+    steps = np.asarray([0.5, 2.0, 0.5, 2.0, 0.5, 2.0])[:, None, None, None]  # half-way, or twice past the boundary
+    counterfactual = images - sign * steps * (margin / np.sum(weights ** 2))[:, None, None, None] * weights
+    data = {"image": images, "label": labels, "counterfactual": counterfactual.astype(np.float32), "target": 1 - labels}
+    geometry = local_geometry.per_image(readout, data, batch_size=4, mesh=parallel.make_mesh())
+    np.testing.assert_allclose(geometry["edit_alignment"], 1.0, rtol=1e-5)  # straight down the gradient
+    np.testing.assert_array_equal(geometry["counterfactual_reaches_target"], steps.ravel() > 1)
+    assert local_geometry.summarize(geometry, (4.0,))["counterfactual_flip_rate"] == 0.5
+    along = {**data, "counterfactual": (images + np.roll(counterfactual - images, 1, axis=1)).astype(np.float32)}
+    shifted = local_geometry.per_image(readout, along, batch_size=4, mesh=parallel.make_mesh())
+    assert np.all(np.abs(shifted["edit_alignment"]) < 0.5)  # an edit of the same size in another direction
+
+
 def test_the_margin_is_the_attack_objectives_own(images):
     """The probe's margin is the one the attacks drive below zero (`attacks` succeed iff it is negative)."""
     weights = np.random.default_rng(4).normal(size=SHAPE).astype(np.float32)

@@ -14,7 +14,10 @@ perturbation that flips the decision (docs/robustness.md, "Why the plain GAN's D
   what the decision responds to is pixel-scale texture rather than shape;
 * for D, the gradient of its fake log-odds (fake logit minus the logsumexp of the real ones): its L2
   norm (how steeply "is this generated?" changes: G's counterfactuals are small edits of real images),
-  and its cosine with g: near +-1 when the class decision and "is this generated?" read the same directions.
+  and its cosine with g: near +-1 when the class decision and "is this generated?" read the same directions;
+* given a GAN's counterfactuals x-hat (from this run or another), how well g lines up with the edit
+  x-hat - x, and whether this decision reads x-hat as the class G aimed at: a GAN's D that its own G flips
+  far more often than an independent classifier does has its class boundary at features of G's making.
 
 Everything is per image, computed under one jit over the mesh (`evaluate.SplitEvaluator`); `summarize`
 turns it into medians and the first-order robust accuracy at given budgets.
@@ -43,6 +46,12 @@ def _high_frequency_share(gradient: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum(power * high, axis=(1, 2)) / jnp.maximum(jnp.sum(power, axis=(1, 2)), _TINY)
 
 
+def _cosine(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+    """(B,) cosine between the rows of two (B, n) arrays (0 where either is zero)."""
+    norms = jnp.sqrt(jnp.sum(a ** 2, -1) * jnp.sum(b ** 2, -1))
+    return jnp.sum(a * b, -1) / jnp.maximum(norms, _TINY)
+
+
 def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detector: bool) -> dict:
     images, labels = batch["image"], batch["label"]
 
@@ -61,18 +70,26 @@ def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detect
     if has_detector:
         fake_log_odds = lambda x: -jnp.sum(objectives.real_log_odds(apply_fn(params, x), num_classes))
         fake = jax.grad(fake_log_odds)(images).reshape(len(images), -1)
-        fake_l2 = jnp.sqrt(jnp.sum(fake ** 2, -1))
-        out["fake_gradient_l2"] = fake_l2
-        out["cosine_with_fake"] = jnp.sum(flat * fake, -1) / jnp.maximum(l2 * fake_l2, _TINY)
+        out["fake_gradient_l2"] = jnp.sqrt(jnp.sum(fake ** 2, -1))
+        out["cosine_with_fake"] = _cosine(flat, fake)
+    if "counterfactual" in batch:
+        edit = (batch["counterfactual"] - images).reshape(len(images), -1)
+        out["edit_alignment"] = -_cosine(flat, edit)  # > 0: the edit lowers the true class's margin
+        predicted = jnp.argmax(apply_fn(params, batch["counterfactual"])[..., :num_classes], -1)
+        out["counterfactual_reaches_target"] = predicted == batch["target"]
     return out
 
 
 def per_image(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> dict:
     """{field: (N,) array} of the module docstring's quantities for every image of `data` ("image", "label"),
-    with "correct" (the clean decision is right, margin > 0)."""
+    with "correct" (the clean decision is right, margin > 0). Where `data` also holds a "counterfactual" of
+    each image toward a "target" class (a GAN's x-hat, from any run), also "edit_alignment" (minus the
+    cosine between the margin's gradient and x-hat - x) and "counterfactual_reaches_target" (this decision
+    reads x-hat as the target class)."""
     batch_fn = functools.partial(_per_image_geometry, apply_fn=readout.apply_fn, num_classes=readout.num_classes,
                                  has_detector=readout.has_detector)
-    evaluator = evaluate.SplitEvaluator(data, batch_fn, batch_size=batch_size, mesh=mesh, fields=("image", "label"))
+    fields = ("image", "label", "counterfactual", "target") if "counterfactual" in data else ("image", "label")
+    evaluator = evaluate.SplitEvaluator(data, batch_fn, batch_size=batch_size, mesh=mesh, fields=fields)
     out = evaluator.run(readout.params)
     out.pop("has_mask")
     out["correct"] = out["margin"] > 0
@@ -85,9 +102,13 @@ def summarize(geometry: dict, epsilons_255: tuple[float, ...]) -> dict:
     right and whose L-inf distance is at least the budget (exact for a linear model; a real network can
     break earlier, where it curves toward the boundary, or later, where it curves away)."""
     right = geometry["correct"]
-    fields = [name for name in geometry if name != "correct"]
+    flags = ("correct", "counterfactual_reaches_target")
+    fields = [name for name in geometry if name not in flags]
     medians = {name: float(np.median(geometry[name][right])) if right.any() else None for name in fields}
     first_order = {f"{epsilon:g}": float(np.mean(right & (geometry["linf_distance"] >= epsilon / 255)))
                    for epsilon in epsilons_255}
-    return {"num_images": int(len(right)), "accuracy": float(right.mean()), "median_of_correct": medians,
-            "first_order_accuracy": first_order}
+    summary = {"num_images": int(len(right)), "accuracy": float(right.mean()), "median_of_correct": medians,
+               "first_order_accuracy": first_order}
+    if "counterfactual_reaches_target" in geometry:  # over every image, as a GAN's flip rate is
+        summary["counterfactual_flip_rate"] = float(np.mean(geometry["counterfactual_reaches_target"]))
+    return summary

@@ -8,8 +8,9 @@ at its test images (`cfjax.robustness.local_geometry`), beside the robust accura
 For each run and each decision `--mode=attack` attacks (G's head is left out), on the test split: the
 median boundary distance in L2 and in L-inf (margin over the gradient's norm), the gradient's density and
 high-frequency share, D's class/fake gradient cosine, the first-order robust accuracy at 2/4/8/255, and
-the accuracy PGD-10 and the ensemble measured at those budgets (from WORKDIR/attack/robustness.json, or
-its committed record). With --counterfactuals_from (a GAN run), every decision also reads that GAN's
+the accuracy the run's L∞ PGD sweep (PGD-10 by default) and the ensemble measured at those budgets (from
+WORKDIR/attack/robustness.json, or its committed record; only where that attack read the same checkpoint
+and the same number of test images). With --counterfactuals_from (a GAN run), every decision also reads that GAN's
 counterfactuals of the test images (toward the class its evaluation aims at): the share it reads as that
 class, and how well its margin's gradient lines up with the edit. Writes
 experiments/results/local_geometry.{json,md} (or --out). Read-only on the runs.
@@ -35,8 +36,9 @@ COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance
            ("cosine_with_fake", "cos(∇class, ∇fake)", 1.0), ("edit_alignment", "alignment with G's edit", 1.0))
 
 
-def measured_accuracy(workdir: str, records: str, model: str) -> dict:
-    """{"pgd"|"ensemble": {epsilon_255: accuracy}} from the run's attack output, else its committed record."""
+def measured_accuracy(workdir: str, records: str, model: str, step: int, num_images: int) -> dict:
+    """{"pgd"|"ensemble": {epsilon_255: accuracy}} from the run's attack output, else its committed record;
+    empty where that attack read another checkpoint or another number of test images than the probe."""
     path = os.path.join(workdir, "attack", "robustness.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -47,8 +49,10 @@ def measured_accuracy(workdir: str, records: str, model: str) -> dict:
         if os.path.exists(record):
             with open(record) as f:
                 analysis = json.load(f)["analysis"]
-    rows = analysis["models"].get(model, {}).get("sweeps", [])
     found = {"pgd": {}, "ensemble": {}}
+    if analysis.get("step") != step or analysis.get("data", {}).get("num_images") != num_images:
+        return found
+    rows = analysis["models"].get(model, {}).get("sweeps", [])
     for row in rows:
         group = {"linf": "pgd", "ensemble": "ensemble"}.get(row["group"])
         if group and any(abs(row["epsilon"] * 255 - e) < 1e-6 for e in EPSILONS_255):
@@ -56,27 +60,46 @@ def measured_accuracy(workdir: str, records: str, model: str) -> dict:
     return found
 
 
-def with_counterfactuals(data: dict, gan_workdir: str) -> dict:
-    """`data` with the GAN run's counterfactual of each image toward its evaluation target."""
-    gan = cfjax.restore(gan_workdir)
-    targets = np.asarray(evaluation_targets(np.asarray(data["label"])))
-    return {**data, "counterfactual": gan.counterfactual(data["image"], targets).astype(np.float32), "target": targets}
+class Counterfactuals:
+    """One GAN run's counterfactuals of a test split toward its evaluation targets, made once per dataset."""
+
+    def __init__(self, gan_workdir: str):
+        self.gan = cfjax.restore(gan_workdir)
+        if "counterfactual" not in self.gan.offers:
+            raise SystemExit(f"--counterfactuals_from={gan_workdir}: a {self.gan.kind} run has no counterfactuals; "
+                             "name a GAN run")
+        self._made: dict[str, dict] = {}
+
+    def added_to(self, data: dict, config) -> dict:
+        """`data` of a run with `config` plus "counterfactual" and "target"; refused for another dataset."""
+        mine = self.gan.config
+        if (config.data.name, config.num_classes) != (mine.data.name, mine.num_classes):
+            raise SystemExit(f"--counterfactuals_from={self.gan.workdir} was trained on {mine.data.name} "
+                             f"({mine.num_classes} classes); {config.name} on {config.data.name} "
+                             f"({config.num_classes}): its edits would mean nothing there")
+        if config.data.name not in self._made:
+            targets = np.asarray(evaluation_targets(np.asarray(data["label"])))
+            edited = self.gan.counterfactual(data["image"], targets).astype(np.float32)
+            self._made[config.data.name] = {"counterfactual": edited, "target": targets}
+        return {**data, **self._made[config.data.name]}
 
 
-def measure(workdir: str, records: str, counterfactuals_from: str | None) -> dict:
-    """{model: summary with the measured accuracies} for every attacked decision of the run but G's head."""
+def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None) -> dict:
+    """{model: summary with the measured accuracies} for every decision `--mode=attack` attacks, but G's head
+    (a classifier on G's encoder, not the decision issue 19 asks about)."""
     config = saved_config(workdir)
     run = load_run(config, workdir)
     data = pipeline.evaluation_arrays(config, "test")
-    if counterfactuals_from:
-        data = with_counterfactuals(data, counterfactuals_from)
+    if counterfactuals:
+        data = counterfactuals.added_to(data, config)
     results = {}
     for readout in run.kind.readouts(run.params):
         if readout.name.endswith("G_head"):
             continue
         geometry = local_geometry.per_image(readout, data, batch_size=config.eval.batch_size, mesh=run.mesh)
         summary = local_geometry.summarize(geometry, EPSILONS_255)
-        summary["measured_accuracy"] = measured_accuracy(workdir, records, readout.name)
+        summary["measured_accuracy"] = measured_accuracy(workdir, records, readout.name, run.step,
+                                                         len(data["label"]))
         results[readout.name] = {"step": run.step, **summary}
     return results
 
@@ -84,7 +107,7 @@ def measure(workdir: str, records: str, counterfactuals_from: str | None) -> dic
 def table(results: dict) -> str:
     """One row per (run, decision): medians over its correctly classified test images, then accuracies."""
     head = ["run: decision", "clean acc", "flip rate on G's x̂", *(title for _, title, _ in COLUMNS),
-            *(f"acc {e:g}/255: first order / PGD-10 / ensemble" for e in EPSILONS_255)]
+            *(f"acc {e:g}/255: first order / L∞ PGD / ensemble" for e in EPSILONS_255)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run, models in results.items():
         for model, summary in models.items():
@@ -114,9 +137,10 @@ def main() -> None:
     parser.add_argument("--counterfactuals_from", default=None,
                         help="a GAN run folder name under --runs whose counterfactuals every decision reads")
     args = parser.parse_args()
-    source = args.counterfactuals_from and os.path.join(args.runs, args.counterfactuals_from)
-    results = {name: measure(os.path.join(args.runs, name), args.records, source) for name in args.workdirs.split(",")}
-    edits = f"; G's x̂ from {args.counterfactuals_from}" if source else ""
+    counterfactuals = args.counterfactuals_from and Counterfactuals(os.path.join(args.runs, args.counterfactuals_from))
+    results = {name: measure(os.path.join(args.runs, name), args.records, counterfactuals or None)
+               for name in args.workdirs.split(",")}
+    edits = f"; G's x̂ from {args.counterfactuals_from}" if counterfactuals else ""
     text = ("Local geometry of each decision on the test split (medians over correctly classified images; "
             f"`python experiments/local_geometry.py`, docs/robustness.md{edits})\n\n" + table(results))
     os.makedirs(args.out, exist_ok=True)

@@ -69,7 +69,10 @@ def test_first_order_accuracy_counts_right_images_beyond_each_budget(images):
     geometry = probe(linear_readout(weights, bias=-0.5), images, np.zeros(len(images), np.int32))
     summary = local_geometry.summarize(geometry, (0.0, 2.55, 255.0))  # in 1/255: 0, 0.01 and 1
     means = images.reshape(len(images), -1).mean(-1) - 0.5
+    assert 0 < np.sum(means <= 0) < len(means)  # right and wrong images both
     assert summary["accuracy"] == pytest.approx(np.mean(means > 0))
+    assert summary["first_order_accuracy"]["0"] == pytest.approx(np.mean(means > 0))  # the wrong ones count as broken
+    np.testing.assert_array_equal(geometry["linf_distance"][means <= 0], 0.0)
     assert summary["first_order_accuracy"]["2.55"] == pytest.approx(np.mean(means >= 0.01))
     assert summary["first_order_accuracy"]["255"] == 0.0
     assert summary["median_of_correct"]["margin"] == pytest.approx(np.median(means[means > 0]), rel=1e-4)
@@ -84,14 +87,43 @@ def test_density_is_one_for_an_even_gradient_and_one_over_root_n_for_a_single_pi
     np.testing.assert_allclose(probe(linear_readout(single), images, labels)["density"], 1 / np.sqrt(N), rtol=1e-5)
 
 
-def test_high_frequency_share_separates_a_checkerboard_from_a_smooth_ramp(images):
-    rows, cols = np.indices(SHAPE[:2])
-    checkerboard = np.repeat(((rows + cols) % 2 * 2.0 - 1.0)[..., None], 3, -1).astype(np.float32)
-    ramp = np.repeat(np.cos(2 * np.pi * rows / SHAPE[0])[..., None], 3, -1).astype(np.float32)
+def test_high_frequency_share_is_the_power_above_half_the_nyquist_radius():
+    """Waves just inside and just outside radius 0.25 cycles/pixel, one per channel, and their mix."""
+    size = 16  # frequencies in steps of 1/16: 3/16 and 5/16 lie either side of 0.25
+    images = np.random.default_rng(6).uniform(0.3, 0.7, (4, size, size, 3)).astype(np.float32)
+    rows = np.indices((size, size))[0]
+    low, high = (np.cos(2 * np.pi * k * rows / size) for k in (3, 5))
     labels = np.zeros(len(images), np.int32)
-    np.testing.assert_allclose(probe(linear_readout(checkerboard), images, labels)["high_frequency_share"], 1.0,
-                               atol=1e-5)
-    np.testing.assert_allclose(probe(linear_readout(ramp), images, labels)["high_frequency_share"], 0.0, atol=1e-5)
+    for channels, share in (((low, 0 * low, low), 0.0), ((0 * low, high, high), 1.0), ((low, high, 0 * low), 0.5)):
+        weights = np.stack(channels, -1).astype(np.float32)
+        np.testing.assert_allclose(probe(linear_readout(weights), images, labels)["high_frequency_share"], share,
+                                   atol=1e-5)
+
+
+def test_a_flat_decision_is_counted_not_taken_for_a_robust_one(images):
+    geometry = probe(linear_readout(np.zeros(SHAPE, np.float32), bias=1.0), images, np.zeros(len(images), np.int32))
+    assert np.all(np.isinf(geometry["linf_distance"])) and np.all(np.isnan(geometry["density"]))
+    summary = local_geometry.summarize(geometry, (4.0,))
+    assert summary["flat_gradient_share"] == 1.0 and summary["median_of_correct"]["density"] is None
+
+
+def test_with_three_classes_the_distance_is_to_the_nearest_wrong_class(images):
+    weights = np.random.default_rng(7).normal(size=(3, N)).astype(np.float32)
+    weights[2] *= 0.05  # class 2's boundary is far in logits but its gradient is small: distances decide
+
+    def apply_fn(params, x):
+        return x.reshape(len(x), -1) @ params.T
+
+    readout = Readout("linear3", apply_fn, jnp.asarray(weights), num_classes=3)
+    logits = images.reshape(len(images), -1) @ weights.T
+    labels = logits.argmax(-1).astype(np.int32)
+    geometry = probe(readout, images, labels)
+    expected = []
+    for row, label in zip(logits, labels):
+        others = [j for j in range(3) if j != label]
+        expected.append(min((row[label] - row[j]) / np.abs(weights[label] - weights[j]).sum() for j in others))
+    np.testing.assert_allclose(geometry["linf_distance"], expected, rtol=1e-4)
+    assert geometry["correct"].all()
 
 
 def test_the_fake_cosine_reads_whether_class_and_fake_share_directions(images):
@@ -102,7 +134,9 @@ def test_the_fake_cosine_reads_whether_class_and_fake_share_directions(images):
     # Fake logit = -w . x: the fake log-odds rises exactly where the class-0 margin falls (up to the softmax
     # over the real logits, whose gradient also lies along w).
     aligned = probe(linear_readout(weights, fake_weights=-weights), images, labels)
-    assert np.all(aligned["cosine_with_fake"] < -0.99)
+    assert np.all(aligned["cosine_with_fake"] < -0.99)  # raising class 0's margin lowers "fake"
+    both = probe(linear_readout(weights, fake_weights=-weights), images, np.arange(len(images), dtype=np.int32) % 2)
+    np.testing.assert_allclose(both["cosine_with_fake"], np.where(np.arange(len(images)) % 2, 1.0, -1.0), atol=1e-5)
     probabilities = 1 / (1 + np.exp(-(images.reshape(len(images), -1) @ weights.ravel())))  # softmax of (w.x, 0)
     np.testing.assert_allclose(aligned["fake_gradient_l2"], (1 + probabilities) * np.linalg.norm(weights), rtol=1e-4)
     assert "cosine_with_fake" not in probe(linear_readout(weights), images, labels)
@@ -128,6 +162,13 @@ def test_a_counterfactual_edit_is_read_by_its_alignment_with_the_gradient_and_wh
     assert np.all(np.abs(shifted["edit_alignment"]) < 0.5)  # an edit of the same size in another direction
 
 
+def test_counterfactuals_without_their_target_class_are_refused(images):
+    with pytest.raises(ValueError, match="target"):
+        local_geometry.per_image(linear_readout(np.ones(SHAPE, np.float32)),
+                                 {"image": images, "label": np.zeros(6, np.int32), "counterfactual": images},
+                                 batch_size=4, mesh=parallel.make_mesh())
+
+
 def test_the_margin_is_the_attack_objectives_own(images):
     """The probe's margin is the one the attacks drive below zero (`attacks` succeed iff it is negative)."""
     weights = np.random.default_rng(4).normal(size=SHAPE).astype(np.float32)
@@ -141,18 +182,19 @@ def test_the_margin_is_the_attack_objectives_own(images):
 
 @pytest.mark.slow
 def test_the_experiment_probes_every_attacked_decision_of_a_run_and_leaves_it_untouched(tmp_path, repo_root):
-    """experiments/local_geometry.py as a user runs it, on a tiny GAN run: D is probed (G's head is not),
-    the tables are written, and the run folder is exactly as it was."""
+    """experiments/local_geometry.py as a user runs it, on a tiny GAN run reading its own counterfactuals: D
+    is probed (G's head is not), the tables are written, and the run folder is exactly as it was."""
     runs = tmp_path / "runs"
     train.train_and_evaluate(cracks.get_config("tiny"), str(runs / "gan"))
     before = sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*"))
     command = [sys.executable, str(repo_root / "experiments" / "local_geometry.py"), f"--runs={runs}",
-               "--workdirs=gan", f"--out={tmp_path / 'out'}"]
+               "--workdirs=gan", "--counterfactuals_from=gan", f"--out={tmp_path / 'out'}"]
     subprocess.run(command, check=True, cwd=repo_root, capture_output=True, env={**os.environ, "PYTHONPATH": "."})
     results = json.loads((tmp_path / "out" / "local_geometry.json").read_text())
     d = results["gan"]["D"]
     assert set(results["gan"]) == {"D"}
     assert 0.0 <= d["accuracy"] <= 1.0 and set(d["first_order_accuracy"]) == {"2", "4", "8"}
     assert d["measured_accuracy"] == {"pgd": {}, "ensemble": {}}  # never attacked: nothing made up
+    assert 0.0 <= d["counterfactual_flip_rate"] <= 1.0  # D reading its own G's edits
     assert "gan: D" in (tmp_path / "out" / "local_geometry.md").read_text()
     assert sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*")) == before

@@ -1,24 +1,31 @@
 """The local geometry of a decision at its test images: why one model is less robust than another.
 
-A PGD table says *that* D breaks at a smaller budget than a classifier; this says *how*. For each image
-the class margin m = z_y - max_{j != y} z_j and its input gradient g give, to first order, the smallest
-perturbation that flips the decision (docs/robustness.md, "Why the plain GAN's D is less robust"):
+A PGD table says *that* D breaks at a smaller budget than a classifier; this says *how*. For an image of
+class y and each wrong class j, the margin m_j = z_y - z_j and its input gradient g_j give, to first order,
+the smallest perturbation that makes j win (DeepFool's linearisation; docs/robustness.md, "Why the plain
+GAN's D is less robust"). Per image, over the wrong classes:
 
-* L2 distance  m / ||g||_2: how far the boundary is, in the geometry the network itself has;
-* L-inf distance  m / ||g||_1: what an L-inf attacker needs; a linear model flips exactly there;
-* density  ||g||_1 / (sqrt(n) ||g||_2) in (0, 1]: how evenly g spreads over the n input values.
-  L-inf distance = L2 distance / (density sqrt(n)), so a model can be as far from its boundary in L2
-  as another and still fall to a smaller L-inf budget, because its gradient is spread like noise over
-  every pixel instead of gathered on the object (the "perceptually aligned" gradients of robust models);
-* high-frequency share: the part of g's spectral power above half the Nyquist radius, i.e. how much of
-  what the decision responds to is pixel-scale texture rather than shape;
+* L2 distance  min_j m_j / ||g_j||_2: how far the boundary is, in the geometry the network itself has;
+* L-inf distance  min_j m_j / ||g_j||_1: what an L-inf attacker needs (a linear model flips exactly
+  there, while the step stays inside [0, 1]). Its class j* is "the nearest class"; the rest is read there;
+* margin m = m_{j*} and its gradient g = g_{j*};
+* density  ||g||_1 / (sqrt(n) ||g||_2) in [1/sqrt(n), 1]: how evenly g spreads over the n input values.
+  L-inf distance = L2 distance / (density sqrt(n)) (for two classes), so a model can be as far from its
+  boundary in L2 as another and still fall to a smaller L-inf budget, because its gradient is spread like
+  noise over every pixel instead of gathered on the object;
+* high-frequency share: the part of g's spectral power (summed over channels, no window) above half
+  the Nyquist radius: how much of what the decision responds to is pixel-scale texture rather than
+  shape. White noise scores about 0.80 (the corners of the frequency square lie outside the circle);
 * for D, the gradient of its fake log-odds (fake logit minus the logsumexp of the real ones): its L2
-  norm (how steeply "is this generated?" changes: G's counterfactuals are small edits of real images),
-  and its cosine with g: near +-1 when the class decision and "is this generated?" read the same directions;
-* given a GAN's counterfactuals x-hat (from this run or another), how well g lines up with the edit
-  x-hat - x, and whether this decision reads x-hat as the class G aimed at: a GAN's D that its own G flips
-  far more often than an independent classifier does has its class boundary at features of G's making.
+  norm (how steeply "is this generated?" changes), and its cosine with g: > 0 where raising the true
+  class's margin makes D take the image for generated, < 0 where lowering it does (an attack then also
+  raises p_fake). Part of a negative cosine is by construction: the log-odds subtracts the real logits;
+* given a GAN's counterfactuals x-hat toward a target class t (from this run or another), how well
+  -grad(z_y - z_t) lines up with the edit x-hat - x, and whether this decision reads x-hat as t: a D that
+  its own G flips far more often than an independent classifier does has its boundary at G's features.
 
+Where a gradient is exactly zero (a flat or saturated decision: the usual sign of gradient masking) the
+distances are inf and density and high-frequency share NaN, and `summarize` counts such images.
 Everything is per image, computed under one jit over the mesh (`evaluate.SplitEvaluator`); `summarize`
 turns it into medians and the first-order robust accuracy at given budgets.
 """
@@ -43,7 +50,7 @@ def _high_frequency_share(gradient: jnp.ndarray) -> jnp.ndarray:
     power = jnp.sum(jnp.abs(jnp.fft.fft2(gradient, axes=(1, 2))) ** 2, axis=-1)
     fy, fx = jnp.meshgrid(jnp.fft.fftfreq(height), jnp.fft.fftfreq(width), indexing="ij")
     high = jnp.sqrt(fy ** 2 + fx ** 2) > 0.25  # Nyquist is 0.5 cycles per pixel
-    return jnp.sum(power * high, axis=(1, 2)) / jnp.maximum(jnp.sum(power, axis=(1, 2)), _TINY)
+    return jnp.sum(power * high, axis=(1, 2)) / jnp.sum(power, axis=(1, 2))
 
 
 def _cosine(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
@@ -52,62 +59,88 @@ def _cosine(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum(a * b, -1) / jnp.maximum(norms, _TINY)
 
 
+def _margins_to(apply_fn, params, images, labels, num_classes: int):
+    """(B, K) margins z_y - z_j and their input gradients (K, B, ...), from one forward pass."""
+    def margins(x):
+        logits = apply_fn(params, x)[..., :num_classes]
+        true = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+        return true - logits, logits
+
+    margin, pullback, logits = jax.vjp(margins, images, has_aux=True)
+    gradients = jax.vmap(lambda onehot: pullback(jnp.broadcast_to(onehot, margin.shape))[0])(jnp.eye(num_classes))
+    return margin, gradients, logits
+
+
 def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detector: bool) -> dict:
     images, labels = batch["image"], batch["label"]
+    count = len(images)
+    margins, gradients, _ = _margins_to(apply_fn, params, images, labels, num_classes)
+    flat = jnp.moveaxis(gradients.reshape(num_classes, count, -1), 0, 1)  # (B, K, n)
+    l1, l2 = jnp.sum(jnp.abs(flat), -1), jnp.sqrt(jnp.sum(flat ** 2, -1))  # (B, K)
+    wrong = ~jax.nn.one_hot(labels, num_classes, dtype=bool)
 
-    def margins(x):
-        return -objectives.untargeted_margin(apply_fn(params, x), labels, num_classes, joint=False)
+    def distance(norm):  # min over wrong classes; 0 once misclassified, inf along a zero gradient
+        per_class = jnp.where(norm > 0, jnp.maximum(margins, 0.0) / jnp.where(norm > 0, norm, 1.0), jnp.inf)
+        return jnp.where(wrong, per_class, jnp.inf)
 
-    margin, pullback = jax.vjp(margins, images)
-    gradient = pullback(jnp.ones_like(margin))[0]
-    flat = gradient.reshape(len(images), -1)
-    l1, l2 = jnp.sum(jnp.abs(flat), -1), jnp.sqrt(jnp.sum(flat ** 2, -1))
-    out = {"margin": margin, "gradient_l1": l1, "gradient_l2": l2,
-           "linf_distance": jnp.maximum(margin, 0.0) / jnp.maximum(l1, _TINY),
-           "l2_distance": jnp.maximum(margin, 0.0) / jnp.maximum(l2, _TINY),
-           "density": l1 / jnp.maximum(l2 * jnp.sqrt(flat.shape[-1]), _TINY),
-           "high_frequency_share": _high_frequency_share(gradient)}
+    linf, l2_distance = distance(l1), distance(l2)
+    nearest = jnp.argmin(linf, -1)
+    take = lambda values: jnp.take_along_axis(values, nearest[:, None], -1)[:, 0]
+    g = jnp.take_along_axis(flat, nearest[:, None, None], 1)[:, 0]
+    g_l1, g_l2 = take(l1), take(l2)
+    flat_gradient = g_l2 == 0
+    out = {"correct": jnp.min(jnp.where(wrong, margins, jnp.inf), -1) > 0,
+           "margin": take(margins), "gradient_l1": g_l1, "gradient_l2": g_l2,
+           "linf_distance": jnp.min(linf, -1), "l2_distance": jnp.min(l2_distance, -1),
+           "density": jnp.where(flat_gradient, jnp.nan, g_l1 / jnp.maximum(g_l2 * jnp.sqrt(flat.shape[-1]), _TINY)),
+           "high_frequency_share": jnp.where(flat_gradient, jnp.nan,
+                                             _high_frequency_share(g.reshape(images.shape)))}
     if has_detector:
         fake_log_odds = lambda x: -jnp.sum(objectives.real_log_odds(apply_fn(params, x), num_classes))
-        fake = jax.grad(fake_log_odds)(images).reshape(len(images), -1)
+        fake = jax.grad(fake_log_odds)(images).reshape(count, -1)
         out["fake_gradient_l2"] = jnp.sqrt(jnp.sum(fake ** 2, -1))
-        out["cosine_with_fake"] = _cosine(flat, fake)
+        out["cosine_with_fake"] = _cosine(g, fake)
     if "counterfactual" in batch:
-        edit = (batch["counterfactual"] - images).reshape(len(images), -1)
-        out["edit_alignment"] = -_cosine(flat, edit)  # > 0: the edit lowers the true class's margin
+        targets = batch["target"]
+        toward = jnp.take_along_axis(flat, targets[:, None, None], 1)[:, 0]  # grad(z_y - z_t)
+        edit = (batch["counterfactual"] - images).reshape(count, -1)
+        out["edit_alignment"] = jnp.where(targets == labels, jnp.nan, -_cosine(toward, edit))
         predicted = jnp.argmax(apply_fn(params, batch["counterfactual"])[..., :num_classes], -1)
-        out["counterfactual_reaches_target"] = predicted == batch["target"]
+        out["counterfactual_reaches_target"] = predicted == targets
     return out
 
 
 def per_image(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> dict:
     """{field: (N,) array} of the module docstring's quantities for every image of `data` ("image", "label"),
-    with "correct" (the clean decision is right, margin > 0). Where `data` also holds a "counterfactual" of
-    each image toward a "target" class (a GAN's x-hat, from any run), also "edit_alignment" (minus the
-    cosine between the margin's gradient and x-hat - x) and "counterfactual_reaches_target" (this decision
-    reads x-hat as the target class)."""
+    with "correct" (the clean decision is right). Where `data` also holds a "counterfactual" of each image
+    toward a "target" class (a GAN's x-hat, from any run), also "edit_alignment" and
+    "counterfactual_reaches_target" (this decision reads x-hat as the target class)."""
+    if "counterfactual" in data and "target" not in data:
+        raise ValueError("data with a 'counterfactual' per image needs its 'target' class too")
     batch_fn = functools.partial(_per_image_geometry, apply_fn=readout.apply_fn, num_classes=readout.num_classes,
                                  has_detector=readout.has_detector)
     fields = ("image", "label", "counterfactual", "target") if "counterfactual" in data else ("image", "label")
     evaluator = evaluate.SplitEvaluator(data, batch_fn, batch_size=batch_size, mesh=mesh, fields=fields)
     out = evaluator.run(readout.params)
     out.pop("has_mask")
-    out["correct"] = out["margin"] > 0
     return out
 
 
 def summarize(geometry: dict, epsilons_255: tuple[float, ...]) -> dict:
-    """Medians over the correctly classified images (the ones an attack can break), and the first-order
-    robust accuracy at each L-inf budget (in 1/255, keyed as written): the share of all images that are
-    right and whose L-inf distance is at least the budget (exact for a linear model; a real network can
-    break earlier, where it curves toward the boundary, or later, where it curves away)."""
+    """Medians over the correctly classified images (the ones an attack can break; NaNs of flat gradients
+    left out), the share of those with a flat gradient, and the first-order robust accuracy at each L-inf
+    budget (in 1/255, keyed as written): the share of all images that are right and whose L-inf distance is
+    at least the budget (exact for a linear model; a real network can break earlier, where it curves toward
+    the boundary, or later, where it curves away)."""
     right = geometry["correct"]
     flags = ("correct", "counterfactual_reaches_target")
     fields = [name for name in geometry if name not in flags]
-    medians = {name: float(np.median(geometry[name][right])) if right.any() else None for name in fields}
+    medians = {name: float(np.nanmedian(geometry[name][right]))
+               if right.any() and not np.isnan(geometry[name][right]).all() else None for name in fields}
     first_order = {f"{epsilon:g}": float(np.mean(right & (geometry["linf_distance"] >= epsilon / 255)))
                    for epsilon in epsilons_255}
     summary = {"num_images": int(len(right)), "accuracy": float(right.mean()), "median_of_correct": medians,
+               "flat_gradient_share": float(np.mean(geometry["gradient_l2"][right] == 0)) if right.any() else None,
                "first_order_accuracy": first_order}
     if "counterfactual_reaches_target" in geometry:  # over every image, as a GAN's flip rate is
         summary["counterfactual_flip_rate"] = float(np.mean(geometry["counterfactual_reaches_target"]))

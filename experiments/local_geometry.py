@@ -10,10 +10,11 @@ median boundary distance in L2 and in L-inf (margin over the gradient's norm), t
 high-frequency share, D's class/fake gradient cosine, the first-order robust accuracy at 2/4/8/255, and
 the accuracy the run's L∞ PGD sweep (PGD-10 by default) and the ensemble measured at those budgets (from
 WORKDIR/attack/robustness.json, or its committed record; only where that attack read the same checkpoint
-and the same number of test images). With --counterfactuals_from (a GAN run), every decision also reads that GAN's
-counterfactuals of the test images (toward the class its evaluation aims at): the share it reads as that
-class, and how well its margin's gradient lines up with the edit. Writes
-experiments/results/local_geometry.{json,md} (or --out). Read-only on the runs.
+and the same number of test images). With --counterfactuals_from (a GAN run), every decision also reads
+that GAN's counterfactuals of the test images (toward the class its evaluation aims at): the share it
+reads as that class, and how well its margin's gradient lines up with the edit. Writes
+experiments/results/NAME.{json,md} (--name, default local_geometry; --out another folder). Read-only on
+the runs.
 """
 
 import argparse
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--workdirs", required=True, help="comma-separated run folder names under --runs")
     here = os.path.dirname(os.path.abspath(__file__))
     parser.add_argument("--out", default=os.path.join(here, "results"))
+    parser.add_argument("--name", default="local_geometry", help="the results files' name, without extension")
     parser.add_argument("--records", default=os.path.join(here, "results", "runs"),
                         help="committed analyses, read where a run folder has no attack output")
     parser.add_argument("--counterfactuals_from", default=None,
@@ -144,9 +146,9 @@ def main() -> None:
     text = ("Local geometry of each decision on the test split (medians over correctly classified images; "
             f"`python experiments/local_geometry.py`, docs/robustness.md{edits})\n\n" + table(results))
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "local_geometry.md"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
         f.write(text)
-    with open(os.path.join(args.out, "local_geometry.json"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump(results, f, indent=2)
     print(text)
 

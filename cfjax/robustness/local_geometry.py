@@ -59,22 +59,21 @@ def _cosine(a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum(a * b, -1) / jnp.maximum(norms, _TINY)
 
 
-def _margins_to(apply_fn, params, images, labels, num_classes: int):
+def _margins_and_gradients(apply_fn, params, images, labels, num_classes: int):
     """(B, K) margins z_y - z_j and their input gradients (K, B, ...), from one forward pass."""
     def margins(x):
         logits = apply_fn(params, x)[..., :num_classes]
-        true = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-        return true - logits, logits
+        return jnp.take_along_axis(logits, labels[:, None], axis=-1) - logits
 
-    margin, pullback, logits = jax.vjp(margins, images, has_aux=True)
+    margin, pullback = jax.vjp(margins, images)
     gradients = jax.vmap(lambda onehot: pullback(jnp.broadcast_to(onehot, margin.shape))[0])(jnp.eye(num_classes))
-    return margin, gradients, logits
+    return margin, gradients
 
 
 def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detector: bool) -> dict:
     images, labels = batch["image"], batch["label"]
     count = len(images)
-    margins, gradients, _ = _margins_to(apply_fn, params, images, labels, num_classes)
+    margins, gradients = _margins_and_gradients(apply_fn, params, images, labels, num_classes)
     flat = jnp.moveaxis(gradients.reshape(num_classes, count, -1), 0, 1)  # (B, K, n)
     l1, l2 = jnp.sum(jnp.abs(flat), -1), jnp.sqrt(jnp.sum(flat ** 2, -1))  # (B, K)
     wrong = ~jax.nn.one_hot(labels, num_classes, dtype=bool)

@@ -22,9 +22,11 @@ import json
 import os
 
 import numpy as np
+import robustness_table
 import run_records
 
 import cfjax
+from cfjax import storage
 from cfjax.data import pipeline
 from cfjax.kinds.gan import evaluation_targets
 from cfjax.robustness import local_geometry
@@ -40,24 +42,17 @@ COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance
 def measured_accuracy(workdir: str, records: str, model: str, step: int, num_images: int) -> dict:
     """{"pgd"|"ensemble": {epsilon_255: accuracy}} from the run's attack output, else its committed record;
     empty where that attack read another checkpoint or another number of test images than the probe."""
-    path = os.path.join(workdir, "attack", "robustness.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            analysis = json.load(f)
-    else:
-        record = os.path.join(run_records.folder(records, workdir), "attack.json")
-        analysis = {"models": {}}
-        if os.path.exists(record):
-            with open(record) as f:
-                analysis = json.load(f)["analysis"]
+    analysis = storage.read_json(os.path.join(workdir, "attack", "robustness.json")) or (
+        storage.read_json(os.path.join(run_records.folder(records, workdir), "attack.json")) or {}).get("analysis", {})
     found = {"pgd": {}, "ensemble": {}}
-    if analysis.get("step") != step or analysis.get("data", {}).get("num_images") != num_images:
+    attacked = analysis.get("models", {}).get(model)
+    if not attacked or analysis.get("step") != step or analysis["data"]["num_images"] != num_images:
         return found
-    rows = analysis["models"].get(model, {}).get("sweeps", [])
-    for row in rows:
-        group = {"linf": "pgd", "ensemble": "ensemble"}.get(row["group"])
-        if group and any(abs(row["epsilon"] * 255 - e) < 1e-6 for e in EPSILONS_255):
-            found[group][f"{row['epsilon'] * 255:g}"] = row["accuracy"]
+    for name, group in (("pgd", "linf"), ("ensemble", "ensemble")):
+        for epsilon in EPSILONS_255:
+            value = robustness_table._row([attacked], group, epsilon, "accuracy")
+            if value is not None:
+                found[name][f"{epsilon:g}"] = value[0]
     return found
 
 

@@ -12,7 +12,8 @@ the accuracy the run's L∞ PGD sweep (PGD-10 by default) and the ensemble measu
 WORKDIR/attack/robustness.json, or its committed record; only where that attack read the same checkpoint
 and the same number of test images). With --counterfactuals_from (a GAN run), every decision also reads
 that GAN's counterfactuals of the test images (toward the class its evaluation aims at): the share it
-reads as that class, and how well its margin's gradient lines up with the edit. Writes
+reads as that class, how well its margin's gradient lines up with the edit, and how far along the edit (in
+L2) the decision first changes, also as a multiple of its worst-case first-order L2 distance. Writes
 experiments/results/NAME.{json,md} (--name, default local_geometry; --out another folder). Read-only on
 the runs.
 """
@@ -36,7 +37,9 @@ EPSILONS_255 = (2.0, 4.0, 8.0)
 COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance (/255)", 255.0),
            ("density", "density", 1.0), ("high_frequency_share", "high-freq. share", 1.0),
            ("margin", "margin", 1.0), ("gradient_l2", "‖∇‖₂", 1.0), ("fake_gradient_l2", "‖∇fake‖₂", 1.0),
-           ("cosine_with_fake", "cos(∇class, ∇fake)", 1.0), ("edit_alignment", "alignment with G's edit", 1.0))
+           ("cosine_with_fake", "cos(∇class, ∇fake)", 1.0), ("edit_alignment", "alignment with G's edit", 1.0),
+           ("edit_flip_l2", "L2 to flip along G's edit", 1.0),
+           ("edit_flip_over_l2_distance", "that ÷ L2 distance", 1.0))
 
 
 def measured_accuracy(workdir: str, records: str, model: str, step: int, num_images: int) -> dict:

@@ -162,6 +162,35 @@ def test_a_counterfactual_edit_is_read_by_its_alignment_with_the_gradient_and_wh
     assert np.all(np.abs(shifted["edit_alignment"]) < 0.5)  # an edit of the same size in another direction
 
 
+def test_along_an_edit_the_first_flip_is_where_a_linear_margin_crosses_zero(images):
+    """x + t (x-hat - x) leaves a linear model's class at t = margin / -(g . edit): found to within the
+    bisection's 1/4096 of the path; an edit that never crosses is inf, not a made-up distance."""
+    weights = np.random.default_rng(6).normal(size=SHAPE).astype(np.float32)
+    readout = linear_readout(weights, bias=-float(images.reshape(len(images), -1).mean(0) @ weights.ravel()))
+    logits = np.asarray(readout.apply_fn(readout.params, jnp.asarray(images)))
+    labels = logits.argmax(-1).astype(np.int32)
+    sign = np.where(labels == 0, 1.0, -1.0)[:, None, None, None]
+    margin = np.abs(logits[:, 0])
+    crossings = np.asarray([0.3, 0.55, 0.9, 0.123, 2.0, 5.0])  # where on the path the margin reaches zero
+    step = (margin / np.sum(weights ** 2))[:, None, None, None] * weights
+    edits = -sign * step / crossings[:, None, None, None]
+    data = {"image": images, "label": labels, "counterfactual": (images + edits).astype(np.float32),
+            "target": 1 - labels}
+    geometry = local_geometry.per_image(readout, data, batch_size=4, mesh=parallel.make_mesh())
+    inside = crossings <= 1
+    np.testing.assert_allclose(geometry["edit_flip_fraction"][inside], crossings[inside], atol=1 / 4096)
+    assert np.all(geometry["edit_flip_fraction"][inside] >= crossings[inside])  # the first point that flips
+    assert np.all(np.isinf(geometry["edit_flip_fraction"][~inside]))
+    edit_norms = np.linalg.norm(edits.reshape(len(images), -1), axis=-1)
+    np.testing.assert_allclose(geometry["edit_flip_l2"][inside], crossings[inside] * edit_norms[inside], rtol=2e-3)
+    # Straight down the gradient, the path's flip is the first-order L2 distance itself.
+    np.testing.assert_allclose(geometry["edit_flip_over_l2_distance"][inside], 1.0, rtol=2e-3)
+    sideways = {**data, "counterfactual": (images + edits + 3 * np.roll(edits, 1, axis=1)).astype(np.float32)}
+    oblique = local_geometry.per_image(readout, sideways, batch_size=4, mesh=parallel.make_mesh())
+    farther = np.isfinite(oblique["edit_flip_over_l2_distance"])
+    assert farther.any() and np.all(oblique["edit_flip_over_l2_distance"][farther] > 1.0)
+
+
 def test_counterfactuals_without_their_target_class_are_refused(images):
     with pytest.raises(ValueError, match="target"):
         local_geometry.per_image(linear_readout(np.ones(SHAPE, np.float32)),

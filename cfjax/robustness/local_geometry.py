@@ -22,7 +22,10 @@ GAN's D is less robust"). Per image, over the wrong classes:
   raises p_fake). Part of a negative cosine is by construction: the log-odds subtracts the real logits;
 * given a GAN's counterfactuals x-hat toward a target class t (from this run or another), how well
   -grad(z_y - z_t) lines up with the edit x-hat - x, and whether this decision reads x-hat as t: a D that
-  its own G flips far more often than an independent classifier does has its boundary at G's features.
+  its own G flips far more often than an independent classifier does has its boundary at G's features;
+  and how far along the straight path from x to x-hat the decision first changes (as a fraction of the
+  path, and in L2): the boundary's distance in the direction a class change actually takes, beside the
+  worst-case distance above. A decision can be far from its boundary along G's edits and near it off them.
 
 Where a gradient is exactly zero (a flat or saturated decision: the usual sign of gradient masking) the
 distances are inf and density and high-frequency share NaN, and `summarize` counts such images.
@@ -70,6 +73,28 @@ def _margins_and_gradients(apply_fn, params, images, labels, num_classes: int):
     return margin, gradients
 
 
+def _first_flip_along(apply_fn, params, images, labels, edits, num_classes: int, *, steps: int = 16,
+                      refinements: int = 8) -> jnp.ndarray:
+    """(B,) the smallest t in (0, 1] at which x + t * edit is no longer read as its label (inf if none is):
+    the first of `steps` grid points that flips it, refined by bisection inside the grid cell before it."""
+    def flipped(t):  # t (B,)
+        moved = images + t.reshape((-1,) + (1,) * (images.ndim - 1)) * edits
+        return jnp.argmax(apply_fn(params, moved)[..., :num_classes], -1) != labels
+
+    grid = jnp.arange(1, steps + 1, dtype=images.dtype) / steps
+    flips = jax.lax.map(lambda t: flipped(jnp.full(labels.shape, t)), grid)  # (steps, B)
+    high = grid[jnp.argmax(flips, 0)]
+
+    def bisect(_, bounds):
+        low, high = bounds
+        middle = (low + high) / 2
+        changed = flipped(middle)
+        return jnp.where(changed, low, middle), jnp.where(changed, middle, high)
+
+    _, high = jax.lax.fori_loop(0, refinements, bisect, (high - 1 / steps, high))
+    return jnp.where(flips.any(0), high, jnp.inf)
+
+
 def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detector: bool) -> dict:
     images, labels = batch["image"], batch["label"]
     count = len(images)
@@ -106,14 +131,21 @@ def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detect
         out["edit_alignment"] = jnp.where(targets == labels, jnp.nan, -_cosine(toward, edit))
         predicted = jnp.argmax(apply_fn(params, batch["counterfactual"])[..., :num_classes], -1)
         out["counterfactual_reaches_target"] = predicted == targets
+        fraction = _first_flip_along(apply_fn, params, images, labels, batch["counterfactual"] - images,
+                                     num_classes)
+        out["edit_flip_fraction"] = fraction
+        out["edit_flip_l2"] = fraction * jnp.sqrt(jnp.sum(edit ** 2, -1))
+        out["edit_flip_over_l2_distance"] = out["edit_flip_l2"] / jnp.maximum(jnp.min(l2_distance, -1), _TINY)
     return out
 
 
 def per_image(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> dict:
     """{field: (N,) array} of the module docstring's quantities for every image of `data` ("image", "label"),
     with "correct" (the clean decision is right). Where `data` also holds a "counterfactual" of each image
-    toward a "target" class (a GAN's x-hat, from any run), also "edit_alignment" and
-    "counterfactual_reaches_target" (this decision reads x-hat as the target class)."""
+    toward a "target" class (a GAN's x-hat, from any run), also "edit_alignment",
+    "counterfactual_reaches_target" (this decision reads x-hat as the target class), "edit_flip_fraction"
+    (where on the path x -> x-hat the decision first changes; inf where it never does), "edit_flip_l2" (that
+    point's L2 distance from x) and "edit_flip_over_l2_distance" (over the first-order L2 distance)."""
     if "counterfactual" in data and "target" not in data:
         raise ValueError("data with a 'counterfactual' per image needs its 'target' class too")
     batch_fn = functools.partial(_per_image_geometry, apply_fn=readout.apply_fn, num_classes=readout.num_classes,

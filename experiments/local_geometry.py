@@ -37,7 +37,9 @@ EPSILONS_255 = (2.0, 4.0, 8.0)
 COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance (/255)", 255.0),
            ("density", "density", 1.0), ("high_frequency_share", "high-freq. share", 1.0),
            ("margin", "margin", 1.0), ("gradient_l2", "‖∇‖₂", 1.0), ("fake_gradient_l2", "‖∇fake‖₂", 1.0),
-           ("cosine_with_fake", "cos(∇class, ∇fake)", 1.0), ("edit_alignment", "alignment with G's edit", 1.0),
+           ("cosine_with_fake", "cos(∇class, ∇fake)", 1.0),
+           ("overlap_with_fake_contrast", "abs. cos(∇class, ∇fake contrast)", 1.0),
+           ("edit_alignment", "alignment with G's edit", 1.0),
            ("edit_flip_l2", "L2 to flip along G's edit", 1.0),
            ("edit_flip_over_l2_distance", "that ÷ L2 distance", 1.0))
 

@@ -144,6 +144,26 @@ def test_the_fake_cosine_reads_whether_class_and_fake_share_directions(images):
     assert np.all(np.abs(independent["cosine_with_fake"]) < 0.5)
 
 
+def test_the_fake_contrast_cosine_is_zero_by_construction_only_where_nothing_is_shared(images):
+    """The log-odds cosine is negative even for a fake logit that reads nothing of the class (v = w / 2 makes
+    the fake logit the two real ones' mean); the contrast's cosine is 0 there and +-1 where the fake
+    readout is the class direction itself."""
+    weights = np.random.default_rng(7).normal(size=SHAPE).astype(np.float32)
+    readout = linear_readout(weights, fake_weights=weights / 2)
+    labels = np.asarray(readout.apply_fn(readout.params, jnp.asarray(images)))[:, :2].argmax(-1).astype(np.int32)
+    neutral = probe(readout, images, labels)
+    np.testing.assert_allclose(neutral["cosine_with_fake_contrast"], 0.0, atol=1e-5)
+    np.testing.assert_allclose(neutral["cosine_with_fake"], -1.0, atol=1e-5)  # construction alone
+    other = np.random.default_rng(8).normal(size=SHAPE).astype(np.float32)
+    other -= (other.ravel() @ weights.ravel()) / (weights.ravel() @ weights.ravel()) * weights  # orthogonal to w
+    unrelated = probe(linear_readout(weights, fake_weights=weights / 2 + other), images, labels)
+    np.testing.assert_allclose(unrelated["cosine_with_fake_contrast"], 0.0, atol=1e-5)
+    shared = probe(linear_readout(weights, fake_weights=1.5 * weights), images, labels)
+    sign = np.where(labels == 0, 1.0, -1.0)  # g = +w for class 0, -w for class 1; the contrast's gradient is +w
+    np.testing.assert_allclose(shared["cosine_with_fake_contrast"], sign, atol=1e-5)
+    np.testing.assert_allclose(shared["overlap_with_fake_contrast"], 1.0, atol=1e-5)
+
+
 def test_a_counterfactual_edit_is_read_by_its_alignment_with_the_gradient_and_whether_it_flips(images):
     weights = np.random.default_rng(5).normal(size=SHAPE).astype(np.float32)
     readout = linear_readout(weights, bias=-float(images.reshape(len(images), -1).mean(0) @ weights.ravel()))

@@ -19,7 +19,11 @@ GAN's D is less robust"). Per image, over the wrong classes:
 * for D, the gradient of its fake log-odds (fake logit minus the logsumexp of the real ones): its L2
   norm (how steeply "is this generated?" changes), and its cosine with g: > 0 where raising the true
   class's margin makes D take the image for generated, < 0 where lowering it does (an attack then also
-  raises p_fake). Part of a negative cosine is by construction: the log-odds subtracts the real logits;
+  raises p_fake). Part of a negative cosine is by construction: the log-odds subtracts the real logits.
+  Without that part: the cosine of g with the gradient of the fake logit against the mean of the true and
+  the nearest class's logits, a contrast orthogonal to the margin's in logit space (and, like it, blind to
+  a shift of all logits), so what is left of it is input directions the class and fake readouts share;
+  its absolute value is the overlap (its sign differs between classes, so a median of it says little);
 * given a GAN's counterfactuals x-hat toward a target class t (from this run or another), how well
   -grad(z_y - z_t) lines up with the edit x-hat - x, and whether this decision reads x-hat as t: a D that
   its own G flips far more often than an independent classifier does has its boundary at G's features;
@@ -124,6 +128,14 @@ def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detect
         fake = jax.grad(fake_log_odds)(images).reshape(count, -1)
         out["fake_gradient_l2"] = jnp.sqrt(jnp.sum(fake ** 2, -1))
         out["cosine_with_fake"] = _cosine(g, fake)
+
+        def fake_contrast(x):  # the fake logit against the mean of the true and the nearest class's
+            logits = apply_fn(params, x)
+            pair = jnp.take_along_axis(logits, jnp.stack([labels, nearest], -1), -1)
+            return jnp.sum(logits[..., num_classes] - jnp.mean(pair, -1))
+
+        out["cosine_with_fake_contrast"] = _cosine(g, jax.grad(fake_contrast)(images).reshape(count, -1))
+        out["overlap_with_fake_contrast"] = jnp.abs(out["cosine_with_fake_contrast"])  # its sign varies by class
     if "counterfactual" in batch:
         targets = batch["target"]
         toward = jnp.take_along_axis(flat, targets[:, None, None], 1)[:, 0]  # grad(z_y - z_t)

@@ -13,7 +13,9 @@ WORKDIR/attack/robustness.json, or its committed record; only where that attack 
 and the same number of test images). With --counterfactuals_from (a GAN run), every decision also reads
 that GAN's counterfactuals of the test images (toward the class its evaluation aims at): the share it
 reads as that class, how well its margin's gradient lines up with the edit, and how far along the edit (in
-L2) the decision first changes, also as a multiple of its worst-case first-order L2 distance. Writes
+L2) the decision first changes, also as a multiple of its worst-case first-order L2 distance. With
+--reference (a run), every decision's margin gradient is compared with that run's decision's at the same
+images: the median cosine says whether the two are fragile in the same directions. Writes
 experiments/results/NAME.{json,md} (--name, default local_geometry; --out another folder). Read-only on
 the runs.
 """
@@ -41,7 +43,8 @@ COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance
            ("overlap_with_fake_contrast", "abs. cos(∇class, ∇fake contrast)", 1.0),
            ("edit_alignment", "alignment with G's edit", 1.0),
            ("edit_flip_l2", "L2 to flip along G's edit", 1.0),
-           ("edit_flip_over_l2_distance", "that ÷ L2 distance", 1.0))
+           ("edit_flip_over_l2_distance", "that ÷ L2 distance", 1.0),
+           ("cosine_with_reference", "cos with the reference's ∇", 1.0))
 
 
 def measured_accuracy(workdir: str, records: str, model: str, step: int, num_images: int) -> dict:
@@ -85,7 +88,30 @@ class Counterfactuals:
         return {**data, **self._made[config.data.name]}
 
 
-def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None) -> dict:
+class Reference:
+    """One run's decision (its first, never G's head) and its margin gradients at a test split, made once."""
+
+    def __init__(self, workdir: str):
+        self.workdir = workdir
+        self.config = saved_config(workdir)
+        run = load_run(self.config, workdir)
+        self.readout = next(r for r in run.kind.readouts(run.params) if not r.name.endswith("G_head"))
+        self.mesh = run.mesh
+        self._gradients = None
+
+    def added_to(self, data: dict, config) -> dict:
+        """`data` of a run with `config` plus "reference_gradient"; refused for another dataset."""
+        if (config.data.name, config.num_classes) != (self.config.data.name, self.config.num_classes):
+            raise SystemExit(f"--reference={self.workdir} was trained on {self.config.data.name}; {config.name} "
+                             f"on {config.data.name}: their gradients are not at the same images")
+        if self._gradients is None:
+            self._gradients = local_geometry.margin_gradients(self.readout, data, mesh=self.mesh,
+                                                              batch_size=self.config.eval.batch_size)
+        return {**data, "reference_gradient": self._gradients}
+
+
+def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None,
+            reference: Reference | None = None) -> dict:
     """{model: summary with the measured accuracies} for every decision `--mode=attack` attacks, but G's head
     (a classifier on G's encoder, not the decision issue 19 asks about)."""
     config = saved_config(workdir)
@@ -93,6 +119,8 @@ def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None)
     data = pipeline.evaluation_arrays(config, "test")
     if counterfactuals:
         data = counterfactuals.added_to(data, config)
+    if reference:
+        data = reference.added_to(data, config)
     results = {}
     for readout in run.kind.readouts(run.params):
         if readout.name.endswith("G_head"):
@@ -138,11 +166,16 @@ def main() -> None:
                         help="committed analyses, read where a run folder has no attack output")
     parser.add_argument("--counterfactuals_from", default=None,
                         help="a GAN run folder name under --runs whose counterfactuals every decision reads")
+    parser.add_argument("--reference", default=None,
+                        help="a run folder name under --runs whose decision's margin gradient every decision's is "
+                             "compared with")
     args = parser.parse_args()
     counterfactuals = args.counterfactuals_from and Counterfactuals(os.path.join(args.runs, args.counterfactuals_from))
-    results = {name: measure(os.path.join(args.runs, name), args.records, counterfactuals or None)
+    reference = args.reference and Reference(os.path.join(args.runs, args.reference))
+    results = {name: measure(os.path.join(args.runs, name), args.records, counterfactuals or None, reference or None)
                for name in args.workdirs.split(",")}
     edits = f"; G's x̂ from {args.counterfactuals_from}" if counterfactuals else ""
+    edits += f"; reference gradients from {reference.readout.name} of {args.reference}" if reference else ""
     text = ("Local geometry of each decision on the test split (medians over correctly classified images; "
             f"`python experiments/local_geometry.py`, docs/robustness.md{edits})\n\n" + table(results))
     os.makedirs(args.out, exist_ok=True)

@@ -211,6 +211,25 @@ def test_along_an_edit_the_first_flip_is_where_a_linear_margin_crosses_zero(imag
     assert farther.any() and np.all(oblique["edit_flip_over_l2_distance"][farther] > 1.0)
 
 
+def test_two_linear_decisions_share_their_fragile_directions_by_the_cosine_of_their_weights(images):
+    weights = np.random.default_rng(9).normal(size=SHAPE).astype(np.float32)
+    labels = np.arange(len(images), dtype=np.int32) % 2
+    data = {"image": images, "label": labels}
+    reference = local_geometry.margin_gradients(linear_readout(weights), data, batch_size=4,
+                                                mesh=parallel.make_mesh())
+    sign = np.where(labels == 0, 1.0, -1.0)[:, None, None, None]
+    np.testing.assert_allclose(reference, sign * weights, rtol=1e-5)  # grad(z_y - z_other)
+    other = np.random.default_rng(10).normal(size=SHAPE).astype(np.float32)
+    mixed = weights + other
+    compared = local_geometry.per_image(
+        linear_readout(mixed), {**data, "reference_gradient": reference}, batch_size=4, mesh=parallel.make_mesh())
+    expected = mixed.ravel() @ weights.ravel() / np.linalg.norm(mixed) / np.linalg.norm(weights)
+    np.testing.assert_allclose(compared["cosine_with_reference"], expected, rtol=1e-5)
+    itself = local_geometry.per_image(linear_readout(weights), {**data, "reference_gradient": reference},
+                                      batch_size=4, mesh=parallel.make_mesh())
+    np.testing.assert_allclose(itself["cosine_with_reference"], 1.0, rtol=1e-5)
+
+
 def test_counterfactuals_without_their_target_class_are_refused(images):
     with pytest.raises(ValueError, match="target"):
         local_geometry.per_image(linear_readout(np.ones(SHAPE, np.float32)),
@@ -231,13 +250,13 @@ def test_the_margin_is_the_attack_objectives_own(images):
 
 @pytest.mark.slow
 def test_the_experiment_probes_every_attacked_decision_of_a_run_and_leaves_it_untouched(tmp_path, repo_root):
-    """experiments/local_geometry.py as a user runs it, on a tiny GAN run reading its own counterfactuals: D
-    is probed (G's head is not), the tables are written, and the run folder is exactly as it was."""
+    """experiments/local_geometry.py as a user runs it, on a tiny GAN run reading its own counterfactuals and
+    gradients: D is probed (G's head is not), the tables are written, and the run folder is exactly as it was."""
     runs = tmp_path / "runs"
     train.train_and_evaluate(cracks.get_config("tiny"), str(runs / "gan"))
     before = sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*"))
     command = [sys.executable, str(repo_root / "experiments" / "local_geometry.py"), f"--runs={runs}",
-               "--workdirs=gan", "--counterfactuals_from=gan", f"--out={tmp_path / 'out'}"]
+               "--workdirs=gan", "--counterfactuals_from=gan", "--reference=gan", f"--out={tmp_path / 'out'}"]
     subprocess.run(command, check=True, cwd=repo_root, capture_output=True, env={**os.environ, "PYTHONPATH": "."})
     results = json.loads((tmp_path / "out" / "local_geometry.json").read_text())
     d = results["gan"]["D"]
@@ -245,5 +264,6 @@ def test_the_experiment_probes_every_attacked_decision_of_a_run_and_leaves_it_un
     assert 0.0 <= d["accuracy"] <= 1.0 and set(d["first_order_accuracy"]) == {"2", "4", "8"}
     assert d["measured_accuracy"] == {"pgd": {}, "ensemble": {}}  # never attacked: nothing made up
     assert 0.0 <= d["counterfactual_flip_rate"] <= 1.0  # D reading its own G's edits
+    assert abs(d["median_of_correct"]["cosine_with_reference"] - 1.0) < 1e-4  # D against itself
     assert "gan: D" in (tmp_path / "out" / "local_geometry.md").read_text()
     assert sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*")) == before

@@ -29,7 +29,9 @@ GAN's D is less robust"). Per image, over the wrong classes:
   its own G flips far more often than an independent classifier does has its boundary at G's features;
   and how far along the straight path from x to x-hat the decision first changes (as a fraction of the
   path, and in L2): the boundary's distance in the direction a class change actually takes, beside the
-  worst-case distance above. A decision can be far from its boundary along G's edits and near it off them.
+  worst-case distance above. A decision can be far from its boundary along G's edits and near it off them;
+* given another decision's margin gradient at the same images (`margin_gradients`), the cosine of the two:
+  whether two models are fragile in the same directions (what makes an attack transfer between them).
 
 Where a gradient is exactly zero (a flat or saturated decision: the usual sign of gradient masking) the
 distances are inf and density and high-frequency share NaN, and `summarize` counts such images.
@@ -99,7 +101,8 @@ def _first_flip_along(apply_fn, params, images, labels, edits, num_classes: int,
     return jnp.where(flips.any(0), high, jnp.inf)
 
 
-def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detector: bool) -> dict:
+def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detector: bool,
+                        keep_gradient: bool = False) -> dict:
     images, labels = batch["image"], batch["label"]
     count = len(images)
     margins, gradients = _margins_and_gradients(apply_fn, params, images, labels, num_classes)
@@ -136,6 +139,10 @@ def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detect
 
         out["cosine_with_fake_contrast"] = _cosine(g, jax.grad(fake_contrast)(images).reshape(count, -1))
         out["overlap_with_fake_contrast"] = jnp.abs(out["cosine_with_fake_contrast"])  # its sign varies by class
+    if keep_gradient:
+        out["gradient"] = g
+    if "reference_gradient" in batch:
+        out["cosine_with_reference"] = _cosine(g, batch["reference_gradient"].reshape(count, -1))
     if "counterfactual" in batch:
         targets = batch["target"]
         toward = jnp.take_along_axis(flat, targets[:, None, None], 1)[:, 0]  # grad(z_y - z_t)
@@ -157,12 +164,27 @@ def per_image(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> d
     toward a "target" class (a GAN's x-hat, from any run), also "edit_alignment",
     "counterfactual_reaches_target" (this decision reads x-hat as the target class), "edit_flip_fraction"
     (where on the path x -> x-hat the decision first changes; inf where it never does), "edit_flip_l2" (that
-    point's L2 distance from x) and "edit_flip_over_l2_distance" (over the first-order L2 distance)."""
+    point's L2 distance from x) and "edit_flip_over_l2_distance" (over the first-order L2 distance). Where it
+    holds another decision's "reference_gradient" (`margin_gradients`), also "cosine_with_reference"."""
+    return _run(readout, data, batch_size=batch_size, mesh=mesh)
+
+
+def margin_gradients(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> np.ndarray:
+    """(N, ...) the input gradient of each image's margin over its nearest wrong class: a reference for
+    `per_image` (as data["reference_gradient"]) to compare other decisions' fragile directions with."""
+    plain = {name: data[name] for name in ("image", "label")}
+    return _run(readout, plain, batch_size=batch_size, mesh=mesh, keep_gradient=True)["gradient"].reshape(
+        np.shape(data["image"]))
+
+
+def _run(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh, keep_gradient: bool = False) -> dict:
     if "counterfactual" in data and "target" not in data:
         raise ValueError("data with a 'counterfactual' per image needs its 'target' class too")
     batch_fn = functools.partial(_per_image_geometry, apply_fn=readout.apply_fn, num_classes=readout.num_classes,
-                                 has_detector=readout.has_detector)
-    fields = ("image", "label", "counterfactual", "target") if "counterfactual" in data else ("image", "label")
+                                 has_detector=readout.has_detector, keep_gradient=keep_gradient)
+    fields = ("image", "label")
+    fields += ("counterfactual", "target") if "counterfactual" in data else ()
+    fields += ("reference_gradient",) if "reference_gradient" in data else ()
     evaluator = evaluate.SplitEvaluator(data, batch_fn, batch_size=batch_size, mesh=mesh, fields=fields)
     out = evaluator.run(readout.params)
     out.pop("has_mask")

@@ -5,13 +5,14 @@ beat, and the ablation that asks why the plain GAN's D is less robust than the p
     python experiments/robust_gan.py --train              # (a) fruit robustness and (b) SUT-Crack masks, 3 seeds
     python experiments/robust_gan.py --train --ablation   # ... and (c) the one-seed ablation grid on fruit
     python experiments/robust_gan.py --train --ablation=fake_weight_0,steps_x3   # ... some settings of it
+    python experiments/robust_gan.py --train --ablation=fake_weight_0 --ablation_seeds=0,1,2  # ... over seeds
     python experiments/robust_gan.py                      # tabulate finished runs only
 
 (a) reuses experiments/robustness_table.py's runs (the plain classifier, the PGD-trained classifier,
 the plain GAN, the robust GAN and the detector, each trained then attacked with `--mode=attack`); (b) reuses
 experiments/crack_iou_table.py's (the plain GAN, the robust GAN, the detector and the supervised U-Net, each
-explained with `--mode=explain`); (c) trains the plain fruit GAN of seed 0 with one setting changed
-per run (`ABLATION`). Each step is the plain command line; finished runs and analyses are reused, so
+explained with `--mode=explain`); (c) trains the plain fruit GAN of seed 0 (or --ablation_seeds) with one
+setting changed per run (`ABLATION`). Each step is the plain command line; finished runs and analyses are reused, so
 an interrupted run resumes from its checkpoint. Writes experiments/results/robust_gan.{json,md}.
 """
 
@@ -61,28 +62,30 @@ def crack_masks(seeds: list[int], runs_dir: str, train: bool, extra: list[str],
     return crack_iou_table.tabulate(per_model) if per_model else ({}, "")
 
 
-def ablation(settings_wanted: list[str], runs_dir: str, train: bool, extra: list[str],
+def ablation(settings_wanted: list[str], seeds: list[int], runs_dir: str, train: bool, extra: list[str],
              records: str | None) -> tuple[dict, dict, dict]:
-    """(c) {setting: [D's robustness results]} for the plain fruit GAN of seed 0 (the default setting is
-    robustness_table's own run of seed 0, attacked as that script attacks it; the others attack D only),
-    the flags of each setting, and the attack settings."""
-    per_model, settings = robustness_table.attack_runs([0], runs_dir, train, extra, records,
+    """(c) {setting: [D's robustness results, one per finished seed]} for the plain fruit GAN (the default
+    setting is robustness_table's own run of each seed, attacked as that script attacks it; the others
+    attack D only), the flags of each setting, and the attack settings."""
+    per_model, settings = robustness_table.attack_runs(seeds, runs_dir, train, extra, records,
                                                        only=("classifier", "gan"))
     grid = {"default (plain GAN)": per_model["D"]} if "D" in per_model else {}
-    base = [f"--config={robustness_table.RUNS['gan'][0]}", "--config.seed=0"]
     flags_used = {"default (plain GAN)": []}
     for name in settings_wanted:
-        flags = ABLATION[name] if ABLATION[name] is not None else [
-            f"--config.num_steps={3 * harness.resolved_config([*base, *extra])['num_steps']}"]
-        flags_used[name] = flags
-        results = harness.trained_and_analysed([*base, *extra, *flags],  # the setting wins over `extra`
-                                              os.path.join(runs_dir, f"fruits_ablation_{name}_s0"), "attack",
-                                              train=train, mode_args=("--config.attack.models=('D',)",
-                                                                      *robustness_table.ATTACK_ARGS),
-                                              records=records)
-        if results is not None:
-            grid[name] = [results["models"]["D"]]
-            settings = settings or results["settings"]
+        for seed in seeds:
+            base = [f"--config={robustness_table.RUNS['gan'][0]}", f"--config.seed={seed}"]
+            flags = ABLATION[name] if ABLATION[name] is not None else [
+                f"--config.num_steps={3 * harness.resolved_config([*base, *extra])['num_steps']}"]
+            flags_used[name] = flags
+            results = harness.trained_and_analysed([*base, *extra, *flags],  # the setting wins over `extra`
+                                                  os.path.join(runs_dir, f"fruits_ablation_{name}_s{seed}"),
+                                                  "attack", train=train,
+                                                  mode_args=("--config.attack.models=('D',)",
+                                                             *robustness_table.ATTACK_ARGS),
+                                                  records=records)
+            if results is not None:
+                grid.setdefault(name, []).append(results["models"]["D"])
+                settings = settings or results["settings"]
     return grid, flags_used, settings
 
 
@@ -164,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", action="store_true", help="train runs that are missing")
     parser.add_argument("--ablation", nargs="?", const=",".join(ABLATION), default="",
                         help=f"also the one-seed ablation grid on fruit: all of it, or some of {tuple(ABLATION)}")
+    parser.add_argument("--ablation_seeds", default="0",
+                        help="the seeds of the ablation grid (the settings that move D get 3)")
     parser.add_argument("--out", default=os.path.join(harness.REPO, "experiments", "results"))
     parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run (after --)")
     args = parser.parse_args(argv)
@@ -175,8 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [name for name in wanted if name not in ABLATION]
     if unknown:
         parser.error(f"--ablation: unknown setting {unknown[0]!r}; choose from {tuple(ABLATION)}")
-    grid, grid_flags, grid_settings = (ablation(wanted, args.runs, args.train, args.extra, records) if wanted
-                                       else ({}, {}, {}))
+    ablation_seeds = [int(s) for s in args.ablation_seeds.split(",")]
+    grid, grid_flags, grid_settings = (ablation(wanted, ablation_seeds, args.runs, args.train, args.extra, records)
+                                       if wanted else ({}, {}, {}))
     if not fruit and not crack_rows and not grid:
         raise SystemExit("no finished runs to tabulate; pass --train")
     sections = [f"# The robust counterfactual GAN (seeds {args.seeds}, mean ± std over seeds)", "",
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     if crack_table:
         sections += ["## (b) SUT-Crack: counterfactual masks", "", crack_table]
     if grid:
-        sections += ["## (c) Ablation of the plain fruit GAN (seed 0, D only)", "",
+        sections += [f"## (c) Ablation of the plain fruit GAN (seeds {args.ablation_seeds}, D only)", "",
                      robustness_table.tables(grid, settings or grid_settings)]
     text = "\n".join(sections)
     os.makedirs(args.out, exist_ok=True)
@@ -194,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         f.write(text)
     summary = {
         "seeds": seeds, "fruit": fruit, "attack_settings": settings, "cracks": crack_rows, "ablation": grid,
-        "ablation_flags": grid_flags,
+        "ablation_flags": grid_flags, "ablation_seeds": ablation_seeds,
         "configs": {"fruit": {run: config for run, (config, _) in robustness_table.RUNS.items()},
                     "cracks": {run: crack_iou_table.RUNS[run][0] for run in CRACK_RUNS}},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores", "extra_flags": args.extra,

@@ -105,8 +105,12 @@ class Reference:
             raise SystemExit(f"--reference={self.workdir} was trained on {self.config.data.name}; {config.name} "
                              f"on {config.data.name}: their gradients are not at the same images")
         if self._gradients is None:
+            self._images = data["image"]
             self._gradients = local_geometry.margin_gradients(self.readout, data, mesh=self.mesh,
                                                               batch_size=self.config.eval.batch_size)
+        elif np.shape(data["image"]) != np.shape(self._images) or not np.array_equal(data["image"], self._images):
+            raise SystemExit(f"--reference={self.workdir}: {config.name}'s test images are not the ones the "
+                             "reference was read at (another data.fit, split or size)")
         return {**data, "reference_gradient": self._gradients}
 
 

@@ -3,7 +3,7 @@ and its detector variant (D also learns them as fake, `...,detector`) against th
 beat, and the ablation that asks why the plain GAN's D is less robust than the plain classifier:
 
     python experiments/robust_gan.py --train              # (a) fruit robustness and (b) SUT-Crack masks, 3 seeds
-    python experiments/robust_gan.py --train --ablation   # ... and (c) the one-seed ablation grid on fruit
+    python experiments/robust_gan.py --train --ablation   # ... and (c) the ablation grid on fruit, seed 0
     python experiments/robust_gan.py --train --ablation=fake_weight_0,steps_x3   # ... some settings of it
     python experiments/robust_gan.py --train --ablation=fake_weight_0 --ablation_seeds=0,1,2  # ... over seeds
     python experiments/robust_gan.py                      # tabulate finished runs only
@@ -84,7 +84,7 @@ def ablation(settings_wanted: list[str], seeds: list[int], runs_dir: str, train:
                                                              *robustness_table.ATTACK_ARGS),
                                                   records=records)
             if results is not None:
-                grid.setdefault(name, []).append(results["models"]["D"])
+                grid.setdefault(name, []).append({**results["models"]["D"], "seed": seed})
                 settings = settings or results["settings"]
     return grid, flags_used, settings
 
@@ -166,9 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default=os.path.join(harness.REPO, "runs"), help="where the run folders are (or go)")
     parser.add_argument("--train", action="store_true", help="train runs that are missing")
     parser.add_argument("--ablation", nargs="?", const=",".join(ABLATION), default="",
-                        help=f"also the one-seed ablation grid on fruit: all of it, or some of {tuple(ABLATION)}")
+                        help=f"also the ablation grid on fruit: all of it, or some of {tuple(ABLATION)}")
     parser.add_argument("--ablation_seeds", default="0",
-                        help="the seeds of the ablation grid (the settings that move D get 3)")
+                        help="the seeds each ablation setting (and the default plain GAN) is trained and attacked at")
     parser.add_argument("--out", default=os.path.join(harness.REPO, "experiments", "results"))
     parser.add_argument("extra", nargs="*", help="more --config.FIELD=VALUE flags for every run (after --)")
     args = parser.parse_args(argv)

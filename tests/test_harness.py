@@ -46,17 +46,23 @@ def test_the_robust_gan_aims_are_met_only_at_the_mean_of_every_seed():
 def test_the_ablation_grid_runs_each_setting_at_each_seed_in_its_own_folder(monkeypatch):
     """--ablation_seeds: one run folder and one --config.seed per (setting, seed); a seed not finished (nothing
     trained, no --train) is left out of the setting's results instead of failing the table."""
-    called = []
+    called, attacked = [], []
+
+    def attack_runs(seeds, *_, only, **__):
+        attacked.append((seeds, only))
+        return {}, {}
 
     def trained_and_analysed(args, workdir, mode, **_):
         called.append((os.path.basename(workdir), [a for a in args if a.startswith("--config.seed=")]))
         return None if workdir.endswith("_s2") else {"models": {"D": {"seed_folder": workdir}}, "settings": {}}
 
     with experiment_script("harness") as harness, experiment_script("robust_gan") as robust_gan:
-        monkeypatch.setattr(robust_gan.robustness_table, "attack_runs", lambda *a, **k: ({}, {}))
+        monkeypatch.setattr(robust_gan.robustness_table, "attack_runs", attack_runs)
         monkeypatch.setattr(harness, "trained_and_analysed", trained_and_analysed)
         grid, flags, _ = robust_gan.ablation(["fake_weight_0"], [0, 1, 2], "runs", False, [], None)
+    assert attacked == [([0, 1, 2], ("classifier", "gan"))]  # the default row: the plain GAN of every seed
     assert called == [(f"fruits_ablation_fake_weight_0_s{seed}", [f"--config.seed={seed}"]) for seed in (0, 1, 2)]
+    assert [model["seed"] for model in grid["fake_weight_0"]] == [0, 1]
     assert [model["seed_folder"] for model in grid["fake_weight_0"]] == [
         os.path.join("runs", f"fruits_ablation_fake_weight_0_s{seed}") for seed in (0, 1)]
     assert flags["fake_weight_0"] == ["--config.loss.fake_weight=0.0"]

@@ -230,6 +230,48 @@ def test_two_linear_decisions_share_their_fragile_directions_by_the_cosine_of_th
     np.testing.assert_allclose(itself["cosine_with_reference"], 1.0, rtol=1e-5)
 
 
+def test_on_a_path_that_changes_class_three_times_the_first_change_is_found():
+    """A cubic margin along the path: wrong from t = 0.3 to 0.5, right again to 0.8, wrong after. The first
+    change (0.3) is found, not a later crossing; an image already misread at t = 0 reads 0."""
+    def apply_fn(params, x):
+        u = jnp.mean(x.reshape(len(x), -1), -1) - 0.5  # 0.4 t along the edit below
+        margin = -(u - 0.12) * (u - 0.2) * (u - 0.32)
+        return jnp.stack([margin, jnp.zeros_like(margin)], -1)
+
+    readout = Readout("cubic", apply_fn, {}, num_classes=2, has_detector=False)
+    images = np.full((4,) + SHAPE, 0.5, np.float32)
+    data = {"image": images, "label": np.asarray([0, 0, 0, 1], np.int32),
+            "counterfactual": images + 0.4, "target": np.asarray([1, 1, 1, 0], np.int32)}
+    geometry = local_geometry.per_image(readout, data, batch_size=4, mesh=parallel.make_mesh())
+    np.testing.assert_allclose(geometry["edit_flip_fraction"][:3], 0.3, atol=1 / 4096)
+    assert geometry["edit_flip_fraction"][3] == 0.0
+
+
+def test_with_three_classes_the_fake_contrast_is_against_the_true_and_the_nearest_class():
+    rng = np.random.default_rng(11)
+    weights = rng.normal(size=(3, N)).astype(np.float32)
+    fake = rng.normal(size=N).astype(np.float32)
+
+    def apply_fn(params, x):
+        flat = x.reshape(len(x), -1)
+        return jnp.concatenate([flat @ params["w"].T, (flat @ params["v"])[:, None]], -1)
+
+    readout = Readout("three", apply_fn, {"w": jnp.asarray(weights), "v": jnp.asarray(fake)}, num_classes=3,
+                      has_detector=True)
+    images = rng.uniform(0.3, 0.7, (8,) + SHAPE).astype(np.float32)
+    logits = images.reshape(8, -1) @ weights.T
+    labels = logits.argmax(-1).astype(np.int32)
+    geometry = probe(readout, images, labels)
+    expected = []
+    for logit, label in zip(logits, labels):
+        distances = [(logit[label] - logit[j]) / np.abs(weights[label] - weights[j]).sum() if j != label else np.inf
+                     for j in range(3)]
+        nearest = int(np.argmin(distances))
+        g, contrast = weights[label] - weights[nearest], fake - (weights[label] + weights[nearest]) / 2
+        expected.append(g @ contrast / np.linalg.norm(g) / np.linalg.norm(contrast))
+    np.testing.assert_allclose(geometry["cosine_with_fake_contrast"], expected, atol=1e-5)
+
+
 def test_counterfactuals_without_their_target_class_are_refused(images):
     with pytest.raises(ValueError, match="target"):
         local_geometry.per_image(linear_readout(np.ones(SHAPE, np.float32)),

@@ -31,7 +31,8 @@ GAN's D is less robust"). Per image, over the wrong classes:
   path, and in L2): the boundary's distance in the direction a class change actually takes, beside the
   worst-case distance above. A decision can be far from its boundary along G's edits and near it off them;
 * given another decision's margin gradient at the same images (`margin_gradients`), the cosine of the two:
-  whether two models are fragile in the same directions (what makes an attack transfer between them).
+  whether two models are fragile in the same directions (first order, in L2). With K > 2 each model's
+  margin is over its own nearest class, so a low cosine can also mean another class.
 
 Where a gradient is exactly zero (a flat or saturated decision: the usual sign of gradient masking) the
 distances are inf and density and high-frequency share NaN, and `summarize` counts such images.
@@ -81,13 +82,15 @@ def _margins_and_gradients(apply_fn, params, images, labels, num_classes: int):
 
 def _first_flip_along(apply_fn, params, images, labels, edits, num_classes: int, *, steps: int = 16,
                       refinements: int = 8) -> jnp.ndarray:
-    """(B,) the smallest t in (0, 1] at which x + t * edit is no longer read as its label (inf if none is):
-    the first of `steps` grid points that flips it, refined by bisection inside the grid cell before it."""
+    """(B,) where on x + t * edit, t in [0, 1], the decision first leaves the label, as the grid sees it: the
+    first of `steps` grid points that is no longer read as the label, refined by bisection inside the grid
+    cell before it (a change that starts and ends between two grid points is missed); 0 where x itself is
+    misread, inf where no grid point is. t is float32 whatever the images' dtype."""
     def flipped(t):  # t (B,)
-        moved = images + t.reshape((-1,) + (1,) * (images.ndim - 1)) * edits
+        moved = images + (t.reshape((-1,) + (1,) * (images.ndim - 1)) * edits).astype(images.dtype)
         return jnp.argmax(apply_fn(params, moved)[..., :num_classes], -1) != labels
 
-    grid = jnp.arange(1, steps + 1, dtype=images.dtype) / steps
+    grid = jnp.arange(1, steps + 1, dtype=jnp.float32) / steps
     flips = jax.lax.map(lambda t: flipped(jnp.full(labels.shape, t)), grid)  # (steps, B)
     high = grid[jnp.argmax(flips, 0)]
 
@@ -98,7 +101,8 @@ def _first_flip_along(apply_fn, params, images, labels, edits, num_classes: int,
         return jnp.where(changed, low, middle), jnp.where(changed, middle, high)
 
     _, high = jax.lax.fori_loop(0, refinements, bisect, (high - 1 / steps, high))
-    return jnp.where(flips.any(0), high, jnp.inf)
+    misread = flipped(jnp.zeros(labels.shape, jnp.float32))
+    return jnp.where(misread, 0.0, jnp.where(flips.any(0), high, jnp.inf))
 
 
 def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detector: bool,
@@ -163,7 +167,8 @@ def per_image(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> d
     with "correct" (the clean decision is right). Where `data` also holds a "counterfactual" of each image
     toward a "target" class (a GAN's x-hat, from any run), also "edit_alignment",
     "counterfactual_reaches_target" (this decision reads x-hat as the target class), "edit_flip_fraction"
-    (where on the path x -> x-hat the decision first changes; inf where it never does), "edit_flip_l2" (that
+    (where on the path x -> x-hat the decision first changes, as a 16-point grid refined by bisection sees it;
+    inf where no grid point changes it), "edit_flip_l2" (that
     point's L2 distance from x) and "edit_flip_over_l2_distance" (over the first-order L2 distance). Where it
     holds another decision's "reference_gradient" (`margin_gradients`), also "cosine_with_reference"."""
     return _run(readout, data, batch_size=batch_size, mesh=mesh)
@@ -209,4 +214,7 @@ def summarize(geometry: dict, epsilons_255: tuple[float, ...]) -> dict:
                "first_order_accuracy": first_order}
     if "counterfactual_reaches_target" in geometry:  # over every image, as a GAN's flip rate is
         summary["counterfactual_flip_rate"] = float(np.mean(geometry["counterfactual_reaches_target"]))
+        # The median of edit_flip_l2 counts these as beyond the edit (inf): how many there are.
+        summary["edit_never_flips_share"] = (float(np.mean(np.isinf(geometry["edit_flip_fraction"][right])))
+                                             if right.any() else None)
     return summary

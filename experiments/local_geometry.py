@@ -15,7 +15,9 @@ that GAN's counterfactuals of the test images (toward the class its evaluation a
 reads as that class, how well its margin's gradient lines up with the edit, and how far along the edit (in
 L2) the decision first changes, also as a multiple of its worst-case first-order L2 distance. With
 --reference (a run), every decision's margin gradient is compared with that run's decision's at the same
-images: the median cosine says whether the two are fragile in the same directions. Writes
+images: the median cosine says whether the two are fragile in the same directions. With --figure, also
+NAME_gradients.png: eight test images spread over the split and, beside each, every decision's margin
+gradient (its magnitude summed over channels, each panel on its own scale up to its 99th percentile). Writes
 experiments/results/NAME.{json,md} (--name, default local_geometry; --out another folder). Read-only on
 the runs.
 """
@@ -29,7 +31,7 @@ import robustness_table
 import run_records
 
 import cfjax
-from cfjax import storage
+from cfjax import storage, visualize
 from cfjax.data import pipeline
 from cfjax.kinds.gan import evaluation_targets
 from cfjax.robustness import local_geometry
@@ -114,10 +116,38 @@ class Reference:
         return {**data, "reference_gradient": self._gradients}
 
 
+class GradientFigure:
+    """Columns of the --figure: the first run's picked test images, then each decision's gradient magnitude."""
+
+    def __init__(self, count: int = 8):
+        self.count = count
+        self.images = None
+        self.columns: list[np.ndarray] = []
+
+    def add(self, readout, data: dict, batch_size: int, mesh) -> None:
+        pick = np.linspace(0, len(data["label"]) - 1, self.count).round().astype(int)
+        images = np.asarray(data["image"][pick])
+        if self.images is None:
+            self.images = images
+        elif images.shape != self.images.shape or not np.array_equal(images, self.images):
+            raise SystemExit("--figure: the runs were not read at the same test images (another dataset or data "
+                             "setting); draw them in separate calls")
+        gradients = local_geometry.margin_gradients(readout, {"image": images, "label": data["label"][pick]},
+                                                    batch_size=batch_size, mesh=mesh)
+        strength = np.abs(gradients).sum(-1)
+        scale = np.maximum(np.percentile(strength, 99, axis=(1, 2), keepdims=True), 1e-12)
+        self.columns.append(visualize.heatmap(strength / scale, vmax=1.0))
+
+    def save(self, path: str) -> None:
+        rows = [[image, *(column[i] for column in self.columns)] for i, image in enumerate(self.images)]
+        visualize.save_png(path, visualize.panel_grid(rows, upscale=2))
+
+
 def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None,
-            reference: Reference | None = None) -> dict:
+            reference: Reference | None = None, figure: GradientFigure | None = None) -> dict:
     """{model: summary with the measured accuracies} for every decision `--mode=attack` attacks, but G's head
-    (a classifier on G's encoder, not the decision issue 19 asks about)."""
+    (a classifier on G's encoder, not the decision issue 19 asks about); each decision's gradients also go
+    into `figure`."""
     config = saved_config(workdir)
     run = load_run(config, workdir)
     data = pipeline.evaluation_arrays(config, "test")
@@ -134,6 +164,8 @@ def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None,
         summary["measured_accuracy"] = measured_accuracy(workdir, records, readout.name, run.step,
                                                          len(data["label"]))
         results[readout.name] = {"step": run.step, **summary}
+        if figure:
+            figure.add(readout, data, config.eval.batch_size, run.mesh)
     return results
 
 
@@ -173,11 +205,14 @@ def main() -> None:
     parser.add_argument("--reference", default=None,
                         help="a run folder name under --runs whose decision's margin gradient every decision's is "
                              "compared with")
+    parser.add_argument("--figure", action="store_true",
+                        help="also draw NAME_gradients.png: test images and every decision's gradient magnitude")
     args = parser.parse_args()
     counterfactuals = args.counterfactuals_from and Counterfactuals(os.path.join(args.runs, args.counterfactuals_from))
     reference = args.reference and Reference(os.path.join(args.runs, args.reference))
-    results = {name: measure(os.path.join(args.runs, name), args.records, counterfactuals or None, reference or None)
-               for name in args.workdirs.split(",")}
+    figure = GradientFigure() if args.figure else None
+    results = {name: measure(os.path.join(args.runs, name), args.records, counterfactuals or None, reference or None,
+                             figure) for name in args.workdirs.split(",")}
     edits = f"; G's x̂ from {args.counterfactuals_from}" if counterfactuals else ""
     edits += f"; reference gradients from {reference.readout.name} of {args.reference}" if reference else ""
     text = ("Local geometry of each decision on the test split (medians over correctly classified images; "
@@ -187,6 +222,8 @@ def main() -> None:
         f.write(text)
     with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump(results, f, indent=2)
+    if figure:
+        figure.save(os.path.join(args.out, f"{args.name}_gradients.png"))
     print(text)
 
 

@@ -9,6 +9,7 @@ import cracks
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from cfjax import attacks, parallel, train
 from cfjax.kinds import Readout
@@ -298,7 +299,8 @@ def test_the_experiment_probes_every_attacked_decision_of_a_run_and_leaves_it_un
     train.train_and_evaluate(cracks.get_config("tiny"), str(runs / "gan"))
     before = sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*"))
     command = [sys.executable, str(repo_root / "experiments" / "local_geometry.py"), f"--runs={runs}",
-               "--workdirs=gan", "--counterfactuals_from=gan", "--reference=gan", f"--out={tmp_path / 'out'}"]
+               "--workdirs=gan", "--counterfactuals_from=gan", "--reference=gan", "--figure",
+               f"--out={tmp_path / 'out'}"]
     subprocess.run(command, check=True, cwd=repo_root, capture_output=True, env={**os.environ, "PYTHONPATH": "."})
     results = json.loads((tmp_path / "out" / "local_geometry.json").read_text())
     d = results["gan"]["D"]
@@ -308,4 +310,7 @@ def test_the_experiment_probes_every_attacked_decision_of_a_run_and_leaves_it_un
     assert 0.0 <= d["counterfactual_flip_rate"] <= 1.0  # D reading its own G's edits
     assert abs(d["median_of_correct"]["cosine_with_reference"] - 1.0) < 1e-4  # D against itself
     assert "gan: D" in (tmp_path / "out" / "local_geometry.md").read_text()
+    with Image.open(tmp_path / "out" / "local_geometry_gradients.png") as drawn:  # 8 rows: image | D's gradient
+        size = 2 * cracks.get_config("tiny").data.image_size
+        assert drawn.size == (2 * size + 2 * 2, 8 * size + 7 * 2 * 2)
     assert sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*")) == before

@@ -140,7 +140,7 @@ class GradientFigure:
 
     def save(self, path: str) -> None:
         rows = [[image, *(column[i] for column in self.columns)] for i, image in enumerate(self.images)]
-        visualize.save_png(path, visualize.panel_grid(rows, upscale=2))
+        visualize.save_png(path, visualize.panel_grid(rows))
 
 
 def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None,

@@ -311,6 +311,6 @@ def test_the_experiment_probes_every_attacked_decision_of_a_run_and_leaves_it_un
     assert abs(d["median_of_correct"]["cosine_with_reference"] - 1.0) < 1e-4  # D against itself
     assert "gan: D" in (tmp_path / "out" / "local_geometry.md").read_text()
     with Image.open(tmp_path / "out" / "local_geometry_gradients.png") as drawn:  # 8 rows: image | D's gradient
-        size = 2 * cracks.get_config("tiny").data.image_size
-        assert drawn.size == (2 * size + 2 * 2, 8 * size + 7 * 2 * 2)
+        size = cracks.get_config("tiny").data.image_size
+        assert drawn.size == (2 * size + 2, 8 * size + 7 * 2)
     assert sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*")) == before

@@ -99,7 +99,7 @@ class Reference:
         run = load_run(self.config, workdir)
         self.readout = next(r for r in run.kind.readouts(run.params) if not r.name.endswith("G_head"))
         self.mesh = run.mesh
-        self._gradients = None
+        self._images = self._gradients = None
 
     def added_to(self, data: dict, config) -> dict:
         """`data` of a run with `config` plus "reference_gradient"; refused for another dataset."""

@@ -154,8 +154,7 @@ def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detect
         out["edit_alignment"] = jnp.where(targets == labels, jnp.nan, -_cosine(toward, edit))
         predicted = jnp.argmax(apply_fn(params, batch["counterfactual"])[..., :num_classes], -1)
         out["counterfactual_reaches_target"] = predicted == targets
-        fraction = _first_flip_along(apply_fn, params, images, labels, batch["counterfactual"] - images,
-                                     num_classes)
+        fraction = _first_flip_along(apply_fn, params, images, labels, edit.reshape(images.shape), num_classes)
         out["edit_flip_fraction"] = fraction
         out["edit_flip_l2"] = fraction * jnp.sqrt(jnp.sum(edit ** 2, -1))
         out["edit_flip_over_l2_distance"] = out["edit_flip_l2"] / jnp.maximum(jnp.min(l2_distance, -1), _TINY)
@@ -168,9 +167,9 @@ def per_image(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> d
     toward a "target" class (a GAN's x-hat, from any run), also "edit_alignment",
     "counterfactual_reaches_target" (this decision reads x-hat as the target class), "edit_flip_fraction"
     (where on the path x -> x-hat the decision first changes, as a 16-point grid refined by bisection sees it;
-    inf where no grid point changes it), "edit_flip_l2" (that
-    point's L2 distance from x) and "edit_flip_over_l2_distance" (over the first-order L2 distance). Where it
-    holds another decision's "reference_gradient" (`margin_gradients`), also "cosine_with_reference"."""
+    inf where no grid point changes it), "edit_flip_l2" (that point's L2 distance from x) and
+    "edit_flip_over_l2_distance" (over the first-order L2 distance). Where it holds another decision's
+    "reference_gradient" (`margin_gradients`), also "cosine_with_reference"."""
     return _run(readout, data, batch_size=batch_size, mesh=mesh)
 
 

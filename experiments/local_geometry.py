@@ -66,6 +66,26 @@ def measured_accuracy(workdir: str, records: str, model: str, step: int, num_ima
     return found
 
 
+def decisions(run) -> list:
+    """The readouts the probe reads: every decision `--mode=attack` attacks but G's head (a classifier on G's
+    encoder, not the decision issue 19 asks about)."""
+    return [r for r in run.kind.readouts(run.params) if not r.name.endswith("G_head")]
+
+
+def refuse_another_dataset(flag: str, source, config) -> None:
+    """Stop unless a run with `config` was trained on the dataset (and class count) of `source`'s run."""
+    if (config.data.name, config.num_classes) != (source.data.name, source.num_classes):
+        raise SystemExit(f"{flag} was trained on {source.data.name} ({source.num_classes} classes); "
+                         f"{config.name} on {config.data.name} ({config.num_classes}): they do not share images")
+
+
+def refuse_other_images(flag: str, images: np.ndarray, seen: np.ndarray) -> None:
+    """Stop unless `images` are the ones read before (another data.fit, split or size reads others)."""
+    if np.shape(images) != np.shape(seen) or not np.array_equal(images, seen):
+        raise SystemExit(f"{flag}: the runs were not read at the same test images (another data.fit, split or "
+                         "size); probe them in separate calls")
+
+
 class Counterfactuals:
     """One GAN run's counterfactuals of a test split toward its evaluation targets, made once per dataset."""
 
@@ -78,11 +98,7 @@ class Counterfactuals:
 
     def added_to(self, data: dict, config) -> dict:
         """`data` of a run with `config` plus "counterfactual" and "target"; refused for another dataset."""
-        mine = self.gan.config
-        if (config.data.name, config.num_classes) != (mine.data.name, mine.num_classes):
-            raise SystemExit(f"--counterfactuals_from={self.gan.workdir} was trained on {mine.data.name} "
-                             f"({mine.num_classes} classes); {config.name} on {config.data.name} "
-                             f"({config.num_classes}): its edits would mean nothing there")
+        refuse_another_dataset(f"--counterfactuals_from={self.gan.workdir}", self.gan.config, config)
         if config.data.name not in self._made:
             targets = np.asarray(evaluation_targets(np.asarray(data["label"])))
             edited = self.gan.counterfactual(data["image"], targets).astype(np.float32)
@@ -91,28 +107,24 @@ class Counterfactuals:
 
 
 class Reference:
-    """One run's decision (its first, never G's head) and its margin gradients at a test split, made once."""
+    """One run's first decision and its margin gradients at the first test split it is asked for."""
 
     def __init__(self, workdir: str):
-        self.workdir = workdir
+        self.flag = f"--reference={workdir}"
         self.config = saved_config(workdir)
         run = load_run(self.config, workdir)
-        self.readout = next(r for r in run.kind.readouts(run.params) if not r.name.endswith("G_head"))
+        self.readout = decisions(run)[0]
         self.mesh = run.mesh
         self._images = self._gradients = None
 
     def added_to(self, data: dict, config) -> dict:
-        """`data` of a run with `config` plus "reference_gradient"; refused for another dataset."""
-        if (config.data.name, config.num_classes) != (self.config.data.name, self.config.num_classes):
-            raise SystemExit(f"--reference={self.workdir} was trained on {self.config.data.name}; {config.name} "
-                             f"on {config.data.name}: their gradients are not at the same images")
+        """`data` of a run with `config` plus "reference_gradient"; refused for other images."""
+        refuse_another_dataset(self.flag, self.config, config)
         if self._gradients is None:
             self._images = data["image"]
             self._gradients = local_geometry.margin_gradients(self.readout, data, mesh=self.mesh,
                                                               batch_size=self.config.eval.batch_size)
-        elif np.shape(data["image"]) != np.shape(self._images) or not np.array_equal(data["image"], self._images):
-            raise SystemExit(f"--reference={self.workdir}: {config.name}'s test images are not the ones the "
-                             "reference was read at (another data.fit, split or size)")
+        refuse_other_images(self.flag, data["image"], self._images)
         return {**data, "reference_gradient": self._gradients}
 
 
@@ -124,17 +136,13 @@ class GradientFigure:
         self.images = None
         self.columns: list[np.ndarray] = []
 
-    def add(self, readout, data: dict, batch_size: int, mesh) -> None:
-        pick = np.linspace(0, len(data["label"]) - 1, self.count).round().astype(int)
-        images = np.asarray(data["image"][pick])
+    def add(self, images: np.ndarray, gradients: np.ndarray) -> None:
+        """One decision's column, from the probe's images and their gradients (the same rows each time)."""
+        pick = np.linspace(0, len(images) - 1, self.count).round().astype(int)
         if self.images is None:
-            self.images = images
-        elif images.shape != self.images.shape or not np.array_equal(images, self.images):
-            raise SystemExit("--figure: the runs were not read at the same test images (another dataset or data "
-                             "setting); draw them in separate calls")
-        gradients = local_geometry.margin_gradients(readout, {"image": images, "label": data["label"][pick]},
-                                                    batch_size=batch_size, mesh=mesh)
-        strength = np.abs(gradients).sum(-1)
+            self.images = np.asarray(images[pick])
+        refuse_other_images("--figure", images[pick], self.images)
+        strength = np.abs(gradients[pick]).sum(-1)
         scale = np.maximum(np.percentile(strength, 99, axis=(1, 2), keepdims=True), 1e-12)
         self.columns.append(visualize.heatmap(strength / scale, vmax=1.0))
 
@@ -145,9 +153,8 @@ class GradientFigure:
 
 def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None,
             reference: Reference | None = None, figure: GradientFigure | None = None) -> dict:
-    """{model: summary with the measured accuracies} for every decision `--mode=attack` attacks, but G's head
-    (a classifier on G's encoder, not the decision issue 19 asks about); each decision's gradients also go
-    into `figure`."""
+    """{model: summary with the measured accuracies} for every decision of the run (`decisions`); each
+    decision's gradients also go into `figure`."""
     config = saved_config(workdir)
     run = load_run(config, workdir)
     data = pipeline.evaluation_arrays(config, "test")
@@ -156,16 +163,15 @@ def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None,
     if reference:
         data = reference.added_to(data, config)
     results = {}
-    for readout in run.kind.readouts(run.params):
-        if readout.name.endswith("G_head"):
-            continue
-        geometry = local_geometry.per_image(readout, data, batch_size=config.eval.batch_size, mesh=run.mesh)
+    for readout in decisions(run):
+        geometry = local_geometry.per_image(readout, data, batch_size=config.eval.batch_size, mesh=run.mesh,
+                                            keep_gradient=figure is not None)
+        if figure:
+            figure.add(data["image"], geometry.pop("gradient"))
         summary = local_geometry.summarize(geometry, EPSILONS_255)
         summary["measured_accuracy"] = measured_accuracy(workdir, records, readout.name, run.step,
                                                          len(data["label"]))
         results[readout.name] = {"step": run.step, **summary}
-        if figure:
-            figure.add(readout, data, config.eval.batch_size, run.mesh)
     return results
 
 

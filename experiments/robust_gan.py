@@ -71,12 +71,13 @@ def ablation(settings_wanted: list[str], seeds: list[int], runs_dir: str, train:
                                                        only=("classifier", "gan"))
     grid = {"default (plain GAN)": per_model["D"]} if "D" in per_model else {}
     flags_used = {"default (plain GAN)": []}
+    config = f"--config={robustness_table.RUNS['gan'][0]}"
     for name in settings_wanted:
+        flags = ABLATION[name] if ABLATION[name] is not None else [  # the seed does not change num_steps
+            f"--config.num_steps={3 * harness.resolved_config([config, *extra])['num_steps']}"]
+        flags_used[name] = flags
         for seed in seeds:
-            base = [f"--config={robustness_table.RUNS['gan'][0]}", f"--config.seed={seed}"]
-            flags = ABLATION[name] if ABLATION[name] is not None else [
-                f"--config.num_steps={3 * harness.resolved_config([*base, *extra])['num_steps']}"]
-            flags_used[name] = flags
+            base = [config, f"--config.seed={seed}"]
             results = harness.trained_and_analysed([*base, *extra, *flags],  # the setting wins over `extra`
                                                   os.path.join(runs_dir, f"fruits_ablation_{name}_s{seed}"),
                                                   "attack", train=train,

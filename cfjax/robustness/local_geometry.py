@@ -161,7 +161,7 @@ def _per_image_geometry(params, batch, *, apply_fn, num_classes: int, has_detect
     return out
 
 
-def per_image(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> dict:
+def per_image(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh, keep_gradient: bool = False) -> dict:
     """{field: (N,) array} of the module docstring's quantities for every image of `data` ("image", "label"),
     with "correct" (the clean decision is right). Where `data` also holds a "counterfactual" of each image
     toward a "target" class (a GAN's x-hat, from any run), also "edit_alignment",
@@ -169,19 +169,8 @@ def per_image(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> d
     (where on the path x -> x-hat the decision first changes, as a 16-point grid refined by bisection sees it;
     inf where no grid point changes it), "edit_flip_l2" (that point's L2 distance from x) and
     "edit_flip_over_l2_distance" (over the first-order L2 distance). Where it holds another decision's
-    "reference_gradient" (`margin_gradients`), also "cosine_with_reference"."""
-    return _run(readout, data, batch_size=batch_size, mesh=mesh)
-
-
-def margin_gradients(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> np.ndarray:
-    """(N, ...) the input gradient of each image's margin over its nearest wrong class: a reference for
-    `per_image` (as data["reference_gradient"]) to compare other decisions' fragile directions with."""
-    plain = {name: data[name] for name in ("image", "label")}
-    return _run(readout, plain, batch_size=batch_size, mesh=mesh, keep_gradient=True)["gradient"].reshape(
-        np.shape(data["image"]))
-
-
-def _run(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh, keep_gradient: bool = False) -> dict:
+    "reference_gradient" (`margin_gradients`), also "cosine_with_reference". With `keep_gradient`, also
+    "gradient": each image's margin gradient g, shaped as the images (pop it before `summarize`)."""
     if "counterfactual" in data and "target" not in data:
         raise ValueError("data with a 'counterfactual' per image needs its 'target' class too")
     batch_fn = functools.partial(_per_image_geometry, apply_fn=readout.apply_fn, num_classes=readout.num_classes,
@@ -192,7 +181,16 @@ def _run(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh, keep_grad
     evaluator = evaluate.SplitEvaluator(data, batch_fn, batch_size=batch_size, mesh=mesh, fields=fields)
     out = evaluator.run(readout.params)
     out.pop("has_mask")
+    if keep_gradient:
+        out["gradient"] = out["gradient"].reshape(np.shape(data["image"]))
     return out
+
+
+def margin_gradients(readout: Readout, data: dict, *, batch_size: int, mesh: Mesh) -> np.ndarray:
+    """(N, ...) the input gradient of each image's margin over its nearest wrong class: a reference for
+    `per_image` (as data["reference_gradient"]) to compare other decisions' fragile directions with."""
+    plain = {name: data[name] for name in ("image", "label")}
+    return per_image(readout, plain, batch_size=batch_size, mesh=mesh, keep_gradient=True)["gradient"]
 
 
 def summarize(geometry: dict, epsilons_255: tuple[float, ...]) -> dict:

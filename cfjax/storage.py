@@ -8,8 +8,11 @@ the path and the cause, and a JSON result is never left half-written.
 """
 
 import contextlib
+import errno
 import json
 import os
+import secrets
+import stat
 import tempfile
 
 from cfjax.errors import StorageError
@@ -62,10 +65,12 @@ def check_writable(folder: str) -> None:
 
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, fsync it, then os.replace it over `path`: a reader sees the
-    old file or the whole new one, never a truncated one. A failure leaves no temp file behind."""
+    old file or the whole new one, never a truncated one. A failure leaves no temp file behind. The file gets
+    the permissions a plain `open(path, "w")` gives it (an existing file's, else 0o666 less the umask), not
+    the owner-only ones of a `tempfile.mkstemp` file, so outputs can be shared as any other file."""
     folder = os.path.dirname(os.path.abspath(path))
     with writing(path):
-        descriptor, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+        descriptor, temp = _create_temp_beside(path, folder)
         try:
             with os.fdopen(descriptor, "wb") as f:
                 f.write(data)
@@ -77,6 +82,21 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
                 os.unlink(temp)
             raise
         _fsync_folder(folder)
+
+
+def _create_temp_beside(path: str, folder: str) -> tuple[int, str]:
+    """A new, uniquely named temp file in `folder`, opened for writing: its mode is `path`'s where that exists,
+    else what the kernel gives 0o666 under the process's umask (read without changing it)."""
+    for _ in range(100):
+        temp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        try:
+            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        with contextlib.suppress(OSError):
+            os.chmod(temp, stat.S_IMODE(os.stat(path).st_mode))
+        return descriptor, temp
+    raise FileExistsError(errno.EEXIST, f"no free temp file name beside {path}")
 
 
 def write_text_atomic(path: str, text: str) -> None:

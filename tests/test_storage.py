@@ -67,6 +67,27 @@ def test_a_json_write_cut_short_leaves_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["explain.json"]
 
 
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)],
+                         ids=["umask 022", "umask 077", "umask 002"])
+def test_written_files_get_the_permissions_of_a_plain_open(tmp_path, umask, expected):
+    """Results, PNGs and reports are shared like any file a program writes: 0o666 less the umask, not the
+    owner-only mode of a temp file; a file rewritten in place keeps the mode its owner gave it."""
+    previous = os.umask(umask)
+    try:
+        storage.write_json_atomic(str(tmp_path / "summary.json"), {"images": 3})
+        visualize.save_png(str(tmp_path / "mask.png"), np.zeros((4, 4, 3), np.uint8))
+        kept = tmp_path / "predictions.csv"
+        kept.write_text("old")
+        os.chmod(kept, 0o640)
+        storage.write_text_atomic(str(kept), "new")
+    finally:
+        os.umask(previous)
+    assert oct(os.stat(tmp_path / "summary.json").st_mode & 0o777) == oct(expected)
+    assert oct(os.stat(tmp_path / "mask.png").st_mode & 0o777) == oct(expected)
+    assert oct(os.stat(kept).st_mode & 0o777) == oct(0o640) and kept.read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["mask.png", "predictions.csv", "summary.json"]
+
+
 def test_check_writable_refuses_a_file_in_the_way_and_creates_nothing(tmp_path):
     blocker = tmp_path / "run"
     blocker.write_text("not a folder")

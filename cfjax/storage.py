@@ -8,7 +8,6 @@ the path and the cause, and a JSON result is never left half-written.
 """
 
 import contextlib
-import errno
 import json
 import os
 import secrets
@@ -85,18 +84,13 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 
 def _create_temp_beside(path: str, folder: str) -> tuple[int, str]:
-    """A new, uniquely named temp file in `folder`, opened for writing: its mode is `path`'s where that exists,
-    else what the kernel gives 0o666 under the process's umask (read without changing it)."""
-    for _ in range(100):
-        temp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-        try:
-            descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        with contextlib.suppress(OSError):
-            os.chmod(temp, stat.S_IMODE(os.stat(path).st_mode))
-        return descriptor, temp
-    raise FileExistsError(errno.EEXIST, f"no free temp file name beside {path}")
+    """A new temp file in `folder` (a random name, created exclusively), opened for writing: its mode is
+    `path`'s where that exists, else what the kernel gives 0o666 under the process's umask."""
+    temp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(8)}.tmp")
+    descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    with contextlib.suppress(OSError):
+        os.chmod(temp, stat.S_IMODE(os.stat(path).st_mode))
+    return descriptor, temp
 
 
 def write_text_atomic(path: str, text: str) -> None:

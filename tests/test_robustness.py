@@ -13,7 +13,7 @@ import pytest
 
 from cfjax import attacks, evaluate, kinds, parallel, train
 from cfjax.errors import CheckpointError, ConfigError
-from cfjax.robustness import metrics, protocols, sweep
+from cfjax.robustness import metrics, protocols, report, sweep
 from cfjax.robustness.ensemble_sweep import EnsembleSweep
 from cfjax.robustness.progress import STAGE, SweepProgress
 from cfjax.robustness.run import attack
@@ -43,6 +43,15 @@ def test_risk_coverage_abstains_on_the_most_uncertain_first():
     assert curve["aurc"] == pytest.approx(np.mean([0.0, 0.5, 1 / 3, 0.5]))
     assert metrics.max_softmax_uncertainty(np.array([[0.0, 0.0], [10.0, -10.0]])) == pytest.approx([0.5, 0.0],
                                                                                                       abs=1e-6)
+
+
+def test_the_sweep_plot_draws_budgets_in_increasing_order_whatever_order_they_ran_in():
+    rows = [{"group": "ensemble", "epsilon": eps / 255, "accuracy": acc} for eps, acc in ((4, 0.8), (2, 0.9), (8, 0.4))]
+    rows.append({"group": "linf", "epsilon": 1 / 255, "accuracy": 0.95})  # another line: not in this one
+    model = {"clean": {"accuracy": 1.0}, "sweeps": rows}
+    x, y = report.sweep_curve(model, "linf", "ensemble", "accuracy")
+    assert x == pytest.approx([0, 2, 4, 8]) and y == [1.0, 0.9, 0.8, 0.4]
+    assert report.sweep_curve(model, "linf", "ensemble", "mean_p_fake") == ([], [])  # no such field: no line
 
 
 def test_detection_scores_every_attacked_input_and_the_successful_attacks_alone():

@@ -83,6 +83,18 @@ def _save(plt, figure, path: str) -> str:
     return path
 
 
+def sweep_curve(model: dict, group: str, drawn: str, field: str) -> tuple[list, list]:
+    """One line of the sweep plot: `field` of the clean images at x = 0, then of the rows of `drawn` in
+    increasing budget (an attack may run its budgets in any order, e.g. the one an aim needs first); empty
+    where no row of `drawn` has `field`."""
+    scale = _AXES[group][1]
+    rows = [r for r in model["sweeps"] if r["group"] == drawn and field in r]
+    points = sorted(((r["step_size"] if group == "paper" else r["epsilon"]) * scale, r[field]) for r in rows)
+    if not points:
+        return [], []
+    return [0.0] + [x for x, _ in points], [model["clean"][field]] + [y for _, y in points]
+
+
 def plot_sweeps(models: dict, path: str) -> str:
     """Accuracy and F1 against the paper's step size; accuracy against L-inf and L2 budgets; mean p_fake
     against the L-inf budget. `models` maps a label to a model's results."""
@@ -92,14 +104,12 @@ def plot_sweeps(models: dict, path: str) -> str:
     groups = {"linf": ("linf", "ensemble")}  # the ensemble dashed beside PGD on the L-inf panels
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
     for ax, (group, field) in zip(axes, panels):
-        label_x, scale = _AXES[group]
+        label_x = _AXES[group][0]
         for index, (label, model) in enumerate(models.items()):  # one colour per model across panels
             for drawn in groups.get(group, (group,)):
-                rows = [r for r in model["sweeps"] if r["group"] == drawn and field in r]
-                if not rows:
+                x, y = sweep_curve(model, group, drawn, field)
+                if not x:
                     continue
-                x = [0.0] + [(r["step_size"] if group == "paper" else r["epsilon"]) * scale for r in rows]
-                y = [model["clean"][field]] + [r[field] for r in rows]
                 ax.plot(x, y, marker="o", label=label + (" (ensemble)" if drawn == "ensemble" else ""),
                         color=f"C{index % 10}", linestyle="--" if drawn == "ensemble" else "-")
         ax.set_xlabel(label_x)

@@ -100,7 +100,7 @@ def _copy_real_pairs(destination, count=3):
 @pytest.mark.real_data
 def test_explain_a_folder_of_real_photographs_tile_by_tile(gan_run, tmp_path):
     config, workdir, _ = gan_run
-    stems = _copy_real_pairs(tmp_path / "photos")
+    stems = _copy_real_pairs(tmp_path / "photos", count=2)  # (each photograph is 64 tiles to explain)
     results = explain(config, workdir, folder=str(tmp_path / "photos"), out_dir=str(tmp_path / "out"))
     assert results["data"]["num_images"] == len(stems) and results["data"]["num_damaged"] == len(stems)
     assert results["settings"]["mask_rule"] == "> 127" and results["settings"]["tuned_on"] == "validation"

@@ -60,12 +60,18 @@ def test_the_ablation_grid_runs_each_setting_at_each_seed_in_its_own_folder(monk
         monkeypatch.setattr(robust_gan.robustness_table, "attack_runs", attack_runs)
         monkeypatch.setattr(harness, "trained_and_analysed", trained_and_analysed)
         grid, flags, _ = robust_gan.ablation(["fake_weight_0"], [0, 1, 2], "runs", False, [], None)
-    assert attacked == [([0, 1, 2], ("classifier", "gan"))]  # the default row: the plain GAN of every seed
-    assert called == [(f"fruits_ablation_fake_weight_0_s{seed}", [f"--config.seed={seed}"]) for seed in (0, 1, 2)]
+        called_before = len(called)
+        _, longer, _ = robust_gan.ablation(["steps_x3"], [0], "runs", False, ["--config.num_steps=6"], None)
+    assert attacked[0] == ([0, 1, 2], ("classifier", "gan"))  # the default row: the plain GAN of every seed
+    assert called[:called_before] == [(f"fruits_ablation_fake_weight_0_s{seed}", [f"--config.seed={seed}"])
+                                      for seed in (0, 1, 2)]
     assert [model["seed"] for model in grid["fake_weight_0"]] == [0, 1]
     assert [model["seed_folder"] for model in grid["fake_weight_0"]] == [
         os.path.join("runs", f"fruits_ablation_fake_weight_0_s{seed}") for seed in (0, 1)]
     assert flags["fake_weight_0"] == ["--config.loss.fake_weight=0.0"]
+    # steps_x3 is three times the steps the run would train, read from its config with every flag given:
+    assert longer["steps_x3"] == ["--config.num_steps=18"]
+    assert called[called_before:] == [("fruits_ablation_steps_x3_s0", ["--config.seed=0"])]
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from conftest import experiment_script
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
-STEPS = 60
+STEPS = 30  # a checkpoint per step: the readers have 30 to read, each deleted by the next
 TIMEOUT_S = 600
 
 

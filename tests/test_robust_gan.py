@@ -266,11 +266,11 @@ def _tiny_flags() -> list[str]:
 @pytest.mark.subprocess
 def test_the_experiment_script_trains_and_tabulates_tiny_runs(tmp_path, repo_root):
     """experiments/robust_gan.py end to end (a subprocess, as a user runs it) on tiny runs of every model
-    it needs, seed 0, with two settings of the ablation grid: the runs of the two table scripts it reuses,
-    its own, and its files."""
+    it needs, seed 0, with one setting of the ablation grid (tests/test_harness.py derives the others' flags):
+    the runs of the two table scripts it reuses, its own, and its files."""
     out, runs = tmp_path / "results", tmp_path / "runs"
     command = [sys.executable, str(repo_root / "experiments" / "robust_gan.py"), "--train",
-               "--ablation=fake_weight_0,steps_x3", "--seeds=0", f"--runs={runs}", f"--out={out}", "--",
+               "--ablation=fake_weight_0", "--seeds=0", f"--runs={runs}", f"--out={out}", "--",
                *_tiny_flags()]
     proc = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, timeout=3000, check=False)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
@@ -278,7 +278,7 @@ def test_the_experiment_script_trains_and_tabulates_tiny_runs(tmp_path, repo_roo
     for row in ("| robust GAN: D |", "| detector GAN: D |", "| plain GAN: D |", "| plain classifier |",
                 "| PGD-trained classifier", "| robust_gan: **cfjax counterfactual mask**",
                 "| detector_gan: **cfjax counterfactual mask**", "| supervised U-Net", "| fake_weight_0 |",
-                "| steps_x3 |", "| default (plain GAN) |"):
+                "| default (plain GAN) |"):
         assert row in table, row
     for candidate in ("robust GAN: D", "detector GAN: D"):  # each candidate's aims, every one measured
         aims = table.split(f"* **{candidate}**\n")[1].split("\n* ")[0]
@@ -287,12 +287,13 @@ def test_the_experiment_script_trains_and_tabulates_tiny_runs(tmp_path, repo_roo
         assert "ensemble robust accuracy at 4/255" in aims  # the ensemble at the check budget
     assert "* One model meeting every aim: " in table
     summary = json.loads((out / "robust_gan.json").read_text())
-    assert summary["ablation_flags"]["steps_x3"] == ["--config.num_steps=18"]
+    assert summary["ablation_flags"]["fake_weight_0"] == ["--config.loss.fake_weight=0.0"]
     assert set(summary["fruit"]) == {"plain classifier", "PGD-trained classifier (L∞ 4/255)", "plain GAN: D",
                                      "robust GAN: D", "detector GAN: D"}
     assert {"counterfactual", "robust_gan/counterfactual", "detector_gan/counterfactual",
             "segmenter"} <= set(summary["cracks"])
-    assert json.loads((runs / "fruits_ablation_steps_x3_s0" / "results.json").read_text())["step"] == 18
+    ablated = json.loads((runs / "fruits_ablation_fake_weight_0_s0" / "config.json").read_text())
+    assert ablated["loss"]["fake_weight"] == 0.0 and ablated["seed"] == 0
     for run, also_fake in (("fruits_robust_s0", False), ("fruits_detector_s0", True)):
         trained = json.loads((runs / run / "results.json").read_text())
         assert trained["model"] == "robust_gan", run

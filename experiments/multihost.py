@@ -178,10 +178,12 @@ def kill_once(workdir: str, num_steps: int, target: int, victim: int, during_sav
             "committed_after": preemption.committed_steps(workdir)}
 
 
-def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int) -> list[dict]:
-    """preemption.py's kill-and-restart loop on the 2-process run, each SIGKILL to a random process."""
+def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int,
+                    during_save: Callable[[int], bool] = preemption.every_third_from_the_second) -> list[dict]:
+    """preemption.py's kill-and-restart loop on the 2-process run, each SIGKILL to a random process (those
+    where `during_save(i)` while a checkpoint is being written)."""
     return preemption.interrupted_run(
-        workdir, num_steps, kills, seed,
+        workdir, num_steps, kills, seed, during_save=during_save,
         kill=lambda target, rng, during_save, log: kill_once(workdir, num_steps, target, rng.randrange(2),
                                                               during_save=during_save, log=log),
         finish=lambda log: {"returncode": run(workdir, num_steps, 2, log)})

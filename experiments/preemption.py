@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMING_FIELDS = ("train/steps_per_sec", "wall_time_s", "training_wall_time_s")  # the only outputs allowed to differ
@@ -95,9 +96,15 @@ def _resumed_from(log: str, start: int) -> int | None:
     return int(text.split(marker, 1)[1].split()[0])
 
 
-def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int, *, kill=None, finish=None) -> list[dict]:
-    """`kills` SIGKILLs at increasing random steps (every third one during a checkpoint write), each
-    followed by a restart of the same command; then a final restart that must finish.
+def every_third_from_the_second(kill: int) -> bool:
+    """Which kills wait for a checkpoint write, by default: the 2nd, 5th, 8th ..."""
+    return kill % 3 == 1
+
+
+def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int, *, kill=None, finish=None,
+                    during_save: Callable[[int], bool] = every_third_from_the_second) -> list[dict]:
+    """`kills` SIGKILLs at increasing random steps (kill i during a checkpoint write where `during_save(i)`),
+    each followed by a restart of the same command; then a final restart that must finish.
 
     `kill(target, rng, during_save, log)` starts the run and kills it (default: `kill_once`, one process)
     and `finish(log)` runs the final restart, returning fields for its event: multihost.py passes its
@@ -110,7 +117,7 @@ def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int, *, kill
     events = []
     for i, target in enumerate(targets):
         start = os.path.getsize(log) if os.path.exists(log) else 0
-        event = kill(target, rng, i % 3 == 1, log)
+        event = kill(target, rng, during_save(i), log)
         event["resumed_from"] = _resumed_from(log, start)
         events.append(event)
     start = os.path.getsize(log)

@@ -9,9 +9,9 @@ from cfjax.errors import ConfigError
 
 def cpu_defaults(batch_size: int) -> None:
     """Before JAX starts: one XLA device per CPU core (up to 8, dividing the batch), a persistent
-    compilation cache, unless the user set either, and freed host memory kept in the process
-    (`host_memory`). On a 2-core CPU two devices ran a GAN step ~1.4x faster than one; devices of a GPU
-    or TPU are unaffected."""
+    compilation cache, unless the user set either, freed host memory kept in the process
+    (`host_memory`), and patient collectives (`with_patient_cpu_collectives`). On a 2-core CPU two
+    devices ran a GAN step ~1.4x faster than one; devices of a GPU or TPU are unaffected."""
     from cfjax import host_memory
 
     host_memory.keep_freed_memory()
@@ -19,9 +19,37 @@ def cpu_defaults(batch_size: int) -> None:
     if "xla_force_host_platform_device_count" not in xla_flags:
         cores = min(os.cpu_count() or 1, 8)
         devices = max(d for d in range(1, cores + 1) if batch_size % d == 0)
-        os.environ["XLA_FLAGS"] = f"{xla_flags} --xla_force_host_platform_device_count={devices}".strip()
+        xla_flags = f"{xla_flags} --xla_force_host_platform_device_count={devices}".strip()
+    os.environ["XLA_FLAGS"] = with_patient_cpu_collectives(xla_flags)
     cache = os.path.join(os.path.expanduser("~"), ".cache", "cfjax", "jax_compilation_cache")
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", cache)
+
+
+# XLA:CPU aborts the process (SIGABRT, "Termination timeout ... of 40 seconds exceeded") when one device's
+# thread reaches a collective 40 s after another. On a CPU those devices are threads of one process, so that
+# wait is a busy machine (a run under `nice` beside other jobs), not a hang: it killed a fruit attack after an
+# hour of work. An hour instead, where the installed jaxlib has the flag (XLA refuses unknown flags).
+COLLECTIVE_TIMEOUT_FLAG = "xla_cpu_collective_call_terminate_timeout_seconds"
+COLLECTIVE_TIMEOUT_S = 3600
+_FIRST_JAXLIB_WITH_THE_FLAG = (0, 10)  # (the first checked: 0.10.2 has it)
+
+
+def with_patient_cpu_collectives(xla_flags: str, jaxlib_version: str | None = None) -> str:
+    """`xla_flags` with XLA:CPU's collective termination timeout at COLLECTIVE_TIMEOUT_S, unless the user set
+    it or the jaxlib (`jaxlib_version`, default the installed one) predates it."""
+    if COLLECTIVE_TIMEOUT_FLAG in xla_flags:
+        return xla_flags
+    if jaxlib_version is None:
+        from importlib import metadata
+
+        try:
+            jaxlib_version = metadata.version("jaxlib")
+        except metadata.PackageNotFoundError:
+            return xla_flags
+    major_minor = tuple(int(part) if part.isdigit() else -1 for part in jaxlib_version.split(".")[:2])
+    if major_minor < _FIRST_JAXLIB_WITH_THE_FLAG:
+        return xla_flags
+    return f"{xla_flags} --{COLLECTIVE_TIMEOUT_FLAG}={COLLECTIVE_TIMEOUT_S}".strip()
 
 
 def distributed_settings(*, coordinator_address: str | None = None, num_processes: int | None = None,

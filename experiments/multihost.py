@@ -184,8 +184,8 @@ def interrupted_run(workdir: str, num_steps: int, kills: int, seed: int,
     where `during_save(i)` while a checkpoint is being written)."""
     return preemption.interrupted_run(
         workdir, num_steps, kills, seed, during_save=during_save,
-        kill=lambda target, rng, during_save, log: kill_once(workdir, num_steps, target, rng.randrange(2),
-                                                              during_save=during_save, log=log),
+        kill=lambda target, rng, in_save, log: kill_once(workdir, num_steps, target, rng.randrange(2),
+                                                          during_save=in_save, log=log),
         finish=lambda log: {"returncode": run(workdir, num_steps, 2, log)})
 
 

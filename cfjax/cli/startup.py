@@ -27,8 +27,8 @@ def cpu_defaults(batch_size: int) -> None:
 
 # XLA:CPU aborts the process (SIGABRT, "Termination timeout ... of 40 seconds exceeded") when one device's
 # thread reaches a collective 40 s after another. On a CPU those devices are threads of one process, so that
-# wait is a busy machine (a run under `nice` beside other jobs), not a hang: it killed a fruit attack after an
-# hour of work. An hour instead, where the installed jaxlib has the flag (XLA refuses unknown flags).
+# wait is a busy machine (a run under `nice` beside other jobs), not a hang: it killed a fruit attack after 48
+# minutes of work. An hour instead, where the installed jaxlib has the flag (XLA refuses unknown flags).
 COLLECTIVE_TIMEOUT_FLAG = "xla_cpu_collective_call_terminate_timeout_seconds"
 COLLECTIVE_TIMEOUT_S = 3600
 _FIRST_JAXLIB_WITH_THE_FLAG = (0, 10)  # (the first checked: 0.10.2 has it)

@@ -9,6 +9,11 @@ import sys
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+# The CLI's flags (cfjax/cli/startup.py), so that the tests and the commands they start share compiled programs
+# in the cache, and a test's collectives survive a loaded machine as a command's do.
+from cfjax.cli.startup import with_patient_cpu_collectives  # noqa: E402  (imports no JAX)
+
+os.environ["XLA_FLAGS"] = with_patient_cpu_collectives(os.environ["XLA_FLAGS"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 _CACHE = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", str(pathlib.Path.home() / ".cache" / "cfjax" / "jax_compilation_cache")

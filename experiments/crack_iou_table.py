@@ -3,7 +3,7 @@ on a plain classifier), dark pixels and a supervised U-Net, over several seeds, 
 
     python -m cfjax.data.prepare --dataset=crack_segmentation/sut --manual_dir=../shared/data/sut_crack_seg
     python experiments/crack_iou_table.py --train            # train what is missing, explain, tabulate
-    python experiments/crack_iou_table.py                    # tabulate finished runs only
+    python experiments/crack_iou_table.py                    # train nothing: analyse trained runs, tabulate
 
 Each run is the plain command line (`python -m cfjax.main --config=... --workdir=...`, then the same
 with `--mode=explain`), so a table row is exactly what a user's command gives. Finished runs and

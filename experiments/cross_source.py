@@ -3,7 +3,7 @@ leave-one-source-out pool of the others, and score the masks on every source's t
 there: every threshold comes from the training source's validation split.
 
     python experiments/cross_source.py --train     # train what is missing, explain on every target, tabulate
-    python experiments/cross_source.py             # tabulate finished runs only
+    python experiments/cross_source.py             # train nothing: analyse trained runs, tabulate
     python experiments/cross_source.py --train -- --config.num_steps=500   # more config flags for every run
 
 Training sets: each source alone (seeds --seeds, default 0) and each pool of all sources but one (seeds

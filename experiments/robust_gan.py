@@ -6,7 +6,7 @@ beat, and the ablation that asks why the plain GAN's D is less robust than the p
     python experiments/robust_gan.py --train --ablation   # ... and (c) the ablation grid on fruit, seed 0
     python experiments/robust_gan.py --train --ablation=fake_weight_0,steps_x3   # ... some settings of it
     python experiments/robust_gan.py --train --ablation=fake_weight_0 --ablation_seeds=0,1,2  # ... over seeds
-    python experiments/robust_gan.py                      # tabulate finished runs only
+    python experiments/robust_gan.py                      # train nothing: analyse trained runs, tabulate
 
 (a) reuses experiments/robustness_table.py's runs (the plain classifier, the PGD-trained classifier,
 the plain GAN, the robust GAN and the detector, each trained then attacked with `--mode=attack`); (b) reuses

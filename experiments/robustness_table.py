@@ -4,7 +4,7 @@ classifier, and the robust GAN's D and the detector GAN's D (issue 19), over sev
 
     python -m cfjax.data.prepare --dataset=fruit_defects/apples --manual_dir=../shared/data/fruits_fresh_rotten_224
     python experiments/robustness_table.py --train     # train what is missing, attack, tabulate
-    python experiments/robustness_table.py             # tabulate finished runs only
+    python experiments/robustness_table.py             # train nothing: analyse trained runs, tabulate
 
 Each step is the plain command line (`python -m cfjax.main --config=... --workdir=...`, then the
 same with `--mode=attack`; the GAN's attack adds `--transfer_from=` the plain classifier of the same

@@ -85,15 +85,16 @@ _HELD = []
 
 
 def _live_run(root: pathlib.Path) -> dict:
-    """LIVE_RUN: a workdir whose writer lock this test process holds, as a training run would, until it exits."""
+    """LIVE_RUN: a workdir whose writer lock this test process holds, as a training run would, until it exits;
+    BUSY_OUT: an output folder it holds as an attack would."""
     from cfjax import workdir_lock
 
-    live = root / "live"
+    live, busy = root / "live", root / "busy_out"
     live.mkdir()
-    lock = workdir_lock.held(str(live))
-    lock.__enter__()
-    _HELD.append(lock)
-    return {"LIVE_RUN": live}
+    for lock in (workdir_lock.held(str(live)), workdir_lock.output_held(str(busy))):
+        lock.__enter__()
+        _HELD.append(lock)
+    return {"LIVE_RUN": live, "BUSY_OUT": busy}
 
 
 def _substitute(text: str, places: dict) -> str:

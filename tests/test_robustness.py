@@ -54,6 +54,21 @@ def test_the_sweep_plot_draws_budgets_in_increasing_order_whatever_order_they_ra
     assert report.sweep_curve(model, "linf", "ensemble", "mean_p_fake") == ([], [])  # no such field: no line
 
 
+def test_robustness_md_lists_each_attacks_budgets_in_increasing_order():
+    row = lambda group, eps, acc: {"group": group, "norm": "linf", "loss": "ce", "epsilon": eps / 255,
+                                   "step_size": eps / 2550, "iterations": 10, "restarts": 1, "accuracy": acc, "f1": acc,
+                                   "auroc_max_softmax_clean_vs_adversarial": 0.5}
+    sweeps = [row("linf", 4, 0.6), row("ensemble", 8, 0.2), row("linf", 2, 0.8), row("ensemble", 2, 0.7)]
+    for ensemble_row in sweeps[1::2]:
+        ensemble_row.update(attack="ensemble", targets=1, queries=10)
+    results = {"workdir": "RUN", "step": 1, "data": {"num_images": 4, "source": "test"},
+               "models": {"D": {"clean": {"accuracy": 1.0, "f1": 1.0, "aurc": {}}, "sweeps": sweeps, "checks": []}}}
+    table = [line.split(" | ")[:2] for line in report.markdown(results).splitlines() if line.startswith("| linf |")
+             or line.startswith("| ensemble |")]
+    assert table == [["| linf", "linf ε=2/255, α=0.2/255"], ["| linf", "linf ε=4/255, α=0.4/255"],
+                     ["| ensemble", "linf ε=2/255"], ["| ensemble", "linf ε=8/255"]]
+
+
 def test_detection_scores_every_attacked_input_and_the_successful_attacks_alone():
     """Four examples with K = 2 and a fake logit. Clean: 0, 1 right, 2 wrong, 3 right. The attack flips 0 (right to
     wrong), leaves 1 right, leaves 3 exactly clean (as the ensemble returns an example it could not break), and 2

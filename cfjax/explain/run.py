@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from cfjax import evaluate, interrupts, storage, tiling, visualize
+from cfjax import evaluate, interrupts, storage, tiling, visualize, workdir_lock
 from cfjax.data import pipeline
 from cfjax.errors import DataError
 from cfjax.explain import folder as folders
@@ -46,69 +46,71 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
     if eval_data is not None and validation is None:
         raise DataError(f"--eval_data={eval_data}: every threshold comes from the run's own validation split, "
                         f"and here it is {validation_note.removeprefix('not tuned: ')}")
-    top_k_fraction = _top_k_fraction(config, validation)
-    rules = scoring.PerImageRules(fixed_fraction=config.explain.fixed_fraction, top_k_fraction=top_k_fraction)
-    tolerances = scoring.Tolerances(f1=config.explain.tolerance, centerline=config.explain.centerline_tolerance)
-    score = functools.partial(scoring.score_batch, grid=grid, per_image=rules, num_bins=config.explain.histogram_bins,
-                              tolerances=tolerances)
-    names = methods.names + thin.variant_names(methods.names[0], methods.draws_counterfactual, config.explain)
+    with workdir_lock.output_held(out_dir, enabled=jax.process_index() == 0):
+        top_k_fraction = _top_k_fraction(config, validation)
+        rules = scoring.PerImageRules(fixed_fraction=config.explain.fixed_fraction, top_k_fraction=top_k_fraction)
+        tolerances = scoring.Tolerances(f1=config.explain.tolerance, centerline=config.explain.centerline_tolerance)
+        score = functools.partial(scoring.score_batch, grid=grid, per_image=rules,
+                                  num_bins=config.explain.histogram_bins, tolerances=tolerances)
+        names = methods.names + thin.variant_names(methods.names[0], methods.draws_counterfactual, config.explain)
 
-    def score_split(params_and_frozen, batch):
-        params, frozen = params_and_frozen  # frozen: {method: tuned threshold} for clIoU
-        maps, extras = methods.maps(params, batch["image"], batch["label"])
-        maps.update(thin.variant_maps(maps, methods.names[0], batch["image"], extras.get("counterfactual_image"),
-                                      config))
-        return score(maps, batch["mask"], frozen=frozen)
+        def score_split(params_and_frozen, batch):
+            params, frozen = params_and_frozen  # frozen: {method: tuned threshold} for clIoU
+            maps, extras = methods.maps(params, batch["image"], batch["label"])
+            maps.update(thin.variant_maps(maps, methods.names[0], batch["image"], extras.get("counterfactual_image"),
+                                          config))
+            return score(maps, batch["mask"], frozen=frozen)
 
-    evaluator = functools.partial(evaluate.SplitEvaluator, batch_fn=score_split,
-                                  batch_size=config.eval.batch_size, mesh=run.mesh)
-    # clIoU is counted at the threshold validation froze, so validation is scored first with +inf (nothing
-    # predicted, nothing to thin): the same pytree, so the test pass reuses its compiled function.
-    nothing = {name: jnp.float32(jnp.inf) for name in names}
-    val_scores = evaluator(validation).run((run.params, nothing)) if validation is not None else None
-    tuned = {} if val_scores is None else scoring.tuned_thresholds(val_scores, val_scores["has_mask"], names, grid)
-    frozen = {name: jnp.float32(tuned.get(name, jnp.inf)) for name in names}
-    if folder is None:
-        data = pipeline.evaluation_arrays(target_config, split)
-        scores = evaluator(data).run((run.params, frozen))
-        source = f"the {split} split of {target_config.data.name}"
-        examples = _split_examples(data, split)
-    else:
-        examples = folders.load_pairs(folder, mask_threshold=mask_threshold, crack_value=crack_value)
-        _add_maps(examples, run, methods, config)
-        scores = _score_each(examples, functools.partial(score, frozen=frozen), methods.names[0], config)
-        source = f"folder {os.path.abspath(folder)}"
-    has_mask = scores["has_mask"]
-    summary = scoring.summarize(scores, has_mask, names, grid, val_scores,
-                                None if val_scores is None else val_scores["has_mask"])
-    damaged, empty = scoring.damage_rows(scores, has_mask)
-    results = {
-        "workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
-        "data": {"source": source, "num_images": len(has_mask), "num_damaged": int(damaged.sum()),
-                 "num_empty": int(empty.sum()), "trained_on": config.data.name,
-                 "evaluated_on": target_config.data.name if folder is None else source,
-                 "cross_source": eval_data is not None},
-        "settings": {"fixed_fraction": config.explain.fixed_fraction, "top_k_percent": 100 * top_k_fraction,
-                     "saliency": methods.saliency_settings(config), "ig_steps": config.explain.ig_steps,
-                     "tolerance": config.explain.tolerance, "centerline_tolerance": config.explain.centerline_tolerance,
-                     "thin_nms": config.explain.thin_nms, "thin_reduce": config.explain.thin_reduce,
-                     "tuned_on": "validation" if val_scores is not None else validation_note,
-                     "thresholds_from": (f"the validation split of {config.data.name}" if val_scores is not None
-                                         else None),
-                     "mask_rule": None if folder is None else
-                     (f"== {crack_value}" if crack_value is not None else f"> {mask_threshold}")},
-        "methods": summary,
-        "versions": {"cfjax": __version__, "jax": jax.__version__},
-    }
-    interrupts.check()  # a stop signal whose exception a callback swallowed: write nothing
-    storage.make_dirs(out_dir)
-    results["figures"] = _figures(out_dir, examples, scores, damaged, run, methods, summary, config)
-    if methods.toward_each_class is not None and config.num_classes > 2 and folder is None:
-        results["multiclass"] = _multiclass(out_dir, data, run, methods.toward_each_class)
-    results["wall_time_s"] = time.time() - start
-    if jax.process_index() == 0:
-        storage.write_json_atomic(os.path.join(out_dir, "explain.json"), results)
-        storage.write_text_atomic(os.path.join(out_dir, "explain.md"), report.markdown_table(results))
+        evaluator = functools.partial(evaluate.SplitEvaluator, batch_fn=score_split,
+                                      batch_size=config.eval.batch_size, mesh=run.mesh)
+        # clIoU is counted at the threshold validation froze, so validation is scored first with +inf (nothing
+        # predicted, nothing to thin): the same pytree, so the test pass reuses its compiled function.
+        nothing = {name: jnp.float32(jnp.inf) for name in names}
+        val_scores = evaluator(validation).run((run.params, nothing)) if validation is not None else None
+        tuned = {} if val_scores is None else scoring.tuned_thresholds(val_scores, val_scores["has_mask"], names, grid)
+        frozen = {name: jnp.float32(tuned.get(name, jnp.inf)) for name in names}
+        if folder is None:
+            data = pipeline.evaluation_arrays(target_config, split)
+            scores = evaluator(data).run((run.params, frozen))
+            source = f"the {split} split of {target_config.data.name}"
+            examples = _split_examples(data, split)
+        else:
+            examples = folders.load_pairs(folder, mask_threshold=mask_threshold, crack_value=crack_value)
+            _add_maps(examples, run, methods, config)
+            scores = _score_each(examples, functools.partial(score, frozen=frozen), methods.names[0], config)
+            source = f"folder {os.path.abspath(folder)}"
+        has_mask = scores["has_mask"]
+        summary = scoring.summarize(scores, has_mask, names, grid, val_scores,
+                                    None if val_scores is None else val_scores["has_mask"])
+        damaged, empty = scoring.damage_rows(scores, has_mask)
+        results = {
+            "workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
+            "data": {"source": source, "num_images": len(has_mask), "num_damaged": int(damaged.sum()),
+                     "num_empty": int(empty.sum()), "trained_on": config.data.name,
+                     "evaluated_on": target_config.data.name if folder is None else source,
+                     "cross_source": eval_data is not None},
+            "settings": {"fixed_fraction": config.explain.fixed_fraction, "top_k_percent": 100 * top_k_fraction,
+                         "saliency": methods.saliency_settings(config), "ig_steps": config.explain.ig_steps,
+                         "tolerance": config.explain.tolerance,
+                         "centerline_tolerance": config.explain.centerline_tolerance,
+                         "thin_nms": config.explain.thin_nms, "thin_reduce": config.explain.thin_reduce,
+                         "tuned_on": "validation" if val_scores is not None else validation_note,
+                         "thresholds_from": (f"the validation split of {config.data.name}" if val_scores is not None
+                                             else None),
+                         "mask_rule": None if folder is None else
+                         (f"== {crack_value}" if crack_value is not None else f"> {mask_threshold}")},
+            "methods": summary,
+            "versions": {"cfjax": __version__, "jax": jax.__version__},
+        }
+        interrupts.check()  # a stop signal whose exception a callback swallowed: write nothing
+        storage.make_dirs(out_dir)
+        results["figures"] = _figures(out_dir, examples, scores, damaged, run, methods, summary, config)
+        if methods.toward_each_class is not None and config.num_classes > 2 and folder is None:
+            results["multiclass"] = _multiclass(out_dir, data, run, methods.toward_each_class)
+        results["wall_time_s"] = time.time() - start
+        if jax.process_index() == 0:
+            storage.write_json_atomic(os.path.join(out_dir, "explain.json"), results)
+            storage.write_text_atomic(os.path.join(out_dir, "explain.md"), report.markdown_table(results))
     results["out_dir"] = out_dir
     return results
 

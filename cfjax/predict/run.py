@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from cfjax import interrupts, storage
+from cfjax import interrupts, storage, workdir_lock
 from cfjax.data import pipeline, transforms
 from cfjax.data.builders import files
 from cfjax.errors import DataError
@@ -54,50 +54,51 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
     abstain = abstaining.abstain_rule(run, config, abstain_threshold, abstain_score)
     mask = {"threshold": run.mask_threshold, "rule": run.mask_rule} if "mask" in offers else None
     methods = tuple(method for method in METHODS if method in offers)
-    for sub in ("records", "maps", "thumbs"):
-        storage.make_dirs(os.path.join(out_dir, sub))
-    records, skipped, resumed, computed_s, computed = [], [], 0, 0.0, 0
-    settings = {"step": run.step, "abstain_score": abstain["score"], "abstain_threshold": abstain["threshold"],
-                "mask_threshold": mask and mask["threshold"], "saliency": run.saliency_settings}
-    with tqdm(total=len(paths), desc="predict", unit="photo", disable=not progress) as bar:
-        for relative in paths:
-            key = photos.key(relative)
-            record_path = os.path.join(out_dir, "records", f"{key}.json")
-            done = storage.read_json(record_path)
-            path, shown = os.path.join(folder, relative), photos.shown(relative)
-            try:
-                made_from = {**settings, **_file_fingerprint(path)}
-                reusable = isinstance(done, dict) and done.get("made_from") == made_from
-                if reusable and done.get("path") == shown:
-                    if "class" in done:  # named as the run names its classes today (older cfjax: "0 (normal)")
-                        done["class_name"] = run.class_names[done["class"]]
-                    records.append(done)
-                    resumed += 1
+    with workdir_lock.output_held(out_dir):
+        for sub in ("records", "maps", "thumbs"):
+            storage.make_dirs(os.path.join(out_dir, sub))
+        records, skipped, resumed, computed_s, computed = [], [], 0, 0.0, 0
+        settings = {"step": run.step, "abstain_score": abstain["score"], "abstain_threshold": abstain["threshold"],
+                    "mask_threshold": mask and mask["threshold"], "saliency": run.saliency_settings}
+        with tqdm(total=len(paths), desc="predict", unit="photo", disable=not progress) as bar:
+            for relative in paths:
+                key = photos.key(relative)
+                record_path = os.path.join(out_dir, "records", f"{key}.json")
+                done = storage.read_json(record_path)
+                path, shown = os.path.join(folder, relative), photos.shown(relative)
+                try:
+                    made_from = {**settings, **_file_fingerprint(path)}
+                    reusable = isinstance(done, dict) and done.get("made_from") == made_from
+                    if reusable and done.get("path") == shown:
+                        if "class" in done:  # named as the run names its classes today (older cfjax: "0 (normal)")
+                            done["class_name"] = run.class_names[done["class"]]
+                        records.append(done)
+                        resumed += 1
+                        bar.update()
+                        continue
+                    image = files.read_image(path)
+                except DataError as error:  # reported, listed in the summary, never fatal for the others
+                    skip = {"path": shown, "reason": photos.shown(str(error))}
+                    tqdm.write(f"cfjax: skipped {skip['path']}: {skip['reason']}")
+                    skipped.append(skip)
                     bar.update()
                     continue
-                image = files.read_image(path)
-            except DataError as error:  # reported, listed in the summary, never fatal for the others
-                skip = {"path": shown, "reason": photos.shown(str(error))}
-                tqdm.write(f"cfjax: skipped {skip['path']}: {skip['reason']}")
-                skipped.append(skip)
+                interrupts.check()
+                began = time.time()
+                record = predict_photo(run, transforms.to_float(image), relative, key, out_dir, methods, abstain, mask)
+                record["made_from"] = made_from
+                storage.write_json_atomic(record_path, record)
+                computed_s += time.time() - began
+                computed += 1
+                records.append(record)
                 bar.update()
-                continue
-            interrupts.check()
-            began = time.time()
-            record = predict_photo(run, transforms.to_float(image), relative, key, out_dir, methods, abstain, mask)
-            record["made_from"] = made_from
-            storage.write_json_atomic(record_path, record)
-            computed_s += time.time() - began
-            computed += 1
-            records.append(record)
-            bar.update()
-    interrupts.check()
-    summary = _summary(run, config, workdir, folder, paths, not_images, records, skipped, abstain, mask, methods)
-    summary.update({"resumed": resumed, "wall_time_s": time.time() - start,
-                    "photos_per_s": computed / computed_s if computed_s else None})
-    _write_tables(out_dir, records, run, summary)
-    storage.write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
-    storage.write_text_atomic(os.path.join(out_dir, "report.html"), report.html(summary, records))
+        interrupts.check()
+        summary = _summary(run, config, workdir, folder, paths, not_images, records, skipped, abstain, mask, methods)
+        summary.update({"resumed": resumed, "wall_time_s": time.time() - start,
+                        "photos_per_s": computed / computed_s if computed_s else None})
+        _write_tables(out_dir, records, run, summary)
+        storage.write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
+        storage.write_text_atomic(os.path.join(out_dir, "report.html"), report.html(summary, records))
     summary["out_dir"] = out_dir
     return summary
 

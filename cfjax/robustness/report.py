@@ -31,6 +31,20 @@ def _effort(row: dict) -> str:
             + (f" (broken by {broken})" if broken else ""))
 
 
+def _attack_name(row: dict) -> str:
+    return (row["group"] + (f" from {row['source']}" if "source" in row else "")
+            + (" (CW margin)" if row["loss"] == "margin" else ""))
+
+
+def _by_budget(rows: list[dict]) -> list[dict]:
+    """Each attack's rows by increasing budget, the attacks in the order they first ran: a config may list its
+    budgets in any order, and a table read down a column should not zig-zag."""
+    first_seen = {}
+    for row in rows:
+        first_seen.setdefault((_attack_name(row), row["norm"]), len(first_seen))
+    return sorted(rows, key=lambda row: (first_seen[(_attack_name(row), row["norm"])], row["epsilon"]))
+
+
 def markdown(results: dict) -> str:
     """Clean scores, then every attack per model, then the gradient-masking checks."""
     lines = [f"# Robustness of {results['workdir']} (step {results['step']})", "",
@@ -50,10 +64,8 @@ def markdown(results: dict) -> str:
                                           "AUROC clean vs adv: p_fake | … 1 − max softmax | successful attacks | "
                                           "AUROC clean vs successful: p_fake | … 1 − max softmax |"),
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for row in model["sweeps"] + model["checks"]:
-            attack = row["group"] + (f" from {row['source']}" if "source" in row else "")
-            attack += " (CW margin)" if row["loss"] == "margin" else ""
-            lines.append(f"| {attack} | {_budget(row)} | {_effort(row)} | "
+        for row in _by_budget(model["sweeps"]) + model["checks"]:
+            lines.append(f"| {_attack_name(row)} | {_budget(row)} | {_effort(row)} | "
                          f"{_fmt(row['accuracy'])} | {_fmt(row['f1'])} | {_fmt(row.get('mean_p_fake'))} | "
                          f"{_fmt(row.get('auroc_p_fake_clean_vs_adversarial'))} | "
                          f"{_fmt(row['auroc_max_softmax_clean_vs_adversarial'])} | "

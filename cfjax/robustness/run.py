@@ -10,7 +10,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from cfjax import checkpoint, interrupts, storage
+from cfjax import checkpoint, interrupts, storage, workdir_lock
 from cfjax.data import pipeline
 from cfjax.errors import ConfigError
 from cfjax.kinds import Readout
@@ -30,44 +30,46 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
     out_dir = out_dir or os.path.join(workdir, "attack" if split == "test" else f"attack_{split}")
     saved_source = _transfer_config(transfer_from, config) if transfer_from else None
     run = load_run(config, workdir)
-    if jax.process_index() == 0:
+    primary = jax.process_index() == 0
+    if primary:
         storage.check_writable(out_dir)  # before minutes of attacks, not after
-    models = _chosen(run.kind.readouts(run.params), config.attack.models)
-    sources, source_step = _transfer_sources(transfer_from, saved_source) if transfer_from else ([], None)
-    data = pipeline.evaluation_arrays(config, split)
-    if config.attack.max_examples:
-        data = {name: np.asarray(array)[:config.attack.max_examples] for name, array in data.items()}
-    key = jax.random.PRNGKey(config.seed)
-    # Finished settings are kept so a rerun resumes; one process only (others could not see its files).
-    progress = SweepProgress(os.path.join(out_dir, "partial") if jax.process_count() == 1 else None, {
-        "config": config.name, "step": run.step, "data": config.data.name, "split": split,
-        "num_images": len(data["label"]), "transfer_step": source_step,
-        "seed": config.seed, "batch_size": config.eval.batch_size, "cfjax": __version__,
-        "adaptive_weight": config.attack.adaptive_weight})
-    common = dict(batch_size=config.eval.batch_size, mesh=run.mesh, key=key,
-                  adaptive_weight=config.attack.adaptive_weight, progress=progress)
-    reference = protocols.check_settings(config.attack, has_detector=False)[0]  # PGD-10 CE at the check budget
-    results = {"workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
-               "data": {"source": f"the {split} split of {config.data.name}", "num_images": len(data["label"])},
-               "settings": config.attack.to_dict(), "models": {}}
-    for model in models:
-        sweep = ModelSweep(model, data, **common)
-        rows = [_scored(sweep, s) for s in protocols.sweep_settings(config.attack)]
-        check_rows = [_scored(sweep, s) for s in protocols.check_settings(config.attack, model.has_detector)]
-        for source in sources:
-            row = ModelSweep(model, data, source=source, clean=sweep.clean, **common).score(reference)
-            check_rows.append({**row, "group": "transfer"})
-        clean = clean_scores(sweep.clean["logits"], data["label"], model.num_classes, model.has_detector,
-                             mixed_logits=sweep.outputs(reference)["logits"])
-        results["models"][model.name] = {"clean": clean["scores"], "risk_coverage": clean["risk_coverage"],
-                                         "sweeps": rows, "checks": check_rows}
-    results["versions"] = {"cfjax": __version__, "jax": jax.__version__}
-    results["wall_time_s"] = time.time() - start
-    interrupts.check()  # a stop signal whose exception a callback swallowed: write nothing
-    if jax.process_index() == 0:
-        results["files"] = report.write(out_dir, results)
-        storage.write_json_atomic(os.path.join(out_dir, "robustness.json"), results)
-        progress.clear()
+    with workdir_lock.output_held(out_dir, enabled=primary):
+        models = _chosen(run.kind.readouts(run.params), config.attack.models)
+        sources, source_step = _transfer_sources(transfer_from, saved_source) if transfer_from else ([], None)
+        data = pipeline.evaluation_arrays(config, split)
+        if config.attack.max_examples:
+            data = {name: np.asarray(array)[:config.attack.max_examples] for name, array in data.items()}
+        key = jax.random.PRNGKey(config.seed)
+        # Finished settings are kept so a rerun resumes; one process only (others could not see its files).
+        progress = SweepProgress(os.path.join(out_dir, "partial") if jax.process_count() == 1 else None, {
+            "config": config.name, "step": run.step, "data": config.data.name, "split": split,
+            "num_images": len(data["label"]), "transfer_step": source_step,
+            "seed": config.seed, "batch_size": config.eval.batch_size, "cfjax": __version__,
+            "adaptive_weight": config.attack.adaptive_weight})
+        common = dict(batch_size=config.eval.batch_size, mesh=run.mesh, key=key,
+                      adaptive_weight=config.attack.adaptive_weight, progress=progress)
+        reference = protocols.check_settings(config.attack, has_detector=False)[0]  # PGD-10 CE at the check budget
+        results = {"workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
+                   "data": {"source": f"the {split} split of {config.data.name}", "num_images": len(data["label"])},
+                   "settings": config.attack.to_dict(), "models": {}}
+        for model in models:
+            sweep = ModelSweep(model, data, **common)
+            rows = [_scored(sweep, s) for s in protocols.sweep_settings(config.attack)]
+            check_rows = [_scored(sweep, s) for s in protocols.check_settings(config.attack, model.has_detector)]
+            for source in sources:
+                row = ModelSweep(model, data, source=source, clean=sweep.clean, **common).score(reference)
+                check_rows.append({**row, "group": "transfer"})
+            clean = clean_scores(sweep.clean["logits"], data["label"], model.num_classes, model.has_detector,
+                                 mixed_logits=sweep.outputs(reference)["logits"])
+            results["models"][model.name] = {"clean": clean["scores"], "risk_coverage": clean["risk_coverage"],
+                                             "sweeps": rows, "checks": check_rows}
+        results["versions"] = {"cfjax": __version__, "jax": jax.__version__}
+        results["wall_time_s"] = time.time() - start
+        interrupts.check()  # a stop signal whose exception a callback swallowed: write nothing
+        if primary:
+            results["files"] = report.write(out_dir, results)
+            storage.write_json_atomic(os.path.join(out_dir, "robustness.json"), results)
+            progress.clear()
     results["out_dir"] = out_dir
     return results
 

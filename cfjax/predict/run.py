@@ -50,11 +50,11 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
     out_dir = out_dir or os.path.join(workdir, f"predict_{os.path.basename(os.path.normpath(folder))}")
     storage.check_writable(out_dir)
     run = restore(workdir, config=config)
-    offers = set(run.offers)
-    abstain = abstaining.abstain_rule(run, config, abstain_threshold, abstain_score)
-    mask = {"threshold": run.mask_threshold, "rule": run.mask_rule} if "mask" in offers else None
-    methods = tuple(method for method in METHODS if method in offers)
-    with workdir_lock.output_held(out_dir):
+    with workdir_lock.output_held(out_dir):  # before the abstain threshold's pass over the validation split
+        offers = set(run.offers)
+        abstain = abstaining.abstain_rule(run, config, abstain_threshold, abstain_score)
+        mask = {"threshold": run.mask_threshold, "rule": run.mask_rule} if "mask" in offers else None
+        methods = tuple(method for method in METHODS if method in offers)
         for sub in ("records", "maps", "thumbs"):
             storage.make_dirs(os.path.join(out_dir, sub))
         records, skipped, resumed, computed_s, computed = [], [], 0, 0.0, 0

@@ -37,7 +37,7 @@ class EnsembleSpec:
     5000 Square queries. `joint` attacks D's decision over all K+1 logits ("fake" must lose too).
     `members` (empty: all valid ones) restricts the ensemble, for checks and tests. `square_shared_proposals`
     draws Square's windows per batch as AutoAttack's PyTorch code does (see `square_search`), for
-    cross-checks; per example (the default) is stronger and independent of the batch."""
+    cross-checks; per example (the default) is stronger and independent of the other images of the batch."""
 
     num_classes: int
     joint: bool = False

@@ -10,9 +10,10 @@ example, once broken, is not changed again.
 
 Each example draws its own window and signs, as the Square paper's code does: stronger, and an example's
 search does not depend on the other images of its batch (its random draws are those of its row, so they do
-depend on its position and the batch size, as the attack's seed does). AutoAttack's PyTorch port (and torchattacks, which copies
-it) draws one window and one sign per channel for the whole batch at each query; `shared_proposals=True`
-does the same, for comparisons with those implementations (experiments/attack_cross_check.py).
+depend on its position and the batch size, as the attack's seed does). AutoAttack's PyTorch port (and
+torchattacks, which copies it) draws one window and one sign per channel for the whole batch at each query;
+`shared_proposals=True` does the same, for comparisons with those implementations
+(experiments/attack_cross_check.py).
 """
 
 from collections.abc import Callable

@@ -38,7 +38,8 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
     target_config = config if eval_data is None else targets.target_config(config, eval_data, split)
     run = load_run(config, workdir)
     out_dir = out_dir or os.path.join(workdir, _default_out_name(folder, eval_data))
-    if jax.process_index() == 0:
+    primary = jax.process_index() == 0
+    if primary:
         storage.check_writable(out_dir)  # before minutes of scoring, not after
     methods = run.kind.saliency_methods()
     grid = evaluate.threshold_grid(config)
@@ -46,7 +47,7 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
     if eval_data is not None and validation is None:
         raise DataError(f"--eval_data={eval_data}: every threshold comes from the run's own validation split, "
                         f"and here it is {validation_note.removeprefix('not tuned: ')}")
-    with workdir_lock.output_held(out_dir, enabled=jax.process_index() == 0):
+    with workdir_lock.output_held(out_dir, enabled=primary):
         top_k_fraction = _top_k_fraction(config, validation)
         rules = scoring.PerImageRules(fixed_fraction=config.explain.fixed_fraction, top_k_fraction=top_k_fraction)
         tolerances = scoring.Tolerances(f1=config.explain.tolerance, centerline=config.explain.centerline_tolerance)
@@ -108,7 +109,7 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
         if methods.toward_each_class is not None and config.num_classes > 2 and folder is None:
             results["multiclass"] = _multiclass(out_dir, data, run, methods.toward_each_class)
         results["wall_time_s"] = time.time() - start
-        if jax.process_index() == 0:
+        if primary:
             storage.write_json_atomic(os.path.join(out_dir, "explain.json"), results)
             storage.write_text_atomic(os.path.join(out_dir, "explain.md"), report.markdown_table(results))
     results["out_dir"] = out_dir

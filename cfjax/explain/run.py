@@ -3,7 +3,6 @@ ground truth, on the run's test split or on any folder of image/mask pairs; writ
 explain.md and figures. Called by `python -m cfjax.main --mode=explain` and by notebooks.
 """
 
-import functools
 import os
 import time
 
@@ -17,11 +16,10 @@ from cfjax.data import pipeline
 from cfjax.errors import DataError
 from cfjax.explain import folder as folders
 from cfjax.explain import report, targets
-from cfjax.masks import scoring, thin, thresholds
+from cfjax.explain.scorer import MaskScorer
+from cfjax.masks import scoring, thresholds
 from cfjax.saved_runs import LoadedRun, load_run
 from cfjax.version import __version__
-
-DEFAULT_TOP_K_PERCENT = 2.0  # when neither the config nor a validation split gives one
 
 
 def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | None = None, split: str = "test",
@@ -42,62 +40,34 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
     if primary:
         storage.check_writable(out_dir)  # before minutes of scoring, not after
     methods = run.kind.saliency_methods()
-    grid = evaluate.threshold_grid(config)
     validation, validation_note = _validation_arrays(config)
     if eval_data is not None and validation is None:
         raise DataError(f"--eval_data={eval_data}: every threshold comes from the run's own validation split, "
                         f"and here it is {validation_note.removeprefix('not tuned: ')}")
     with workdir_lock.output_held(out_dir, enabled=primary):
-        top_k_fraction = _top_k_fraction(config, validation)
-        rules = scoring.PerImageRules(fixed_fraction=config.explain.fixed_fraction, top_k_fraction=top_k_fraction)
-        tolerances = scoring.Tolerances(f1=config.explain.tolerance, centerline=config.explain.centerline_tolerance)
-        score = functools.partial(scoring.score_batch, grid=grid, per_image=rules,
-                                  num_bins=config.explain.histogram_bins, tolerances=tolerances)
-        names = methods.names + thin.variant_names(methods.names[0], methods.draws_counterfactual, config.explain)
-
-        def score_split(params_and_frozen, batch):
-            params, frozen = params_and_frozen  # frozen: {method: tuned threshold} for clIoU
-            maps, extras = methods.maps(params, batch["image"], batch["label"])
-            maps.update(thin.variant_maps(maps, methods.names[0], batch["image"], extras.get("counterfactual_image"),
-                                          config))
-            return score(maps, batch["mask"], frozen=frozen)
-
-        evaluator = functools.partial(evaluate.SplitEvaluator, batch_fn=score_split,
-                                      batch_size=config.eval.batch_size, mesh=run.mesh)
-        # clIoU is counted at the threshold validation froze, so validation is scored first with +inf (nothing
-        # predicted, nothing to thin): the same pytree, so the test pass reuses its compiled function.
-        nothing = {name: jnp.float32(jnp.inf) for name in names}
-        val_scores = evaluator(validation).run((run.params, nothing)) if validation is not None else None
-        tuned = {} if val_scores is None else scoring.tuned_thresholds(val_scores, val_scores["has_mask"], names, grid)
-        frozen = {name: jnp.float32(tuned.get(name, jnp.inf)) for name in names}
+        scorer = MaskScorer(run, methods, config, validation)
         if folder is None:
             data = pipeline.evaluation_arrays(target_config, split)
-            scores = evaluator(data).run((run.params, frozen))
+            scores, examples = scorer.on_split(data), _split_examples(data, split)
             source = f"the {split} split of {target_config.data.name}"
-            examples = _split_examples(data, split)
         else:
             examples = folders.load_pairs(folder, mask_threshold=mask_threshold, crack_value=crack_value)
             _add_maps(examples, run, methods, config)
-            scores = _score_each(examples, functools.partial(score, frozen=frozen), methods.names[0], config)
+            scores = scorer.on_images(examples)
             source = f"folder {os.path.abspath(folder)}"
         has_mask = scores["has_mask"]
-        summary = scoring.summarize(scores, has_mask, names, grid, val_scores,
-                                    None if val_scores is None else val_scores["has_mask"])
+        summary = scorer.summary(scores)
         damaged, empty = scoring.damage_rows(scores, has_mask)
+        tuned = scorer.validation_scores is not None
         results = {
             "workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
             "data": {"source": source, "num_images": len(has_mask), "num_damaged": int(damaged.sum()),
                      "num_empty": int(empty.sum()), "trained_on": config.data.name,
                      "evaluated_on": target_config.data.name if folder is None else source,
                      "cross_source": eval_data is not None},
-            "settings": {"fixed_fraction": config.explain.fixed_fraction, "top_k_percent": 100 * top_k_fraction,
-                         "saliency": methods.saliency_settings(config), "ig_steps": config.explain.ig_steps,
-                         "tolerance": config.explain.tolerance,
-                         "centerline_tolerance": config.explain.centerline_tolerance,
-                         "thin_nms": config.explain.thin_nms, "thin_reduce": config.explain.thin_reduce,
-                         "tuned_on": "validation" if val_scores is not None else validation_note,
-                         "thresholds_from": (f"the validation split of {config.data.name}" if val_scores is not None
-                                             else None),
+            "settings": {**scorer.settings(),
+                         "tuned_on": "validation" if tuned else validation_note,
+                         "thresholds_from": f"the validation split of {config.data.name}" if tuned else None,
                          "mask_rule": None if folder is None else
                          (f"== {crack_value}" if crack_value is not None else f"> {mask_threshold}")},
             "methods": summary,
@@ -135,15 +105,6 @@ def _validation_arrays(config: ml_collections.ConfigDict) -> tuple[dict | None, 
     return {name: np.asarray(array)[damaged] for name, array in validation.items()}, "validation"
 
 
-def _top_k_fraction(config: ml_collections.ConfigDict, validation: dict | None) -> float:
-    """k for top-k: the config's, else the mean damage share of damaged validation images."""
-    if config.explain.top_k_percent > 0:
-        return config.explain.top_k_percent / 100.0
-    if validation is not None:
-        return float(validation["mask"].mean(axis=(1, 2)).mean())
-    return DEFAULT_TOP_K_PERCENT / 100.0
-
-
 def _split_examples(data: dict, split: str) -> list[dict]:
     return [{"name": f"{split}_{i:05d}", "image": data["image"][i], "mask": data["mask"][i],
              "label": int(data["label"][i])} for i in range(len(data["label"]))]
@@ -171,27 +132,6 @@ def _add_maps(examples: list, run: LoadedRun, methods, config: ml_collections.Co
             placed = {name: folders.resize_back(placed[name], shape) for name in wanted}
         example["counterfactual"] = placed.pop("counterfactual_image", None)
         example["maps"] = placed
-
-
-def _score_each(examples: list, score, first: str, config: ml_collections.ConfigDict) -> dict:
-    """Score whole images one at a time (they may differ in size), with the thin-mask options' maps made
-    from the placed ones; one compile per distinct size."""
-
-    def score_one_image(maps, image, counterfactual, mask):
-        maps = {**maps, **thin.variant_maps(maps, first, image, counterfactual, config)}
-        return score(maps, mask)
-
-    score_one = jax.jit(score_one_image)
-    per_image = []
-    for example in examples:
-        maps = {name: m[None] for name, m in example["maps"].items()}
-        counterfactual = example.get("counterfactual")
-        per_image.append(jax.tree.map(np.asarray, score_one(
-            maps, example["image"][None], None if counterfactual is None else counterfactual[None],
-            example["mask"][None])))
-    scores = {name: np.concatenate([s[name] for s in per_image]) for name in per_image[0]}
-    scores["has_mask"] = np.ones(len(examples), bool)
-    return scores
 
 
 def _figures(out_dir, examples, scores, damaged, run, methods, summary, config) -> dict:

@@ -25,8 +25,7 @@ import subprocess
 import tarfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ANALYSES = ("robustness.json", "explain.json")  # what --mode=attack and --mode=explain write in their folders
+from harness import OUTPUTS, REPO  # OUTPUTS: the file each analysis mode writes in its folder
 
 
 @dataclasses.dataclass
@@ -66,8 +65,8 @@ def group_alive(process: subprocess.Popen) -> bool:
         os.killpg(process.pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # it exists, under another user
+        pass
     return True
 
 
@@ -86,7 +85,7 @@ def unfinished_runs(runs: str) -> list[str]:
         if not os.path.isdir(os.path.join(folder, "checkpoints")):
             continue
         analysed = any(os.path.exists(os.path.join(folder, sub, analysis))
-                       for sub in os.listdir(folder) for analysis in ANALYSES)
+                       for sub in os.listdir(folder) for analysis in OUTPUTS.values())
         if not analysed:
             found.append(name)
     return found

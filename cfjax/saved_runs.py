@@ -6,11 +6,13 @@ the checkpoint alone (`Checkpointer(read_only=True)` enters no cross-process bar
 computes involves no other process, so no process can wait on another that took a different path."""
 
 import dataclasses
+import hashlib
 import os
 from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from cfjax import checkpoint, kinds, parallel
 from cfjax.config.upgrade import upgrade_config
@@ -28,6 +30,20 @@ class LoadedRun:
     step: int
     mesh: Any
     class_names: tuple[str, ...] | None = None  # the training dataset's, where the checkpoint records them
+
+
+def params_digest(params: Any) -> str:
+    """A short fingerprint of a run's inference parameters. Two trainings of one config, seed and step (the
+    same run trained again on another machine) share every name and number but not their weights: an
+    analysis that reuses another's output checks this, not the names."""
+    digest = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if isinstance(leaf, jax.Array) and leaf.sharding.is_fully_replicated:
+            leaf = leaf.addressable_shards[0].data  # this process's full copy, also where others hold one too
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(f"{jax.tree_util.keystr(path)}:{array.dtype}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]
 
 
 def require_checkpoints(workdir: str) -> None:

@@ -9,8 +9,8 @@ For each run and each decision `--mode=attack` attacks (G's head is left out), o
 median boundary distance in L2 and in L-inf (margin over the gradient's norm), the gradient's density and
 high-frequency share, D's class/fake gradient cosine, the first-order robust accuracy at 2/4/8/255, and
 the accuracy the run's L∞ PGD sweep (PGD-10 by default) and the ensemble measured at those budgets (from
-WORKDIR/attack/robustness.json, or its committed record; only where that attack read the same checkpoint
-and the same number of test images). With --counterfactuals_from (a GAN run), every decision also reads
+WORKDIR/attack/robustness.json, or its committed record; only where that attack read the same weights,
+by `params_digest`, and as many test images). With --counterfactuals_from (a GAN run), every decision also reads
 that GAN's counterfactuals of the test images (toward the class its evaluation aims at): the share it
 reads as that class, how well its margin's gradient lines up with the edit, and how far along the edit (in
 L2) the decision first changes, also as a multiple of its worst-case first-order L2 distance. With
@@ -35,7 +35,7 @@ from cfjax import storage, visualize
 from cfjax.data import pipeline
 from cfjax.kinds.gan import evaluation_targets
 from cfjax.robustness import local_geometry
-from cfjax.saved_runs import load_run, saved_config
+from cfjax.saved_runs import load_run, params_digest, saved_config
 
 EPSILONS_255 = (2.0, 4.0, 8.0)
 COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance (/255)", 255.0),
@@ -49,14 +49,16 @@ COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance
            ("cosine_with_reference", "cos with the reference's ∇", 1.0))
 
 
-def measured_accuracy(workdir: str, records: str, model: str, step: int, num_images: int) -> dict:
+def measured_accuracy(workdir: str, records: str, model: str, digest: str, num_images: int) -> dict:
     """{"pgd"|"ensemble": {epsilon_255: accuracy}} from the run's attack output, else its committed record;
-    empty where that attack read another checkpoint or another number of test images than the probe."""
+    empty where that attack read other weights (another checkpoint, or the same run trained again elsewhere:
+    `params_digest`), or another number of test images than the probe."""
     analysis = storage.read_json(os.path.join(workdir, "attack", "robustness.json")) or (
         storage.read_json(os.path.join(run_records.folder(records, workdir), "attack.json")) or {}).get("analysis", {})
     found = {"pgd": {}, "ensemble": {}}
     attacked = analysis.get("models", {}).get(model)
-    if not attacked or analysis.get("step") != step or analysis["data"]["num_images"] != num_images:
+    if (not attacked or analysis.get("params_digest") != digest
+            or analysis["data"]["num_images"] != num_images):
         return found
     for name, group in (("pgd", "linf"), ("ensemble", "ensemble")):
         for epsilon in EPSILONS_255:
@@ -162,14 +164,14 @@ def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None,
         data = counterfactuals.added_to(data, config)
     if reference:
         data = reference.added_to(data, config)
-    results = {}
+    results, digest = {}, params_digest(run.params)
     for readout in decisions(run):
         geometry = local_geometry.per_image(readout, data, batch_size=config.eval.batch_size, mesh=run.mesh,
                                             keep_gradient=figure is not None)
         if figure:
             figure.add(data["image"], geometry.pop("gradient"))
         summary = local_geometry.summarize(geometry, EPSILONS_255)
-        summary["measured_accuracy"] = measured_accuracy(workdir, records, readout.name, run.step,
+        summary["measured_accuracy"] = measured_accuracy(workdir, records, readout.name, digest,
                                                          len(data["label"]))
         results[readout.name] = {"step": run.step, **summary}
     return results

@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import cracks
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import experiment_script
 from PIL import Image
 
 from cfjax import attacks, parallel, train
@@ -314,3 +316,39 @@ def test_the_experiment_probes_every_attacked_decision_of_a_run_and_leaves_it_un
         size = cracks.get_config("tiny").data.image_size
         assert drawn.size == (2 * size + 2, 8 * size + 7 * 2)
     assert sorted((str(p.relative_to(runs)), p.stat().st_mtime_ns) for p in runs.rglob("*")) == before
+
+
+def test_the_params_digest_tells_weights_apart_not_where_they_live():
+    """The same weights replicated over the mesh or on the host share a digest; one changed number, or the
+    same numbers under another name, do not."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from cfjax.saved_runs import params_digest
+    weights = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.zeros(2, np.float32)}
+    replicated = jax.device_put(weights, NamedSharding(parallel.make_mesh(), PartitionSpec()))
+    assert params_digest(replicated) == params_digest(weights)
+    changed = {**weights, "w": weights["w"].copy()}
+    changed["w"][2, 3] += 1e-6
+    assert params_digest(changed) != params_digest(weights)
+    assert params_digest({"v": weights["w"], "b": weights["b"]}) != params_digest(weights)
+
+
+def test_measured_accuracy_is_read_only_from_an_attack_on_the_same_weights(tmp_path):
+    """An attack output (or committed record) of a run with this name is used only when it attacked these
+    weights: a record of the same config, seed and step trained again elsewhere is not this run's."""
+    workdir, records = tmp_path / "runs" / "fruits_s0", tmp_path / "records"
+    analysis = {"params_digest": "abc", "data": {"num_images": 10}, "step": 3000, "models": {"D": {
+        "sweeps": [{"group": "linf", "epsilon": 4 / 255, "accuracy": 0.5},
+                   {"group": "ensemble", "epsilon": 4 / 255, "accuracy": 0.4}], "checks": []}}}
+    (records / "fruits_s0").mkdir(parents=True)
+    (records / "fruits_s0" / "attack.json").write_text(json.dumps({"analysis": analysis}))
+    with experiment_script("local_geometry") as script:
+        assert script.measured_accuracy(str(workdir), str(records), "D", "abc", 10) == {
+            "pgd": {"4": 0.5}, "ensemble": {"4": 0.4}}
+        assert script.measured_accuracy(str(workdir), str(records), "D", "another", 10) == {
+            "pgd": {}, "ensemble": {}}  # same name, same step: other weights
+        assert script.measured_accuracy(str(workdir), str(records), "D", "abc", 11) == {"pgd": {}, "ensemble": {}}
+        (workdir / "attack").mkdir(parents=True)  # the run's own output comes first
+        (workdir / "attack" / "robustness.json").write_text(json.dumps({**analysis, "params_digest": "own"}))
+        assert script.measured_accuracy(str(workdir), str(records), "D", "own", 10)["pgd"] == {"4": 0.5}
+        assert script.measured_accuracy(str(workdir), str(records), "D", "abc", 10)["pgd"] == {}

@@ -164,6 +164,8 @@ def test_attack_d_of_a_gan_run_with_a_transfer_check(runs, tmp_path, capsys):
                                        "p_fake_clean_and_adversarial"}
     saved = json.loads((tmp_path / "robustness.json").read_text())
     assert saved["models"]["D"]["clean"] == d["clean"]
+    from cfjax.saved_runs import load_run, params_digest
+    assert saved["params_digest"] == params_digest(load_run(gan, gan_dir).params)  # which weights were attacked
     assert "| transfer from cracks_tiny_classifier/classifier |" in (tmp_path / "robustness.md").read_text()
     table = (tmp_path / "robustness.md").read_text()
     assert "| ensemble | linf ε=2/255 | ensemble: 3 it., 1 targets, 5 queries" in table

@@ -17,7 +17,7 @@ from cfjax.kinds import Readout
 from cfjax.robustness import protocols, report
 from cfjax.robustness.progress import SweepProgress
 from cfjax.robustness.sweep import ModelSweep, clean_scores
-from cfjax.saved_runs import load_run, saved_config
+from cfjax.saved_runs import load_run, params_digest, saved_config
 from cfjax.version import __version__
 
 
@@ -49,7 +49,8 @@ def attack(config: ml_collections.ConfigDict, workdir: str, *, transfer_from: st
         common = dict(batch_size=config.eval.batch_size, mesh=run.mesh, key=key,
                       adaptive_weight=config.attack.adaptive_weight, progress=progress)
         reference = protocols.check_settings(config.attack, has_detector=False)[0]  # PGD-10 CE at the check budget
-        results = {"workdir": workdir, "step": run.step, "model": run.kind.name, "config_name": config.name,
+        results = {"workdir": workdir, "step": run.step, "params_digest": params_digest(run.params),
+                   "model": run.kind.name, "config_name": config.name,
                    "data": {"source": f"the {split} split of {config.data.name}", "num_images": len(data["label"])},
                    "settings": config.attack.to_dict(), "models": {}}
         for model in models:

@@ -9,12 +9,12 @@ For each run and each decision `--mode=attack` attacks (G's head is left out), o
 median boundary distance in L2 and in L-inf (margin over the gradient's norm), the gradient's density and
 high-frequency share, D's class/fake gradient cosine, the first-order robust accuracy at 2/4/8/255, and
 the accuracy the run's L∞ PGD sweep (PGD-10 by default) and the ensemble measured at those budgets (from
-WORKDIR/attack/robustness.json, or its committed record; only where that attack read the same weights,
-by `params_digest`, and as many test images). With --counterfactuals_from (a GAN run), every decision also reads
-that GAN's counterfactuals of the test images (toward the class its evaluation aims at): the share it
-reads as that class, how well its margin's gradient lines up with the edit, and how far along the edit (in
-L2) the decision first changes, also as a multiple of its worst-case first-order L2 distance. With
---reference (a run), every decision's margin gradient is compared with that run's decision's at the same
+WORKDIR/attack/robustness.json, or --attack_dir's, else its committed record; only where that attack read
+the same weights, by `params_digest`, and as many test images). With --counterfactuals_from (a GAN run),
+every decision also reads that GAN's counterfactuals of the test images (toward the class its evaluation
+aims at): the share it reads as that class, how well its margin's gradient lines up with the edit, and how
+far along the edit (in L2) the decision first changes, also as a multiple of its worst-case first-order L2
+distance. With --reference (a run), every decision's margin gradient is compared with that run's decision's at the same
 images: the median cosine says whether the two are fragile in the same directions. With --figure, also
 NAME_gradients.png: eight test images spread over the split and, beside each, every decision's margin
 gradient (its magnitude summed over channels, each panel on its own scale up to its 99th percentile). Writes
@@ -49,11 +49,12 @@ COLUMNS = (("l2_distance", "L2 distance", 1.0), ("linf_distance", "L∞ distance
            ("cosine_with_reference", "cos with the reference's ∇", 1.0))
 
 
-def measured_accuracy(workdir: str, records: str, model: str, digest: str, num_images: int) -> dict:
+def measured_accuracy(workdir: str, records: str, model: str, digest: str, num_images: int,
+                      attack_dir: str = "attack") -> dict:
     """{"pgd"|"ensemble": {epsilon_255: accuracy}} from the run's attack output, else its committed record;
     empty where that attack read other weights (another checkpoint, or the same run trained again elsewhere:
     `params_digest`), or another number of test images than the probe."""
-    analysis = storage.read_json(os.path.join(workdir, "attack", "robustness.json")) or (
+    analysis = storage.read_json(os.path.join(workdir, attack_dir, "robustness.json")) or (
         storage.read_json(os.path.join(run_records.folder(records, workdir), "attack.json")) or {}).get("analysis", {})
     found = {"pgd": {}, "ensemble": {}}
     attacked = analysis.get("models", {}).get(model)
@@ -154,7 +155,8 @@ class GradientFigure:
 
 
 def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None,
-            reference: Reference | None = None, figure: GradientFigure | None = None) -> dict:
+            reference: Reference | None = None, figure: GradientFigure | None = None,
+            attack_dir: str = "attack") -> dict:
     """{model: summary with the measured accuracies} for every decision of the run (`decisions`); each
     decision's gradients also go into `figure`."""
     config = saved_config(workdir)
@@ -172,7 +174,7 @@ def measure(workdir: str, records: str, counterfactuals: Counterfactuals | None,
             figure.add(data["image"], geometry.pop("gradient"))
         summary = local_geometry.summarize(geometry, EPSILONS_255)
         summary["measured_accuracy"] = measured_accuracy(workdir, records, readout.name, digest,
-                                                         len(data["label"]))
+                                                         len(data["label"]), attack_dir)
         results[readout.name] = {"step": run.step, **summary}
     return results
 
@@ -208,6 +210,9 @@ def main() -> None:
     parser.add_argument("--name", default="local_geometry", help="the results files' name, without extension")
     parser.add_argument("--records", default=os.path.join(here, "results", "runs"),
                         help="committed analyses, read where a run folder has no attack output")
+    parser.add_argument("--attack_dir", default="attack",
+                        help="the folder in each run folder that holds its attack's robustness.json (the --out of "
+                             "its --mode=attack)")
     parser.add_argument("--counterfactuals_from", default=None,
                         help="a GAN run folder name under --runs whose counterfactuals every decision reads")
     parser.add_argument("--reference", default=None,
@@ -220,7 +225,7 @@ def main() -> None:
     reference = args.reference and Reference(os.path.join(args.runs, args.reference))
     figure = GradientFigure() if args.figure else None
     results = {name: measure(os.path.join(args.runs, name), args.records, counterfactuals or None, reference or None,
-                             figure) for name in args.workdirs.split(",")}
+                             figure, args.attack_dir) for name in args.workdirs.split(",")}
     edits = f"; G's x̂ from {args.counterfactuals_from}" if counterfactuals else ""
     edits += f"; reference gradients from {reference.readout.name} of {args.reference}" if reference else ""
     text = ("Local geometry of each decision on the test split (medians over correctly classified images; "

@@ -352,3 +352,6 @@ def test_measured_accuracy_is_read_only_from_an_attack_on_the_same_weights(tmp_p
         (workdir / "attack" / "robustness.json").write_text(json.dumps({**analysis, "params_digest": "own"}))
         assert script.measured_accuracy(str(workdir), str(records), "D", "own", 10)["pgd"] == {"4": 0.5}
         assert script.measured_accuracy(str(workdir), str(records), "D", "abc", 10)["pgd"] == {}
+        (workdir / "attack_pgd").mkdir()  # an attack written with --out=WORKDIR/attack_pgd
+        (workdir / "attack_pgd" / "robustness.json").write_text(json.dumps({**analysis, "params_digest": "pgd"}))
+        assert script.measured_accuracy(str(workdir), str(records), "D", "pgd", 10, "attack_pgd")["pgd"] == {"4": 0.5}

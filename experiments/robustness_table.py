@@ -32,7 +32,7 @@ RUNS = {
 }
 LABELS = {"D": "D (hybrid readout)", "G_head": "G's classification head", "classifier": "plain classifier",
           "adversarial_classifier": "PGD-trained classifier (L∞ 4/255)",
-          "robust_D": "robust GAN's D (`:robust`)", "detector_D": "detector GAN's D (`:detector`)"}
+          "robust_D": "robust GAN's D (:robust)", "detector_D": "detector GAN's D (:detector)"}
 EPSILONS_255 = (2.0, 4.0, 8.0)  # the budgets the README table reports (those the L-inf sweep ran)
 # The ensemble runs at those budgets only (each costs minutes per model on a CPU; PGD still sweeps them all),
 # and on the robust and detector GANs only their D is attacked (the models issue 19 compares).

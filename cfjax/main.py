@@ -47,6 +47,9 @@ _ABSTAIN_THRESHOLD = flags.DEFINE_float("abstain_threshold", None, "--mode=predi
 _ABSTAIN_SCORE = flags.DEFINE_enum("abstain_score", "auto", ["auto", "p_fake", "uncertainty"],
                                    "--mode=predict: abstain on p_fake, on 1 - the class's probability, or (auto) on "
                                    "whichever keeps more validation images (docs/predicting.md).")
+_SALIENCY_THRESHOLD = flags.DEFINE_float("saliency_threshold", None, "--mode=predict: mask where the map is above "
+                                         "this (default: the U-Net's 0.5, the threshold --mode=explain tuned, "
+                                         "else each photo's Otsu threshold).")
 _MASK_THRESHOLD = flags.DEFINE_integer("mask_threshold", 127, "--folder masks: damage where the mask is above this.",
                                        lower_bound=0, upper_bound=254)
 _CRACK_VALUE = flags.DEFINE_integer("crack_value", None, "--folder masks: damage where the mask equals this value "
@@ -76,6 +79,8 @@ def parse_flags(argv: list[str]) -> list[str]:
             _fail("--eval_data is for --mode=explain: the dataset a trained run is scored on")
         if _SPLIT.value != "test" and _MODE.value != "attack":
             _fail("--split is for --mode=attack: the split a trained run is attacked on")
+        if _SALIENCY_THRESHOLD.value is not None and _MODE.value != "predict":
+            _fail("--saliency_threshold is for --mode=predict: --mode=explain tunes its threshold on validation")
         if _MODE.value == "predict" and _FOLDER.value is None:
             _fail("--mode=predict needs --folder: the photos to predict on")
         return argv
@@ -166,7 +171,7 @@ def _run() -> None:
         modes.attack(config, workdir, transfer_from=_TRANSFER_FROM.value, out_dir=_OUT.value, split=_SPLIT.value)
     elif _MODE.value == "predict":
         modes.predict(config, workdir, _FOLDER.value, out_dir=_OUT.value, abstain_threshold=_ABSTAIN_THRESHOLD.value,
-                      abstain_score=_ABSTAIN_SCORE.value)
+                      abstain_score=_ABSTAIN_SCORE.value, saliency_threshold=_SALIENCY_THRESHOLD.value)
     else:
         train.train_and_evaluate(config, workdir)
 

@@ -265,13 +265,39 @@ def _inference_functions(run: LoadedRun) -> dict[str, Callable]:
 
 
 def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None, str]:
-    """A kind's own fixed threshold (the U-Net's probability above 0.5); else the threshold `--mode=explain`
-    tuned on validation when it was tuned on this very map (same `config.saliency`), else per-image Otsu."""
+    """A kind's own fixed threshold (the U-Net's probability above 0.5); else the threshold a `--mode=explain`
+    of this run tuned on its validation split for this very step and map (same `config.saliency`), from
+    WORKDIR/explain or else any WORKDIR/explain_* (explains of a folder or of another dataset tune on the
+    same validation split); else per-image Otsu."""
     if run.kind.mask_threshold is not None:
         return run.kind.mask_threshold, f"the {run.kind.name} run's map above {run.kind.mask_threshold}"
     if "mask" not in run.kind.offers:
         return None, f"none: a {run.kind.name} run draws no masks"
-    path = os.path.join(workdir, "explain", "explain.json")
+    others = sorted(name for name in _listdir(workdir) if name.startswith("explain_"))
+    unusable = None  # why the first record found cannot serve
+    for name in ("explain", *others):
+        path = os.path.join(workdir, name, "explain.json")
+        tuned, reason = _tuned_threshold(run, path)
+        if tuned is not None:
+            return tuned, f"{tuned:.3g}, tuned on the validation split by --mode=explain ({path})"
+        unusable = unusable or reason
+    if unusable:
+        return None, f"per-image Otsu ({unusable})"
+    return None, "per-image Otsu (no tuned threshold: run --mode=explain to tune one on validation)"
+
+
+def _listdir(folder: str) -> list[str]:
+    """The names in `folder`; none where it cannot be listed (a run restored from a read-only copy is still
+    restored: only the default mask rule depends on this)."""
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _tuned_threshold(run: LoadedRun, path: str) -> tuple[float | None, str | None]:
+    """(τ, None) when the explain.json at `path` tuned one for this run's step and map; else (None, why not),
+    the reason None where there is no usable record at all."""
     try:
         with open(path) as f:
             report = json.load(f)
@@ -283,12 +309,12 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
         same_map = all(recorded_value(tuned_map, "saliency", field) == run.config.saliency[field]
                        for field in ("reduce", "blur_radius", "views"))
     except (OSError, KeyError, TypeError, ValueError):
-        return None, "per-image Otsu (no tuned threshold: run --mode=explain to tune one on validation)"
+        return None, None
     if step != run.step:
-        return None, f"per-image Otsu ({path} was tuned at step {step}, not {run.step})"
+        return None, f"{path} was tuned at step {step}, not {run.step}"
     if not same_map:
-        return None, f"per-image Otsu ({path} was tuned on a different saliency map)"
-    return float(tuned), f"{tuned:.3g}, tuned on the validation split by --mode=explain ({path})"
+        return None, f"{path} was tuned on a different saliency map"
+    return float(tuned), None
 
 
 def _unnamed_classes(num_classes: int) -> list[str]:

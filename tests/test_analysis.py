@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -162,7 +163,7 @@ def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
     assert otsu.dtype == bool and otsu.shape == maps.shape and otsu.any() and not otsu.all()
     np.testing.assert_array_equal(run.mask(images, threshold=0.05), maps > 0.05)
     # A tuned threshold from --mode=explain on the same map becomes the default.
-    explain_dir = os.path.join(workdir, "explain")
+    explain_dir, other_dir = os.path.join(workdir, "explain"), os.path.join(workdir, "explain_crack_segmentation_uav75")
     os.makedirs(explain_dir, exist_ok=True)
     report = {"step": config.num_steps,
               "settings": {"saliency": config.saliency.to_dict()},
@@ -184,8 +185,16 @@ def test_masks_use_the_tuned_threshold_when_explain_ran(trained, tmp_path):
                 json.dump({**report, "settings": {"saliency": saliency_settings}}, f)
             other = cfjax.restore(workdir)
             assert other.mask_threshold is None and "a different saliency map" in other.mask_rule
+        # An explain of another dataset or folder (WORKDIR/explain_*) tuned on the same validation split: it
+        # serves where WORKDIR/explain cannot (here: tuned on another map).
+        os.makedirs(other_dir)
+        with open(os.path.join(other_dir, "explain.json"), "w") as f:
+            json.dump({**report, "methods": {"counterfactual": {"thresholdings": {"tuned": {"threshold": 0.03}}}}}, f)
+        from_other = cfjax.restore(workdir)
+        assert from_other.mask_threshold == pytest.approx(0.03) and other_dir in from_other.mask_rule
     finally:
         os.remove(os.path.join(explain_dir, "explain.json"))
+        shutil.rmtree(other_dir, ignore_errors=True)
 
 
 def test_readme_analysis_example_runs_as_shown(trained, repo_root, tmp_path, monkeypatch):

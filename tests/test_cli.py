@@ -82,6 +82,8 @@ def test_config_is_required_to_train(repo_root):
     assert proc.returncode == 2 and "--mode=explain without --config needs --workdir" in proc.stderr
     proc = _run(["--mode=explain", "--workdir=nowhere", "--split=validation"], repo_root)
     assert proc.returncode == 2 and "--split is for --mode=attack" in proc.stderr
+    proc = _run(["--mode=explain", "--workdir=nowhere", "--saliency_threshold=0.1"], repo_root)
+    assert proc.returncode == 2 and "--saliency_threshold is for --mode=predict" in proc.stderr
 
 
 # Bad flags and config fields, one line each with exit code 2: tests/test_bad_input.py (the table in

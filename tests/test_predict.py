@@ -22,10 +22,10 @@ import cfjax
 from cfjax import train
 from cfjax.data import pipeline
 from cfjax.data.builders import files
-from cfjax.errors import DataError
+from cfjax.errors import ConfigError, DataError
 from cfjax.predict import photos
 from cfjax.predict.abstain import abstain_rule, choose_threshold
-from cfjax.predict.run import predict
+from cfjax.predict.run import mask_rule, predict
 
 READABLE = ("a.jpg", "grey.png", "exif_rotated.jpg", "sub/rgba.png", "sub/palette.bmp", "sub/cmyk.tiff",
             "sub/ünïcode dir/sixteen bit.tif", "sub/ünïcode dir/фото.webp", "sub/still.gif")
@@ -231,6 +231,24 @@ def test_predict_a_folder_of_photos_with_a_gan_run_and_resume(gan_run, tmp_path)
     forced = predict(config, workdir, str(folder), out_dir=str(tmp_path / "forced"), abstain_threshold=0.0,
                      progress=False)
     assert forced["abstain"]["rule"] == "given by --abstain_threshold" and forced["counts"]["abstained"] == 9
+    # a given saliency threshold draws every mask (here: none), and changing it predicts again
+    unmasked = predict(config, workdir, str(folder), out_dir=str(out), saliency_threshold=1e9, progress=False)
+    assert unmasked["resumed"] == 0
+    assert unmasked["mask"] == {"threshold": 1e9, "rule": "1e+09, given by --saliency_threshold"}
+    records = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {(r["mask_threshold"], r["mask_area"]) for r in records} == {(1e9, 0.0)}
+
+
+def test_a_given_saliency_threshold_needs_a_run_with_masks_and_a_finite_value():
+    unet = argparse.Namespace(offers=("saliency", "mask"), kind="segmenter", mask_threshold=0.5, mask_rule="0.5")
+    assert mask_rule(unet) == {"threshold": 0.5, "rule": "0.5"}
+    assert mask_rule(unet, 0.25) == {"threshold": 0.25, "rule": "0.25, given by --saliency_threshold"}
+    with pytest.raises(ConfigError, match="finite"):
+        mask_rule(unet, float("nan"))
+    classifier = argparse.Namespace(offers=("probabilities",), kind="classifier")
+    assert mask_rule(classifier) is None
+    with pytest.raises(ConfigError, match="a classifier run draws no masks"):
+        mask_rule(classifier, 0.1)
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ summary and report are rebuilt from the records at the end.
 import csv
 import io
 import json
+import math
 import os
 import time
 
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from cfjax import interrupts, storage, workdir_lock
 from cfjax.data import pipeline, transforms
 from cfjax.data.builders import files
-from cfjax.errors import DataError
+from cfjax.errors import ConfigError, DataError
 from cfjax.masks import NORMAL_CLASS, thresholds
 from cfjax.predict import abstain as abstaining
 from cfjax.predict import photos, report
@@ -42,18 +43,20 @@ PHOTO_READOUT = (
 
 
 def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out_dir: str | None = None,
-            abstain_threshold: float | None = None, abstain_score: str = "auto", progress: bool = True) -> dict:
+            abstain_threshold: float | None = None, abstain_score: str = "auto",
+            saliency_threshold: float | None = None, progress: bool = True) -> dict:
     """Predict on every photo under `folder` (recursively); returns summary.json's content with "out_dir".
-    A photo abstains when `abstain_score` (`abstain.CHOICES`) is above the threshold (`abstain.abstain_rule`)."""
+    A photo abstains when `abstain_score` (`abstain.CHOICES`) is above the threshold (`abstain.abstain_rule`);
+    its mask is its map above `saliency_threshold`, by default the run's own rule (`mask_rule`)."""
     start = time.time()
     paths, not_images = photos.list_photos(folder)  # a missing or empty folder fails before the run is restored
     out_dir = out_dir or os.path.join(workdir, f"predict_{os.path.basename(os.path.normpath(folder))}")
     storage.check_writable(out_dir)
     run = restore(workdir, config=config)
+    mask = mask_rule(run, saliency_threshold)
     with workdir_lock.output_held(out_dir):  # before the abstain threshold's pass over the validation split
         offers = set(run.offers)
         abstain = abstaining.abstain_rule(run, config, abstain_threshold, abstain_score)
-        mask = {"threshold": run.mask_threshold, "rule": run.mask_rule} if "mask" in offers else None
         methods = tuple(method for method in METHODS if method in offers)
         for sub in ("records", "maps", "thumbs"):
             storage.make_dirs(os.path.join(out_dir, sub))
@@ -101,6 +104,22 @@ def predict(config: ml_collections.ConfigDict, workdir: str, folder: str, *, out
         storage.write_text_atomic(os.path.join(out_dir, "report.html"), report.html(summary, records))
     summary["out_dir"] = out_dir
     return summary
+
+
+def mask_rule(run: RestoredRun, given: float | None = None) -> dict | None:
+    """{"threshold", "rule"}: how each photo's mask is drawn from its map. A threshold given (the map's
+    scale differs by run: look at the saliency PNGs or explain.json) wins over the run's own rule (the
+    U-Net's 0.5, the threshold --mode=explain tuned on validation, else each photo's Otsu: threshold None);
+    None for a run that draws no masks, where a given threshold is a usage error."""
+    if "mask" not in run.offers:
+        if given is not None:
+            raise ConfigError(f"--saliency_threshold={given}: a {run.kind} run draws no masks")
+        return None
+    if given is None:
+        return {"threshold": run.mask_threshold, "rule": run.mask_rule}
+    if not math.isfinite(given):
+        raise ConfigError(f"--saliency_threshold={given}: give a finite number")
+    return {"threshold": float(given), "rule": f"{given:.4g}, given by --saliency_threshold"}
 
 
 def _file_fingerprint(path: str) -> dict:

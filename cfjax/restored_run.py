@@ -287,8 +287,8 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
 
 
 def _listdir(folder: str) -> list[str]:
-    """The names in `folder`; none where it cannot be listed (a run restored from a read-only copy is still
-    restored: only the default mask rule depends on this)."""
+    """The names in `folder`; none where it cannot be listed (only the default mask rule depends on them,
+    so the run is still restored)."""
     try:
         return os.listdir(folder)
     except OSError:

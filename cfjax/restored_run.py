@@ -33,6 +33,7 @@ from cfjax import kinds, parallel, tiling
 from cfjax.config.upgrade import recorded_value
 from cfjax.data import pipeline
 from cfjax.evaluate import pad_batch
+from cfjax.explain import outputs
 from cfjax.masks import NORMAL_CLASS, thresholds
 from cfjax.saved_runs import LoadedRun, load_run, saved_config
 
@@ -273,9 +274,8 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
         return run.kind.mask_threshold, f"the {run.kind.name} run's map above {run.kind.mask_threshold}"
     if "mask" not in run.kind.offers:
         return None, f"none: a {run.kind.name} run draws no masks"
-    others = sorted(name for name in _listdir(workdir) if name.startswith("explain_"))
     unusable = None  # why the first record found cannot serve
-    for name in ("explain", *others):
+    for name in outputs.in_workdir(workdir):
         path = os.path.join(workdir, name, "explain.json")
         tuned, reason = _tuned_threshold(run, path)
         if tuned is not None:
@@ -284,15 +284,6 @@ def _default_mask_threshold(run: LoadedRun, workdir: str) -> tuple[float | None,
     if unusable:
         return None, f"per-image Otsu ({unusable})"
     return None, "per-image Otsu (no tuned threshold: run --mode=explain to tune one on validation)"
-
-
-def _listdir(folder: str) -> list[str]:
-    """The names in `folder`; none where it cannot be listed (only the default mask rule depends on them,
-    so the run is still restored)."""
-    try:
-        return os.listdir(folder)
-    except OSError:
-        return []
 
 
 def _tuned_threshold(run: LoadedRun, path: str) -> tuple[float | None, str | None]:

@@ -22,7 +22,7 @@ import platform
 
 import harness
 
-from cfjax.explain.targets import out_dir_name
+from cfjax.explain import outputs
 
 REPO = harness.REPO
 SOURCES = ("crack_segmentation/sut", "crack_segmentation/crack500", "crack_segmentation/uav75")
@@ -68,7 +68,9 @@ def explained(model: str, train_set: str, target: str, seed: int, args) -> dict 
     flags = [f"--config={config.format(variant=args.variant)}", f"--config.data.name={train_set}",
              f"--config.seed={seed}", *args.extra]
     # The run's own test split is what crack_iou_table.py's explain wrote; another source is --eval_data's.
-    mode_args, output = ((), "explain") if target == train_set else ((f"--eval_data={target}",), out_dir_name(target))
+    own = target == train_set
+    mode_args = () if own else (f"--eval_data={target}",)
+    output = outputs.OWN if own else outputs.for_dataset(target)
     def analysed():
         return harness.trained_and_analysed(flags, workdir, "explain", train=args.train, mode_args=mode_args,
                                             output=output, records=harness.records_in(args.out))

@@ -15,7 +15,7 @@ from cfjax import evaluate, interrupts, storage, tiling, visualize, workdir_lock
 from cfjax.data import pipeline
 from cfjax.errors import DataError
 from cfjax.explain import folder as folders
-from cfjax.explain import report, targets
+from cfjax.explain import outputs, report, targets
 from cfjax.explain.scorer import MaskScorer
 from cfjax.masks import scoring, thresholds
 from cfjax.saved_runs import LoadedRun, load_run
@@ -88,8 +88,8 @@ def explain(config: ml_collections.ConfigDict, workdir: str, *, folder: str | No
 
 def _default_out_name(folder: str | None, eval_data: str | None) -> str:
     if folder is not None:
-        return f"explain_{os.path.basename(os.path.normpath(folder))}"
-    return "explain" if eval_data is None else targets.out_dir_name(eval_data)
+        return outputs.for_folder(folder)
+    return outputs.OWN if eval_data is None else outputs.for_dataset(eval_data)
 
 
 def _validation_arrays(config: ml_collections.ConfigDict) -> tuple[dict | None, str]:

@@ -2,7 +2,6 @@
 retuning there. The maps are scored on the target, but every threshold comes from the run's own
 validation split, so a number says how the run transfers, not how well it can be refitted."""
 
-import os
 
 import ml_collections
 
@@ -35,11 +34,6 @@ def target_config(config: ml_collections.ConfigDict, target: str, split: str = "
                         f"{_size(our_shape)} px patches of {config.data.name}; prepare the target with "
                         f"--patch_size={our_shape[0]}")
     return config_for_target
-
-
-def out_dir_name(target: str) -> str:
-    """WORKDIR/explain_<this>: the target's name with "/" made a filename character."""
-    return "explain_" + target.replace("/", "_").replace(os.sep, "_")
 
 
 def _image_shape(split: sources.SplitSource) -> tuple:
